@@ -1,0 +1,44 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Release builds use the host CPU's full instruction set (AVX-512, F16C): without it Swift emits
+// baseline x86-64 and the f16 conversions and SIMD kernels run several times slower.
+let nativeCPU: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "native"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Graft",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "graft", targets: ["graft"]),
+        .library(name: "GraftMerging", targets: ["GraftMerging"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // BLAS + LAPACK: Debian's OpenBLAS on Linux (one library carries both), Accelerate on macOS.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "GraftTensor",
+                dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+                swiftSettings: nativeCPU),
+        .target(name: "GraftFormats", dependencies: ["GraftTensor"], swiftSettings: nativeCPU),
+        .target(name: "GraftAdapters", dependencies: ["GraftTensor", "GraftFormats"],
+                swiftSettings: nativeCPU),
+        .target(name: "GraftMerging",
+                dependencies: ["GraftTensor", "GraftFormats", "GraftAdapters",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: nativeCPU),
+        .executableTarget(name: "graft",
+                          dependencies: ["GraftTensor", "GraftFormats", "GraftAdapters", "GraftMerging",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: nativeCPU),
+        .testTarget(name: "GraftTensorTests", dependencies: ["GraftTensor"]),
+        .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats"]),
+        .testTarget(name: "GraftMergingTests",
+                    dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft"]),
+    ]
+)

@@ -1,0 +1,112 @@
+import Foundation
+import GraftFormats
+import GraftTensor
+
+/// An HF PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`), read for
+/// applying to base weights: ΔW = scaling · B · A per target module, and the `modules_to_save`
+/// tensors (e.g. a classification head) that replace or extend the base model's.
+public final class LoRAAdapter: @unchecked Sendable {
+    public struct Module: Sendable {
+        /// Module path as PEFT names it, without the `base_model.model.` prefix.
+        public let name: String
+        public let a: Tensor  // [r, in]
+        public let b: Tensor  // [out, r]
+        public let scaling: Double
+    }
+
+    public let path: String
+    public let config: PEFTAdapterConfig
+    public let modules: [String: Module]
+    /// Full tensors saved in the adapter, by their name in the model (no PEFT prefix, no
+    /// `modules_to_save.default` infix).
+    public let savedTensors: [(String, Tensor)]
+    private let file: SafetensorsFile
+
+    public static let prefix = "base_model.model."
+
+    public init(path: String) throws {
+        self.path = path
+        let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw FormatError(path, nil, "not a PEFT adapter folder (no adapter_config.json)")
+        }
+        config = try PEFTAdapterConfig(path: configPath)
+        guard config.peftType == "LORA" else {
+            throw FormatError(configPath, "peft_type", "'\(config.peftType)' is not supported here (only LORA)")
+        }
+        guard !config.useDoRA else {
+            throw FormatError(configPath, "use_dora", "DoRA adapters cannot be applied as a plain low-rank delta yet")
+        }
+        let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights) else {
+            throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
+        }
+        file = try SafetensorsFile(path: weights)
+        var a: [String: Tensor] = [:], b: [String: Tensor] = [:]
+        var saved: [(String, Tensor)] = []
+        for info in file.tensors {
+            var name = info.name
+            if name.hasPrefix(Self.prefix) { name.removeFirst(Self.prefix.count) }
+            if let r = name.range(of: ".lora_A.weight"), r.upperBound == name.endIndex {
+                a[String(name[..<r.lowerBound])] = try file.tensor(info.name)
+            } else if let r = name.range(of: ".lora_B.weight"), r.upperBound == name.endIndex {
+                b[String(name[..<r.lowerBound])] = try file.tensor(info.name)
+            } else if name.contains(".lora_") {
+                throw FormatError(weights, info.name, "unsupported LoRA tensor (bias or embedding LoRA is not supported yet)")
+            } else {
+                saved.append((name.replacingOccurrences(of: ".modules_to_save.default", with: ""), try file.tensor(info.name)))
+            }
+        }
+        var mods: [String: Module] = [:]
+        for (name, at) in a {
+            guard let bt = b[name] else { throw FormatError(weights, name, "has lora_A but no lora_B") }
+            guard at.shape.count == 2, bt.shape.count == 2, at.shape[0] == bt.shape[1] else {
+                throw FormatError(weights, name, "lora_A \(at.shape) and lora_B \(bt.shape) do not form a low-rank pair")
+            }
+            guard at.dtype.isFloatingPoint, bt.dtype.isFloatingPoint else { throw FormatError(weights, name, "LoRA tensors must be floating point") }
+            mods[name] = Module(name: name, a: at, b: bt, scaling: config.scaling(module: name))
+        }
+        for name in b.keys where a[name] == nil { throw FormatError(weights, name, "has lora_B but no lora_A") }
+        guard !mods.isEmpty || !saved.isEmpty else { throw FormatError(weights, nil, "holds no LoRA or saved tensors") }
+        modules = mods
+        savedTensors = saved
+    }
+
+    /// ΔW = scaling · B·A as a row-major [out × in] matrix (transposed for fan_in_fan_out layers).
+    public func delta(_ m: Module) -> FloatBuffer {
+        let r = m.a.shape[0], inF = m.a.shape[1], outF = m.b.shape[0]
+        let a = FloatBuffer(m.a), b = FloatBuffer(m.b)
+        let out = FloatBuffer(count: outF * inF)
+        Linalg.gemm(m: outF, n: inF, k: r, alpha: Float(m.scaling), a: b.values.baseAddress!, b: a.values.baseAddress!,
+                    c: out.mutable.baseAddress!)
+        if config.fanInFanOut {
+            let t = FloatBuffer(count: outF * inF)
+            let src = out.values, dst = t.mutable
+            for i in 0..<outF { for j in 0..<inF { dst[j * outF + i] = src[i * inF + j] } }
+            return t
+        }
+        return out
+    }
+
+    /// Finds the adapter module for a base tensor named `tensorName` (e.g. `encoder.layer.0.attention.self.query.weight`).
+    /// PEFT module paths may carry the task model's prefix (`bert.`, `model.`) that a bare base checkpoint
+    /// lacks, so a module matches when its path equals the tensor's module path or ends with "." + it.
+    public func module(forTensor tensorName: String) -> Module? {
+        guard tensorName.hasSuffix(".weight") else { return nil }
+        let path = String(tensorName.dropLast(".weight".count))
+        if let m = modules[path] { return m }
+        return modules.first { $0.key.hasSuffix("." + path) }?.value
+    }
+
+    /// The prefix (e.g. `bert.`) the adapter's module paths add to the base checkpoint's names, if any.
+    public func namePrefix(relativeTo baseNames: [String]) -> String {
+        let names = Set(baseNames)
+        for key in modules.keys.sorted() where !names.contains(key + ".weight") {
+            for bn in baseNames where bn.hasSuffix(".weight") {
+                let path = String(bn.dropLast(7))
+                if key.hasSuffix("." + path) { return String(key.dropLast(path.count)) }
+            }
+        }
+        return ""
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import GraftAdapters
+import GraftFormats
+import GraftTensor
+
+/// `merge_and_unload`: folds an HF PEFT LoRA adapter into its base model, W' = W + scaling · B·A for
+/// every targeted module (scaling α/r, or α/√r with rsLoRA), and adds the adapter's `modules_to_save`
+/// tensors (e.g. a classifier head). When the adapter's module paths carry a task-model prefix that the
+/// base checkpoint lacks (PEFT on BertForSequenceClassification names `bert.encoder…` for a BertModel
+/// checkpoint's `encoder…`), every base tensor gets that prefix, so the output loads as the task model.
+/// Source: HF PEFT `LoraModel.merge_and_unload` (peft/tuners/lora/layer.py, `get_delta_weight`).
+public enum Fuse {
+    public struct Summary: Sendable {
+        public let fusedModules: Int
+        public let savedTensors: Int
+        public let outputPath: String
+    }
+
+    public static func run(model modelPath: String, adapter adapterPath: String, to outPath: String,
+                           dtype: DType? = nil, options: MergeOptions = MergeOptions(),
+                           progress: ((StreamProgress) -> Void)? = nil) throws -> Summary {
+        let base = try Checkpoint(path: modelPath)
+        let adapter = try LoRAAdapter(path: adapterPath)
+        let prefix = adapter.namePrefix(relativeTo: base.names)
+        // Which base tensor each module updates; every module must find one, with the right shape.
+        var target: [String: LoRAAdapter.Module] = [:]
+        for n in base.names { if let m = adapter.module(forTensor: n) { target[n] = m } }
+        let hit = Set(target.values.map(\.name))
+        let known = base.names.filter { $0.hasSuffix(".weight") }.map { String($0.dropLast(7)) }
+        for name in adapter.modules.keys.sorted() where !hit.contains(name) {
+            throw MergeError.input("\(adapterPath): module '\(name)' is not in \(modelPath) (modules there include: \(known.prefix(8).joined(separator: ", "))…)")
+        }
+        for (n, m) in target {
+            let shape = base.info(n)!.shape
+            let want = adapter.config.fanInFanOut ? [m.a.shape[1], m.b.shape[0]] : [m.b.shape[0], m.a.shape[1]]
+            guard shape == want else {
+                throw MergeError.input("\(adapterPath): module '\(m.name)' gives a \(want) update but \(modelPath) has '\(n)' of shape \(shape) (adapter for a different base?)")
+            }
+        }
+        let saved = adapter.savedTensors
+        let savedNames = Set(saved.map(\.0))
+        var specs: [TensorSpec] = []
+        for n in base.names where !savedNames.contains(prefix + n) {
+            let i = base.info(n)!
+            specs.append(TensorSpec(name: prefix + n, dtype: i.dtype.isFloatingPoint ? (dtype ?? i.dtype) : i.dtype, shape: i.shape))
+        }
+        for (n, t) in saved { specs.append(TensorSpec(name: n, dtype: dtype ?? t.dtype, shape: t.shape)) }
+
+        let out = try OutputDirectory(outPath, overwrite: options.overwrite)
+        do {
+            let writer = try ShardedSafetensorsWriter(directory: out.tempPath, specs: specs, maxShardBytes: options.maxShardBytes)
+            let total = specs.reduce(0) { $0 + $1.byteCount }
+            var done = 0, k = 0
+            func report(_ name: String, _ bytes: Int) {
+                k += 1; done += bytes
+                progress?(StreamProgress(tensorsDone: k, tensorsTotal: specs.count, bytesDone: done, bytesTotal: total, current: name))
+            }
+            for n in base.names where !savedNames.contains(prefix + n) {
+                let t = try base.tensor(n)
+                let outDType = t.dtype.isFloatingPoint ? (dtype ?? t.dtype) : t.dtype
+                if let m = target[n] {
+                    let w = FloatBuffer(t)
+                    let d = adapter.delta(m)
+                    let r = FloatBuffer(count: w.count)
+                    let (rv, wv, dv) = (r.mutable, w.values, d.values)
+                    parallelFor(count: w.count) { rr in for j in rr { rv[j] = wv[j] + dv[j] } }
+                    try writer.write(prefix + n, tensor: r.tensor(shape: t.shape, dtype: outDType))
+                } else {
+                    try writer.write(prefix + n, tensor: t.dtype.isFloatingPoint ? t.converted(to: outDType) : t)
+                }
+                base.releasePages(n)
+                report(prefix + n, t.byteCount)
+            }
+            for (n, t) in saved {
+                try writer.write(n, tensor: t.converted(to: dtype ?? t.dtype))
+                report(n, t.byteCount)
+            }
+            try writer.finish()
+            try MergeOutput.writeConfig(from: base, dtype: dtype, to: out) { cfg in
+                guard let task = adapter.config.taskType, task == "SEQ_CLS",
+                      let head = saved.first(where: { $0.0.hasSuffix("classifier.weight") || $0.0.hasSuffix("score.weight") }),
+                      var o = cfg.json.objectValue else { return }
+                // The fused model is the task model: name its class and label count.
+                let arch = cfg.architectures.first ?? ""
+                let stem = arch.hasSuffix("Model") ? String(arch.dropLast(5)) : arch.components(separatedBy: "For").first ?? arch
+                let labels = head.1.shape[0]
+                o.removeAll { ["architectures", "id2label", "label2id"].contains($0.0) }
+                o.insert(("architectures", .array([.string(stem + "ForSequenceClassification")])), at: 0)
+                o.append(("id2label", .object((0..<labels).map { ("\($0)", .string("LABEL_\($0)")) })))
+                o.append(("label2id", .object((0..<labels).map { ("LABEL_\($0)", .int(Int64($0))) })))
+                cfg.json = .object(o)
+            }
+            if options.copyTokenizer { try MergeOutput.copyTokenizer(from: base.directory, to: out) }
+            let card = "---\ntags:\n- graft\n- lora\n- fused\n---\n# Fused model\n\n`graft fuse`: base `\(modelPath)` with LoRA adapter `\(adapterPath)` folded in (r = \(adapter.config.r), alpha = \(adapter.config.loraAlpha)\(adapter.config.useRSLoRA ? ", rsLoRA" : "")); \(target.count) module(s) updated, \(saved.count) saved tensor(s) added.\n"
+            try MergeOutput.writeModelCard(card, to: out)
+            try out.commit()
+        } catch {
+            out.abandon()
+            throw error
+        }
+        return Summary(fusedModules: target.count, savedTensors: saved.count, outputPath: out.finalPath)
+    }
+}

@@ -1,0 +1,64 @@
+#if canImport(Accelerate)
+import Accelerate
+#else
+import CBLAS
+#endif
+
+/// Errors from the linear-algebra bridge.
+public enum LinalgError: Error, CustomStringConvertible {
+    case lapack(routine: String, info: Int32)
+    public var description: String {
+        switch self {
+        case let .lapack(r, info): return "LAPACK \(r) failed (info = \(info))"
+        }
+    }
+}
+
+/// Dense linear algebra on row-major float32 matrices, through BLAS and LAPACK.
+public enum Linalg {
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major. `transA`: A is stored [k×m]; `transB`: B is [n×k].
+    public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, transA: Bool = false,
+                            b: UnsafePointer<Float>, transB: Bool = false,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+        let lda = transA ? m : k, ldb = transB ? k : n
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+    }
+
+    /// Convenience: C = A·B for arrays (A [m×k], B [k×n]).
+    public static func matmul(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int,
+                              transA: Bool = false, transB: Bool = false) -> [Float] {
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
+            gemm(m: m, n: n, k: k, a: a.baseAddress!, transA: transA, b: b.baseAddress!, transB: transB, c: c.baseAddress!)
+        } } }
+        return c
+    }
+
+    /// Thin SVD of a row-major [m×n] matrix: A = U · diag(S) · Vᵀ with U [m×r], S [r], Vᵀ [r×n],
+    /// r = min(m, n), singular values descending. LAPACK `sgesdd` (divide and conquer), as
+    /// `torch.linalg.svd(full_matrices=False)` uses on CPU.
+    public static func svd(_ a: [Float], rows m: Int, cols n: Int) throws -> (u: [Float], s: [Float], vt: [Float]) {
+        // A row-major [m×n] buffer is the column-major [n×m] matrix Aᵀ = V S Uᵀ. LAPACK on it returns
+        // "U" = V (col-major n×r = row-major r×n = Vᵀ) and "Vᵀ" = Uᵀ (col-major r×m = row-major m×r = U).
+        let r = min(m, n)
+        var work = a
+        var s = [Float](repeating: 0, count: r)
+        var vtOut = [Float](repeating: 0, count: r * n)  // LAPACK's U of Aᵀ
+        var uOut = [Float](repeating: 0, count: m * r)   // LAPACK's Vᵀ of Aᵀ
+        var jobz = Int8(UInt8(ascii: "S"))
+        var M = Int32(n), N = Int32(m), lda = Int32(n), ldu = Int32(n), ldvt = Int32(r)
+        var info: Int32 = 0
+        var iwork = [Int32](repeating: 0, count: 8 * r)
+        var lwork: Int32 = -1
+        var query: Float = 0
+        sgesdd_(&jobz, &M, &N, &work, &lda, &s, &vtOut, &ldu, &uOut, &ldvt, &query, &lwork, &iwork, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "sgesdd", info: info) }
+        lwork = Int32(query.rounded(.up)) + 1
+        var buf = [Float](repeating: 0, count: Int(lwork))
+        sgesdd_(&jobz, &M, &N, &work, &lda, &s, &vtOut, &ldu, &uOut, &ldvt, &buf, &lwork, &iwork, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "sgesdd", info: info) }
+        return (uOut, s, vtOut)
+    }
+}

@@ -1,0 +1,50 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Number of worker threads Graft uses: `GRAFT_THREADS` if set, else the active cores.
+public let graftThreadCount: Int = {
+    if let s = getenv("GRAFT_THREADS"), let n = Int(String(cString: s)), n > 0 { return n }
+    return max(1, ProcessInfoCores.active)
+}()
+
+enum ProcessInfoCores {
+    static var active: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+}
+
+/// Splits `0..<count` into contiguous chunks of at least `minChunk` and runs `body` on them in
+/// parallel. Small ranges run inline: below ~100 µs of work threads cost more than they give.
+public func parallelFor(count: Int, minChunk: Int = 1 << 16, _ body: (Range<Int>) -> Void) {
+    let chunks = min(graftThreadCount, max(1, count / max(minChunk, 1)))
+    if chunks <= 1 {
+        if count > 0 { body(0..<count) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        let box = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let lo = count * c / chunks, hi = count * (c + 1) / chunks
+            box.value(lo..<hi)
+        }
+    }
+}
+
+/// Runs `body(i)` for each i in `0..<count` in parallel (one task per index).
+public func parallelEach(_ count: Int, _ body: (Int) -> Void) {
+    if count <= 1 || graftThreadCount == 1 {
+        for i in 0..<count { body(i) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        let box = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: count) { box.value($0) }
+    }
+}
+
+/// Carries a value across a concurrency boundary the compiler cannot check (raw pointers and
+/// closures over disjoint ranges of one buffer).
+public struct UncheckedSendable<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}
