@@ -1,0 +1,33 @@
+# Graft — set-up, build and tests. `make test` does everything on a fresh Debian machine.
+SWIFT ?= swift
+RELEASE = -c release -Xswiftc -enable-testing
+APT_PACKAGES = libopenblas-dev
+
+.PHONY: setup build test models bench clean
+
+## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK).
+setup:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+## Fetch the real models the tests use (all-MiniLM-L6-v2) into $$GRAFT_HOME (~/.cache/graft).
+models:
+	scripts/fetch-models minilm
+
+## Release build of the graft command (.build/release/graft).
+build: setup
+	$(SWIFT) build $(RELEASE)
+
+## Set-up, models, and the whole test suite in release mode.
+test: setup models
+	$(SWIFT) test $(RELEASE)
+
+## Merge benchmark against mergekit (when the peer environment is active): see BENCHMARKS.md.
+bench: build
+	.build/release/graft bench merge
+
+clean:
+	rm -rf .build

@@ -1,0 +1,52 @@
+import Foundation
+import GraftFormats
+@testable import GraftMerging
+import XCTest
+
+/// `graft fuse` equals PEFT's merge_and_unload of peft-minilm-seqcls on all-MiniLM-L6-v2 (to 1e-6).
+final class FuseTests: XCTestCase {
+    var minilm: String { graftHome + "/models/minilm" }
+
+    func requireMiniLM() throws {
+        guard FileManager.default.fileExists(atPath: minilm + "/model.safetensors") else {
+            XCTFail("all-MiniLM-L6-v2 is not in \(minilm): run scripts/fetch-models (make test does)")
+            throw XCTSkip("model missing")
+        }
+    }
+
+    func testFuseMatchesPEFTMergeAndUnload() throws {
+        try requireMiniLM()
+        let tmp = try temporaryDirectory(self)
+        let s = try Fuse.run(model: minilm, adapter: referenceRoot + "/models/peft-minilm-seqcls", to: tmp + "/fused")
+        XCTAssertEqual(s.fusedModules, 12)
+        XCTAssertEqual(s.savedTensors, 2)
+        let mine = try Checkpoint(path: tmp + "/fused")
+        let ref = try Checkpoint(path: referenceRoot + "/models/fuse-minilm/fused_subset.safetensors")
+        var worst: Float = 0
+        for n in ref.names {
+            guard mine.info(n) != nil else { XCTFail("fused model lacks \(n)"); continue }
+            let a = try mine.tensor(n).floats(), b = try ref.tensor(n).floats()
+            XCTAssertEqual(a.count, b.count, n)
+            for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-6)
+        // Untargeted weights are copied unchanged, under the task model's prefix.
+        let base = try Checkpoint(path: minilm)
+        XCTAssertEqual(try mine.tensor("bert.encoder.layer.0.attention.self.key.weight").floats(),
+                       try base.tensor("encoder.layer.0.attention.self.key.weight").floats())
+        XCTAssertEqual(mine.names.count, base.names.count + 2)
+        let cfg = try HFConfig(path: tmp + "/fused/config.json")
+        XCTAssertEqual(cfg.architectures, ["BertForSequenceClassification"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/fused/tokenizer.json"))
+    }
+
+    func testFuseRejectsAdapterForAnotherBase() throws {
+        let tmp = try temporaryDirectory(self)
+        // The tiny Llama of the merge fixtures has no BERT modules.
+        XCTAssertThrowsError(try Fuse.run(model: referenceRoot + "/merge/models/base",
+                                          adapter: referenceRoot + "/models/peft-minilm-seqcls", to: tmp + "/x")) {
+            XCTAssertTrue("\($0)".contains("is not in"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/x"))
+    }
+}

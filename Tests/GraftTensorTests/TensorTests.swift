@@ -1,0 +1,87 @@
+import XCTest
+@testable import GraftTensor
+
+final class ConversionTests: XCTestCase {
+    func testFloat16RoundTripIsExactForRepresentableValues() {
+        let values: [Float] = [0, 1, -2.5, 65504, 6.1035156e-05, 0.333251953125, -0.0]
+        let t = Tensor(shape: [values.count], values: values, dtype: .f16)
+        XCTAssertEqual(t.byteCount, values.count * 2)
+        XCTAssertEqual(t.floats(), values)
+    }
+
+    func testBFloat16RoundsToNearestEven() {
+        // 1 + 2^-8 lies exactly between two bf16 values (1 and 1 + 2^-7): ties go to the even one, 1.
+        XCTAssertEqual(Convert.bf16Bits(1 + 1.0 / 256), 0x3F80)
+        // 1 + 3·2^-8 is a tie between 1 + 2^-7 (odd mantissa) and 1 + 2^-6 (even): rounds up.
+        XCTAssertEqual(Convert.bf16Bits(1 + 3.0 / 256), 0x3F82)
+        XCTAssertEqual(Convert.bf16Bits(-2), 0xC000)
+        XCTAssertTrue(Float(bitPattern: UInt32(Convert.bf16Bits(.nan)) << 16).isNaN)
+        let values: [Float] = (0..<1000).map { Float($0) * 0.37 - 100 }
+        let back = Tensor(shape: [1000], values: values, dtype: .bf16).floats()
+        for (a, b) in zip(values, back) { XCTAssertEqual(a, b, accuracy: abs(a) / 128 + 1e-30) }
+    }
+
+    func testFloatBufferSharesAlignedF32AndConvertsOthers() {
+        let t = Tensor(shape: [4], values: [1, 2, 3, 4])
+        let b = FloatBuffer(t)
+        XCTAssertTrue(b.storage === t.storage)
+        let h = FloatBuffer(t.converted(to: .f16))
+        XCTAssertEqual(h.array, [1, 2, 3, 4])
+        XCTAssertEqual(FloatBuffer([1, .infinity, 3]).firstNonFinite(), 1)
+        XCTAssertNil(FloatBuffer([Float](repeating: 1, count: 100)).firstNonFinite())
+        var many = [Float](repeating: 0, count: 100); many[77] = .nan
+        XCTAssertEqual(FloatBuffer(many).firstNonFinite(), 77)
+    }
+}
+
+final class SelectionTests: XCTestCase {
+    func testTopKMatchesSortingIncludingTies() {
+        var rng = SeededRNG(seed: 7)
+        for n in [1, 5, 64, 1000, 70_000] {
+            // Few distinct values, so ties at the threshold are common.
+            let v: [Float] = (0..<n).map { _ in Float(Int(rng.next() % 50)) - 25 }
+            for k in [0, 1, n / 3, n - 1, n] {
+                let t = Selection.topK(count: n, k: k) { abs(v[$0]) }
+                let chosen = (0..<n).filter { t.contains(magnitudeBits: abs(v[$0]).bitPattern, index: $0) }
+                XCTAssertEqual(chosen.count, k, "n=\(n) k=\(k)")
+                // Stable order by descending magnitude, ties by index.
+                let expected = (0..<n).sorted { (abs(v[$0]), -$0) > (abs(v[$1]), -$1) }.prefix(k).sorted()
+                XCTAssertEqual(chosen, Array(expected), "n=\(n) k=\(k)")
+            }
+        }
+    }
+
+    func testQuantileMatchesSortedPosition() {
+        var rng = SeededRNG(seed: 3)
+        let v: [Float] = (0..<5000).map { _ in rng.nextUnitFloat() * 10 - 5 }
+        let sorted = v.sorted()
+        for q in [0, 1, 2500, 4998, 4999] {
+            XCTAssertEqual(Selection.quantile(count: v.count, position: q) { v[$0] }, sorted[q])
+        }
+    }
+}
+
+final class LinalgTests: XCTestCase {
+    func testSVDReconstructsAndIsOrthonormal() throws {
+        var rng = SeededRNG(seed: 11)
+        for (m, n) in [(7, 4), (4, 7), (16, 16)] {
+            let a: [Float] = (0..<(m * n)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let (u, s, vt) = try Linalg.svd(a, rows: m, cols: n)
+            let r = min(m, n)
+            XCTAssertEqual(s, s.sorted(by: >))
+            var us = u
+            for i in 0..<m { for j in 0..<r { us[i * r + j] *= s[j] } }
+            let back = Linalg.matmul(us, vt, m: m, k: r, n: n)
+            for (x, y) in zip(a, back) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+            let utu = Linalg.matmul(u, u, m: r, k: m, n: r, transA: true)
+            for i in 0..<r { for j in 0..<r { XCTAssertEqual(utu[i * r + j], i == j ? 1 : 0, accuracy: 1e-5) } }
+        }
+    }
+
+    func testSeededRNGIsReproduciblePerKey() {
+        var a = SeededRNG(seed: 5, key: "x"), b = SeededRNG(seed: 5, key: "x"), c = SeededRNG(seed: 5, key: "y")
+        let xa = (0..<8).map { _ in a.next() }, xb = (0..<8).map { _ in b.next() }, xc = (0..<8).map { _ in c.next() }
+        XCTAssertEqual(xa, xb)
+        XCTAssertNotEqual(xa, xc)
+    }
+}
