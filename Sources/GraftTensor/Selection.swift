@@ -77,6 +77,59 @@ public enum Selection {
         return TopK(bits: t, lastTieIndex: Int.max)
     }
 
+    /// The top-`k` set of |x − base| (or |x| without a base), with tight loops over the buffers —
+    /// the hot path of TIES and Breadcrumbs on large tensors.
+    public static func topKMagnitude(_ x: UnsafeBufferPointer<Float>, minus base: UnsafeBufferPointer<Float>?, k: Int) -> TopK {
+        let n = x.count
+        if k >= n { return .all }
+        if k <= 0 { return .none }
+        let xp = x.baseAddress!, bp = base?.baseAddress
+        @inline(__always) func bits(_ i: Int) -> UInt32 {
+            let v = bp == nil ? xp[i] : xp[i] - bp![i]
+            return v.bitPattern & 0x7FFF_FFFF
+        }
+        let hi = countBins(n) { lo, hi, h in
+            if let bp {
+                for i in lo..<hi { h[Int((xp[i] - bp[i]).bitPattern & 0x7FFF_FFFF) >> 16] &+= 1 }
+            } else {
+                for i in lo..<hi { h[Int(xp[i].bitPattern & 0x7FFF_FFFF) >> 16] &+= 1 }
+            }
+        }
+        var need = k
+        var hiBin = 0x7FFF
+        while hiBin > 0 && Int(hi[hiBin]) < need { need -= Int(hi[hiBin]); hiBin -= 1 }
+        let target = UInt32(hiBin)
+        let lo = countBins(n) { a, b, h in
+            for i in a..<b {
+                let v = bits(i)
+                if v >> 16 == target { h[Int(v & 0xFFFF)] &+= 1 }
+            }
+        }
+        var loBin = 0xFFFF
+        while loBin > 0 && Int(lo[loBin]) < need { need -= Int(lo[loBin]); loBin -= 1 }
+        let t = target << 16 | UInt32(loBin)
+        if need >= Int(lo[loBin]) { return TopK(bits: t, lastTieIndex: Int.max) }
+        var seen = 0
+        for i in 0..<n where bits(i) == t {
+            seen += 1
+            if seen == need { return TopK(bits: t, lastTieIndex: i) }
+        }
+        return TopK(bits: t, lastTieIndex: Int.max)
+    }
+
+    /// Parallel 65,536-bin histogram: `fill(lo, hi, bins)` counts elements lo..<hi into `bins`.
+    private static func countBins(_ n: Int, _ fill: (Int, Int, UnsafeMutablePointer<UInt32>) -> Void) -> [UInt32] {
+        let chunks = max(1, min(graftThreadCount, n / (1 << 16)))
+        let parts = UnsafeMutablePointer<UInt32>.allocate(capacity: chunks << 16)
+        parts.initialize(repeating: 0, count: chunks << 16)
+        defer { parts.deallocate() }
+        let p = UncheckedSendable(parts)
+        parallelEach(chunks) { c in fill(n * c / chunks, n * (c + 1) / chunks, p.value + (c << 16)) }
+        var total = [UInt32](repeating: 0, count: 1 << 16)
+        for c in 0..<chunks { for j in 0..<(1 << 16) { total[j] &+= parts[(c << 16) + j] } }
+        return total
+    }
+
     /// Counts of `bin(i)` (in 0..<65536; negative values are skipped), in parallel.
     private static func histogram(count n: Int, bin: (Int) -> Int) -> [Int] {
         let chunks = max(1, min(graftThreadCount, n / (1 << 16)))

@@ -85,3 +85,19 @@ final class LinalgTests: XCTestCase {
         XCTAssertNotEqual(xa, xc)
     }
 }
+
+final class KernelTests: XCTestCase {
+    func testKeepTopKMatchesScalarRuleWithTies() {
+        var rng = SeededRNG(seed: 9)
+        let n = 1000
+        let v: [Float] = (0..<n).map { _ in Float(Int(rng.next() % 9)) - 4 }
+        for k in [1, 100, 333, 999] {
+            let t = Selection.topKMagnitude(v.withUnsafeBufferPointer { $0 }, minus: nil, k: k)
+            var x = v
+            x.withUnsafeMutableBufferPointer { Kernels.keepTopK($0.baseAddress!, count: n, start: 0, t) }
+            let expected = v.enumerated().map { t.contains(magnitudeBits: abs($0.element).bitPattern, index: $0.offset) ? $0.element : 0 }
+            XCTAssertEqual(x, expected)
+            XCTAssertEqual(x.filter { $0 != 0 }.count, min(k, v.filter { $0 != 0 }.count))
+        }
+    }
+}

@@ -7,7 +7,7 @@ import GraftTensor
 ///   where n_bot = max(0, n − ⌊density·n⌋ − ⌊gamma·n⌋): the largest ⌊gamma·n⌋ and the smallest are dropped.
 /// With `rescale`, kept entries are scaled so the L1 norm of τ is preserved (mergekit's `rescale_norm: l1`).
 ///
-/// τ is never materialised: a sparsifier is prepared from a function giving τ[i], then applied chunk by
+/// τ is never materialised: a sparsifier is prepared from θ and θ₀, then applied chunk by
 /// chunk. Randomness is drawn per fixed-size chunk from a stream keyed by (seed, key, chunk), so results
 /// do not depend on the thread count.
 struct Sparsifier: Sendable {
@@ -25,10 +25,12 @@ struct Sparsifier: Sendable {
     private(set) var scale: Float = 1
 
     /// - Parameters:
-    ///   - n: element count; `delta(i)` gives τ[i].
+    ///   - x, base: θ and θ₀ (τ = x − base).
     ///   - key: names the random stream (model and tensor), for `.random`.
-    init(_ method: Method, n: Int, density: Double, gamma: Double = 0, rescale: Bool,
-         seed: UInt64 = 0, key: String = "", delta: (Int) -> Float) {
+    init(_ method: Method, x: UnsafeBufferPointer<Float>, base: UnsafeBufferPointer<Float>, density: Double,
+         gamma: Double = 0, rescale: Bool, seed: UInt64 = 0, key: String = "") {
+        let n = x.count
+        @inline(__always) func delta(_ i: Int) -> Float { x[i] - base[i] }
         if density >= 1 || n == 0 {
             rule = .keepAll
             return
@@ -37,7 +39,7 @@ struct Sparsifier: Sendable {
         case .magnitude:
             if density <= 0 { rule = .dropAll; return }
             let k = max(1, Int(density * Double(n)))
-            rule = .topK(Selection.topK(count: n, k: k) { abs(delta($0)) })
+            rule = .topK(Selection.topKMagnitude(x, minus: base, k: k))
         case .random:
             rule = .bernoulli(density: Float(density), seed: seed, key: key)
         case .magnitudeOutliers:
@@ -45,8 +47,8 @@ struct Sparsifier: Sendable {
             let nTop = Int(gamma * Double(n))
             let nBot = max(0, n - target - nTop)
             let dropTop = n - nBot - target
-            let keep = Selection.topK(count: n, k: n - nBot) { abs(delta($0)) }
-            let drop = Selection.topK(count: n, k: dropTop) { abs(delta($0)) }
+            let keep = Selection.topKMagnitude(x, minus: base, k: n - nBot)
+            let drop = Selection.topKMagnitude(x, minus: base, k: dropTop)
             rule = .band(keep: keep, drop: drop)
         }
         if rescale {
@@ -72,7 +74,7 @@ struct Sparsifier: Sendable {
     /// Zeroes the dropped entries of `d` (τ[start ..< start + d.count]) and applies the rescale factor.
     func apply(start: Int, _ d: UnsafeMutableBufferPointer<Float>) {
         mask(start: start, d)
-        if scale != 1 { for j in d.indices { d[j] *= scale } }
+        Kernels.scale(d.baseAddress!, by: scale, count: d.count)
     }
 
     private func mask(start: Int, _ d: UnsafeMutableBufferPointer<Float>) {
@@ -80,7 +82,7 @@ struct Sparsifier: Sendable {
         case .keepAll: return
         case .dropAll: d.update(repeating: 0)
         case let .topK(t):
-            for j in d.indices where !t.contains(magnitudeBits: d[j].bitPattern & 0x7FFF_FFFF, index: start + j) { d[j] = 0 }
+            Kernels.keepTopK(d.baseAddress!, count: d.count, start: start, t)
         case let .band(keep, drop):
             for j in d.indices {
                 let b = d[j].bitPattern & 0x7FFF_FFFF

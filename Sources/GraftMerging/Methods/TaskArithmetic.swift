@@ -56,9 +56,9 @@ public struct TaskArithmeticMerge: MergeMethod {
                 let out = UncheckedSendable(out)
                 for i in xs.indices {
                     let x = xs[i]
-                    out.value[i] = Sparsifier(method, n: n, density: g.inputs[i].number("density"),
+                    out.value[i] = Sparsifier(method, x: x, base: base, density: g.inputs[i].number("density"),
                                               gamma: g.inputs[i].parameters["gamma"]?.number ?? 0, rescale: rescale,
-                                              seed: g.seed, key: "\(g.inputs[i].model)|\(g.name)") { x[$0] - base[$0] }
+                                              seed: g.seed, key: "\(g.inputs[i].model)|\(g.name)")
                 }
             }
         }
@@ -70,42 +70,58 @@ public struct TaskArithmeticMerge: MergeMethod {
         let chunk = Sparsifier.chunk
         let nChunks = (n + chunk - 1) / chunk
         let m = xs.count
+        let noConsensus = consensus == .none
+        let byCount = consensus == .count
+        let divisorAll: Float = { let d = weights.reduce(Float(0), +); return abs(d) < 1e-8 ? 1 : d }()
         parallelFor(count: nChunks, minChunk: 2) { chunks in
-            var scratch = [Float](repeating: 0, count: m * chunk)
-            scratch.withUnsafeMutableBufferPointer { s in
-                for c in chunks {
-                    let start = c * chunk, len = min(chunk, n - start)
-                    for i in 0..<m {
-                        let d = UnsafeMutableBufferPointer(rebasing: s[(i * chunk)..<(i * chunk + len)])
-                        let x = xs[i]
-                        for j in 0..<len { d[j] = x[start + j] - base[start + j] }
-                        sparsifiers[i]?.apply(start: start, d)
-                        let w = weights[i]
-                        for j in 0..<len { d[j] *= w }
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: m * chunk)
+            defer { scratch.deallocate() }
+            for c in chunks {
+                let start = c * chunk, len = min(chunk, n - start)
+                // Weighted, sparsified task vectors of this chunk, one row per input.
+                for i in 0..<m {
+                    let d = UnsafeMutableBufferPointer(start: scratch + i * chunk, count: len)
+                    Kernels.subtract(xs[i].baseAddress! + start, base.baseAddress! + start, into: d.baseAddress!, count: len)
+                    sparsifiers[i]?.apply(start: start, d)
+                    Kernels.scale(d.baseAddress!, by: weights[i], count: len)
+                }
+                let o = out.baseAddress! + start, b = base.baseAddress! + start
+                var j = 0
+                typealias V = SIMD16<Float>
+                while j < len {
+                    let w = min(16, len - j)
+                    @inline(__always) func load(_ p: UnsafePointer<Float>) -> V {
+                        if w == 16 { return UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+                        var v = V(repeating: 0); for e in 0..<w { v[e] = p[e] }; return v
                     }
-                    for j in 0..<len {
-                        var mixed: Float = 0, divisor: Float = 0
-                        switch consensus {
-                        case .none:
-                            for i in 0..<m { mixed += s[i * chunk + j]; divisor += weights[i] }
-                            if abs(divisor) < 1e-8 { divisor = 1 }
-                        case .sum, .count:
-                            var vote: Float = 0
-                            for i in 0..<m {
-                                let v = s[i * chunk + j]
-                                vote += consensus == .sum ? v : (v > 0 ? 1 : (v < 0 ? -1 : 0))
+                    var mixed = V(repeating: 0), divisor = V(repeating: 0)
+                    if noConsensus {
+                        for i in 0..<m { mixed += load(scratch + i * chunk + j) }
+                        divisor = V(repeating: divisorAll)
+                    } else {
+                        var vote = V(repeating: 0)
+                        for i in 0..<m {
+                            let v = load(scratch + i * chunk + j)
+                            if byCount {
+                                vote += V(repeating: 0).replacing(with: 1, where: v .> 0).replacing(with: -1, where: v .< 0)
+                            } else {
+                                vote += v
                             }
-                            let positive = vote >= 0
-                            for i in 0..<m {
-                                let v = s[i * chunk + j]
-                                if (positive && v > 0) || (!positive && v < 0) { mixed += v; divisor += weights[i] }
-                            }
-                            if divisor == 0 { divisor = 1 }
                         }
-                        if normalize { mixed /= divisor }
-                        if lambda != 1 { mixed *= lambda }
-                        out[start + j] = base[start + j] + mixed
+                        let positive = vote .>= 0
+                        for i in 0..<m {
+                            let v = load(scratch + i * chunk + j)
+                            let agree = (positive .& (v .> 0)) .| (.!positive .& (v .< 0))
+                            mixed += V(repeating: 0).replacing(with: v, where: agree)
+                            divisor += V(repeating: 0).replacing(with: weights[i], where: agree)
+                        }
+                        divisor.replace(with: 1, where: divisor .== 0)
                     }
+                    if normalize { mixed /= divisor }
+                    if lambda != 1 { mixed *= lambda }
+                    let r = load(b + j) + mixed
+                    if w == 16 { UnsafeMutableRawPointer(o + j).storeBytes(of: r, as: V.self) } else { for e in 0..<w { o[j + e] = r[e] } }
+                    j += 16
                 }
             }
         }
