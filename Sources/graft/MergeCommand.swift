@@ -17,18 +17,14 @@ struct MergeCommand: ParsableCommand {
           models:
             - model: path/to/finetune-a
               parameters: {weight: 1.0, density: 0.3}
-            - model: path/to/finetune-b+path/to/lora-adapter   # apply a PEFT LoRA first
+            - model: path/to/finetune-b+path/to/lora   # LoRA applied first
               parameters:
-                weight: [0.2, 0.8]              # gradient over the layers
+                weight: [0.2, 0.8]                     # gradient over layers
                 density: [{filter: mlp, value: 0.5}, {value: 0.3}]
 
-        Relative model paths resolve against the working directory, then the config's folder.
-        Tensors are streamed one name at a time; memory stays near (models + 1) × the largest tensor.
-        The output folder appears only when complete (an error or Ctrl-C leaves nothing behind).
+        Relative model paths resolve against the working directory, then the config's folder. Tensors are streamed one name at a time, so memory stays near (models + 1) × the largest tensor. The output folder appears only when complete: an error or Ctrl-C leaves nothing behind.
 
-        Methods: linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties,
-        slerp, model_stock (mergekit's semantics), and pcb, tsv (research methods). With --continual,
-        models are merged one at a time by orthogonal projection (OPCM). See --list-methods.
+        Methods: linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, slerp and model_stock (mergekit's semantics); pcb and tsv (research methods). With --continual and merge_method: opcm, models are merged one at a time by orthogonal projection. `graft merge --list-methods` lists every method's parameters.
         """)
 
     @Argument(help: "The mergekit YAML config.")

@@ -92,7 +92,7 @@ final class KernelTests: XCTestCase {
         let n = 1000
         let v: [Float] = (0..<n).map { _ in Float(Int(rng.next() % 9)) - 4 }
         for k in [1, 100, 333, 999] {
-            let t = Selection.topKMagnitude(v.withUnsafeBufferPointer { $0 }, minus: nil, k: k)
+            let t = v.withUnsafeBufferPointer { Selection.topKMagnitude($0, minus: nil, k: k) }
             var x = v
             x.withUnsafeMutableBufferPointer { Kernels.keepTopK($0.baseAddress!, count: n, start: 0, t) }
             let expected = v.enumerated().map { t.contains(magnitudeBits: abs($0.element).bitPattern, index: $0.offset) ? $0.element : 0 }
