@@ -1,6 +1,7 @@
 # Graft — set-up, build and tests. `make test` does everything on a fresh Debian machine.
 SWIFT ?= swift
 RELEASE = -c release -Xswiftc -enable-testing
+TEST_FLAGS = --disable-swift-testing
 APT_PACKAGES = libopenblas-dev
 
 .PHONY: setup build test models bench clean
@@ -23,7 +24,7 @@ build: setup
 
 ## Set-up, models, and the whole test suite in release mode.
 test: setup models
-	$(SWIFT) test $(RELEASE)
+	$(SWIFT) test $(RELEASE) $(TEST_FLAGS)
 
 ## Merge benchmark against mergekit (when the peer environment is active): see BENCHMARKS.md.
 bench: build

@@ -18,11 +18,9 @@ struct BenchMerge: ParsableCommand {
         commandName: "merge",
         abstract: "Time and peak memory of graft merge (and mergekit, when on PATH) on SmolLM2-135M-shaped fine-tunes.",
         discussion: """
-        Generates (once, with Graft's own writer) a base and four fine-tunes with SmolLM2-135M's tensor
-        shapes in float32 (≈ 538 MB each), then runs `graft merge` for ties (density 0.3) and
-        task_arithmetic as child processes, reporting wall time, peak RSS and the I/O limit (bytes read +
-        written over the measured file-copy bandwidth). When `mergekit-yaml` is on PATH (activate the peer
-        environment: ../shared/tools/peer-env.sh), it runs on the same inputs and the ratios are printed.
+        Generates (once, with Graft's own writer) a base and four fine-tunes with SmolLM2-135M's tensor shapes in float32 (≈ 538 MB each), then runs `graft merge` for ties (density 0.3) and task_arithmetic as child processes, reporting wall time, peak RSS and the I/O limit (bytes read + written over the measured file-copy bandwidth).
+
+        When mergekit is installed — `mergekit-yaml` on PATH, or the environment ../shared/tools/peer-env.sh builds in /tmp/graft-peers — it runs on the same inputs in the same run and the ratios are printed.
         """)
 
     @Option(help: "Working folder for the generated models and outputs (default: $GRAFT_HOME/bench/merge).")
@@ -55,10 +53,12 @@ struct BenchMerge: ParsableCommand {
         let bandwidth = try measureCopyBandwidth(modelsDir + "/base/model.safetensors", scratch: root + "/copy.tmp")
         let ioLimit = Double(inputBytes + outputBytes) / bandwidth
         let graft = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        let mergekit = noPeer ? nil : which("mergekit-yaml")
+        // The peer: mergekit-yaml on PATH, else the environment ../shared/tools/peer-env.sh builds by default.
+        let defaultPeer = "/tmp/graft-peers/venv/bin/mergekit-yaml"
+        let mergekit = noPeer ? nil : which("mergekit-yaml") ?? (FileManager.default.isExecutableFile(atPath: defaultPeer) ? defaultPeer : nil)
         printErr(String(format: "inputs %@ (base + %d), output %@, copy bandwidth %.2f GB/s → I/O limit %.2f s",
                         formatBytes(inputBytes), models, formatBytes(outputBytes), bandwidth / 1e9, ioLimit))
-        if mergekit == nil && !noPeer { printErr("mergekit-yaml not on PATH: peer not measured (activate ../shared/tools/peer-env.sh's venv)") }
+        if mergekit == nil && !noPeer { printErr("mergekit-yaml not found (PATH, \(defaultPeer)): peer not measured; build it with ../shared/tools/peer-env.sh") }
         var rows: [[String: Any]] = []
         for method in methods.split(separator: ",").map(String.init) {
             let cfg = root + "/\(method).yml"

@@ -74,6 +74,9 @@ public enum ContinualMerge {
                 guard i.shape == b.shape else {
                     throw MergeError.input("shape mismatch for '\(n)': \(base.reference.name) has \(b.shape), \(m.reference.name) has \(i.shape)")
                 }
+                guard i.dtype.isFloatingPoint == b.dtype.isFloatingPoint else {
+                    throw MergeError.input("dtype mismatch for '\(n)': \(base.reference.name) has \(b.dtype.rawValue), \(m.reference.name) has \(i.dtype.rawValue)")
+                }
             }
             for n in m.names where !names.contains(n) {
                 throw MergeError.input("tensor '\(n)' is in \(m.reference.name) but missing from \(base.reference.name)")
