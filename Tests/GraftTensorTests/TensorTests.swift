@@ -41,7 +41,7 @@ final class SelectionTests: XCTestCase {
             // Few distinct values, so ties at the threshold are common.
             let v: [Float] = (0..<n).map { _ in Float(Int(rng.next() % 50)) - 25 }
             for k in [0, 1, n / 3, n - 1, n] {
-                let t = Selection.topK(count: n, k: k) { abs(v[$0]) }
+                let t = v.withUnsafeBufferPointer { Selection.topKMagnitude($0, minus: nil, k: k) }
                 let chosen = (0..<n).filter { t.contains(magnitudeBits: abs(v[$0]).bitPattern, index: $0) }
                 XCTAssertEqual(chosen.count, k, "n=\(n) k=\(k)")
                 // Stable order by descending magnitude, ties by index.
@@ -56,7 +56,7 @@ final class SelectionTests: XCTestCase {
         let v: [Float] = (0..<5000).map { _ in rng.nextUnitFloat() * 10 - 5 }
         let sorted = v.sorted()
         for q in [0, 1, 2500, 4998, 4999] {
-            XCTAssertEqual(Selection.quantile(count: v.count, position: q) { v[$0] }, sorted[q])
+            XCTAssertEqual(v.withUnsafeBufferPointer { Selection.quantile($0, position: q) }, sorted[q])
         }
     }
 }

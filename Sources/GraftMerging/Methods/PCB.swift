@@ -33,45 +33,42 @@ public struct PCBMerge: MergeMethod {
         guard let baseBuf = g.base else { throw MergeError.method("pcb needs base_model") }
         let d = g.count, t = g.inputs.count
         let base = baseBuf.values
+        let xs = g.inputs.map { $0.values.values }
         let ratio = g.number("pcb_ratio")
         let lambda = Float(g.number("lambda"))
-        // A (task vectors) and, reusing the same rows later, the balanced scale β.
-        let a = FloatBuffer(count: t * d)
-        let av = a.mutable
-        for i in 0..<t {
-            let x = g.inputs[i].values.values
-            parallelFor(count: d) { r in for j in r { av[i * d + j] = x[j] - base[j] } }
-        }
-        let column = FloatBuffer(repeating: 0, count: d)  // Σⱼ Aⱼ
+        // Task vectors A[i] = x[i] − base are recomputed where needed rather than stored: only the
+        // balanced scale β (t × d) and Σⱼ Aⱼ (d) are held, besides the memory-mapped inputs.
+        let column = FloatBuffer(repeating: 0, count: d)
         let colSum = column.mutable
-        for i in 0..<t { parallelFor(count: d) { r in for j in r { colSum[j] += av[i * d + j] } } }
-        let clamped = FloatBuffer(count: t * d)
-        let cv = clamped.mutable
+        parallelFor(count: d) { r in for j in r { for i in 0..<t { colSum[j] += xs[i][j] - base[j] } } }
         let score = FloatBuffer(count: t * d)
         let sv = score.mutable
+        var bounds = [(lo: Float, hi: Float)](repeating: (0, 0), count: t)
+        let tf = Float(t)
         for i in 0..<t {
-            let row = UnsafeBufferPointer(rebasing: av[(i * d)..<((i + 1) * d)])
-            let lo = Selection.quantile(count: d, position: Int(Double(d) * 0.0001)) { abs(row[$0]) }
-            let hi = Selection.quantile(count: d, position: Int(Double(d) * (1 - 0.0001) - 1)) { abs(row[$0]) }
+            let x = xs[i]
+            // |A[i]| goes into the row first, for its quantiles; the importance score replaces it below.
+            let rowBuf = UnsafeMutableBufferPointer(rebasing: sv[(i * d)..<((i + 1) * d)])
+            parallelFor(count: d) { r in for j in r { rowBuf[j] = abs(x[j] - base[j]) } }
+            let mags = UnsafeBufferPointer(rowBuf)
+            let lo = Selection.quantile(mags, position: Int(Double(d) * 0.0001))
+            let hi = Selection.quantile(mags, position: Int(Double(d) * (1 - 0.0001) - 1))
+            bounds[i] = (lo, hi)
             // Row min/max of the clamped magnitudes are lo and hi themselves.
             let range = hi - lo
-            let tf = Float(t)
             parallelFor(count: d) { r in
                 for j in r {
-                    let v = row[j]
+                    let v = x[j] - base[j]
                     let m = min(max(abs(v), lo), hi)
-                    cv[i * d + j] = v > 0 ? m : (v < 0 ? -m : 0)
                     let nm = range > 0 ? (m - lo) / range : 0
-                    let intra = Float(exp(Double(tf * nm * nm)))
-                    let inter = Float(tanh(Double(v * colSum[j])))
-                    sv[i * d + j] = intra * inter
+                    sv[i * d + j] = Foundation.exp(tf * nm * nm) * Foundation.tanh(v * colSum[j])
                 }
             }
             // β: clamp below at the (1 − ratio) quantile, then min-max normalise the row.
-            let srow = UnsafeBufferPointer(rebasing: sv[(i * d)..<((i + 1) * d)])
-            let floorV = Selection.quantile(count: d, position: Int(Double(d) * (1 - ratio))) { srow[$0] }
+            let row = UnsafeBufferPointer(rebasing: sv[(i * d)..<((i + 1) * d)])
+            let floorV = Selection.quantile(row, position: Int(Double(d) * (1 - ratio)))
             var maxV = floorV
-            for j in 0..<d where srow[j] > maxV { maxV = srow[j] }
+            for j in 0..<d where row[j] > maxV { maxV = row[j] }
             let span = maxV - floorV
             parallelFor(count: d) { r in
                 for j in r { sv[i * d + j] = span > 0 ? (max(sv[i * d + j], floorV) - floorV) / span : 0 }
@@ -82,7 +79,13 @@ public struct PCBMerge: MergeMethod {
         parallelFor(count: d) { r in
             for j in r {
                 var num: Float = 0, den: Float = 0
-                for i in 0..<t { num += cv[i * d + j] * sv[i * d + j]; den += sv[i * d + j] }
+                for i in 0..<t {
+                    let v = xs[i][j] - base[j]
+                    let m = min(max(abs(v), bounds[i].lo), bounds[i].hi)
+                    let clamped: Float = v > 0 ? m : (v < 0 ? -m : 0)
+                    num += clamped * sv[i * d + j]
+                    den += sv[i * d + j]
+                }
                 out[j] = base[j] + lambda * (num / max(den, 1e-12))
             }
         }
