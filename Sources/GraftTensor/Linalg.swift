@@ -26,6 +26,16 @@ public enum Linalg {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
     }
 
+    /// General form with explicit leading dimensions (row-major), for strided views such as one
+    /// attention head's columns of a [tokens × hidden] matrix.
+    public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, lda: Int, transA: Bool = false,
+                            b: UnsafePointer<Float>, ldb: Int, transB: Bool = false,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
     /// Convenience: C = A·B for arrays (A [m×k], B [k×n]).
     public static func matmul(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int,
                               transA: Bool = false, transB: Bool = false) -> [Float] {

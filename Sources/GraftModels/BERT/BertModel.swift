@@ -1,0 +1,135 @@
+import Foundation
+import GraftFormats
+import GraftTensor
+
+/// A BERT encoder (post-LayerNorm, GELU), as transformers' `BertModel`: embeddings (word + position +
+/// token type, LayerNorm), then layers of self-attention and feed-forward, each followed by a residual
+/// add and LayerNorm. Batched with padding masks.
+public struct BertModel: Sendable {
+    public struct Config: Sendable {
+        public let hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, eps: Float
+    }
+
+    struct Layer: Sendable {
+        let query: Linear, key: Linear, value: Linear, attnOut: Linear, attnNorm: LayerNorm
+        let up: Linear, down: Linear, outNorm: LayerNorm
+    }
+
+    public let config: Config
+    let words: Embedding, positions: Embedding, tokenTypes: Embedding
+    let embNorm: LayerNorm
+    let layers: [Layer]
+
+    /// Loads weights named as `BertModel` (optionally under a `bert.` prefix) from a checkpoint folder.
+    public init(checkpoint: Checkpoint) throws {
+        guard let cfg = try checkpoint.config() else { throw ModelError("\(checkpoint.path): no config.json") }
+        func int(_ k: String) throws -> Int {
+            guard let v = cfg.json[k]?.intValue, v > 0 else { throw ModelError("\(checkpoint.path)/config.json: missing or invalid '\(k)'") }
+            return Int(v)
+        }
+        let config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
+                        intermediate: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
+                        eps: Float(cfg.json["layer_norm_eps"]?.doubleValue ?? 1e-12))
+        guard config.hidden % config.heads == 0 else { throw ModelError("\(checkpoint.path): hidden_size not divisible by num_attention_heads") }
+        let prefix = checkpoint.info("embeddings.word_embeddings.weight") != nil ? "" : "bert."
+        let h = config.hidden
+        func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer {
+            let full = prefix + name
+            guard let info = checkpoint.info(full) else { throw ModelError("\(checkpoint.path): missing tensor '\(full)'") }
+            guard info.shape == shape else { throw ModelError("\(checkpoint.path): tensor '\(full)' has shape \(info.shape), expected \(shape)") }
+            guard info.dtype.isFloatingPoint else { throw ModelError("\(checkpoint.path): tensor '\(full)' is \(info.dtype.rawValue), expected a float type") }
+            return FloatBuffer(try checkpoint.tensor(full))
+        }
+        func linear(_ name: String, _ inF: Int, _ outF: Int) throws -> Linear {
+            Linear(weight: try tensor(name + ".weight", [outF, inF]), bias: try tensor(name + ".bias", [outF]), inFeatures: inF, outFeatures: outF)
+        }
+        func norm(_ name: String) throws -> LayerNorm {
+            LayerNorm(gamma: try tensor(name + ".weight", [h]), beta: try tensor(name + ".bias", [h]), eps: config.eps)
+        }
+        guard let wInfo = checkpoint.info(prefix + "embeddings.word_embeddings.weight"), wInfo.shape.count == 2 else {
+            throw ModelError("\(checkpoint.path): missing tensor 'embeddings.word_embeddings.weight'")
+        }
+        let words = Embedding(table: try tensor("embeddings.word_embeddings.weight", [wInfo.shape[0], h]), width: h)
+        let positions = Embedding(table: try tensor("embeddings.position_embeddings.weight", [config.maxPositions, h]), width: h)
+        let tt = checkpoint.info(prefix + "embeddings.token_type_embeddings.weight")?.shape.first ?? 2
+        let tokenTypes = Embedding(table: try tensor("embeddings.token_type_embeddings.weight", [tt, h]), width: h)
+        let embNorm = try norm("embeddings.LayerNorm")
+        let layers = try (0..<config.layers).map { i in
+            let p = "encoder.layer.\(i)."
+            return Layer(query: try linear(p + "attention.self.query", h, h), key: try linear(p + "attention.self.key", h, h),
+                         value: try linear(p + "attention.self.value", h, h), attnOut: try linear(p + "attention.output.dense", h, h),
+                         attnNorm: try norm(p + "attention.output.LayerNorm"),
+                         up: try linear(p + "intermediate.dense", h, config.intermediate),
+                         down: try linear(p + "output.dense", config.intermediate, h), outNorm: try norm(p + "output.LayerNorm"))
+        }
+        self.config = config
+        self.words = words; self.positions = positions; self.tokenTypes = tokenTypes
+        self.embNorm = embNorm; self.layers = layers
+    }
+
+    public var vocabularySize: Int { words.count }
+
+    /// Last hidden states for a batch of token-id sequences: one [length × hidden] buffer per sequence.
+    public func forward(_ batch: [[Int]]) throws -> [FloatBuffer] {
+        guard let maxLen = batch.map(\.count).max(), maxLen > 0 else { return batch.map { _ in FloatBuffer(count: 0) } }
+        guard maxLen <= config.maxPositions else {
+            throw ModelError("sequence of \(maxLen) tokens exceeds the model's \(config.maxPositions) positions")
+        }
+        for ids in batch { for id in ids where id < 0 || id >= words.count { throw ModelError("token id \(id) outside the vocabulary (\(words.count))") } }
+        let b = batch.count, t = maxLen, h = config.hidden, rows = b * t
+        // Embeddings (padded positions use id 0 and are masked out of attention).
+        var x = FloatBuffer(count: rows * h)
+        let padded = batch.flatMap { $0 + [Int](repeating: 0, count: t - $0.count) }
+        words.gather(padded, into: x, accumulate: false)
+        positions.gather((0..<b).flatMap { _ in Array(0..<t) }, into: x, accumulate: true)
+        tokenTypes.gather([Int](repeating: 0, count: rows), into: x, accumulate: true)
+        embNorm.forward(x, rows: rows)
+        let lengths = batch.map(\.count)
+        for layer in layers {
+            let attn = attention(layer, x, batch: b, length: t, lengths: lengths)
+            let a = layer.attnOut.forward(attn, rows: rows)
+            add(a, x); layer.attnNorm.forward(a, rows: rows)
+            let u = layer.up.forward(a, rows: rows)
+            Activation.gelu(u)
+            let d = layer.down.forward(u, rows: rows)
+            add(d, a); layer.outNorm.forward(d, rows: rows)
+            x = d
+        }
+        return (0..<b).map { i in
+            let out = FloatBuffer(count: lengths[i] * h)
+            out.mutable.baseAddress!.update(from: x.values.baseAddress! + i * t * h, count: lengths[i] * h)
+            return out
+        }
+    }
+
+    /// y += x
+    private func add(_ y: FloatBuffer, _ x: FloatBuffer) {
+        let yv = y.mutable, xv = x.values
+        parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += xv[i] } }
+    }
+
+    /// Multi-head self-attention context for every sequence of the batch (keys beyond a sequence's
+    /// length are masked).
+    private func attention(_ layer: Layer, _ x: FloatBuffer, batch b: Int, length t: Int, lengths: [Int]) -> FloatBuffer {
+        let h = config.hidden, nh = config.heads, dh = h / nh
+        let q = layer.query.forward(x, rows: b * t), k = layer.key.forward(x, rows: b * t), v = layer.value.forward(x, rows: b * t)
+        let ctx = FloatBuffer(repeating: 0, count: b * t * h)
+        let scale = 1 / Float(dh).squareRoot()
+        let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
+        let work = UncheckedSendable((qp, kp, vp, cp))
+        parallelEach(b * nh) { job in
+            let (qp, kp, vp, cp) = work.value
+            let s = job / nh, head = job % nh
+            let len = lengths[s]
+            guard len > 0 else { return }
+            let base = s * t * h + head * dh
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: len * len)
+            defer { scores.deallocate() }
+            Linalg.gemm(m: len, n: len, k: dh, alpha: scale, a: qp + base, lda: h, b: kp + base, ldb: h, transB: true,
+                        c: scores, ldc: len)
+            Activation.softmaxRows(scores, rows: len, width: len)
+            Linalg.gemm(m: len, n: dh, k: len, a: scores, lda: len, b: vp + base, ldb: h, c: cp + base, ldc: h)
+        }
+        return ctx
+    }
+}

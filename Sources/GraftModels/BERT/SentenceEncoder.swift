@@ -1,0 +1,83 @@
+import Foundation
+import GraftFormats
+import GraftTensor
+import GraftText
+
+/// A sentence-transformers model: tokenizer + BERT + pooling (mean, CLS or max, from
+/// `1_Pooling/config.json`) + L2 normalisation when `modules.json` lists a Normalize module.
+public struct SentenceEncoder: Sendable {
+    public enum Pooling: String, Sendable { case mean, cls, max }
+
+    public let tokenizer: any Tokenizer
+    public let model: BertModel
+    public let pooling: Pooling
+    public let normalize: Bool
+    /// Longest input in tokens (sentence-transformers' max_seq_length, else the model's positions).
+    public let maxLength: Int
+
+    public init(folder: String) throws {
+        let ck = try Checkpoint(path: folder)
+        model = try BertModel(checkpoint: ck)
+        let tokPath = (folder as NSString).appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: tokPath) else { throw ModelError("\(folder): no tokenizer.json") }
+        tokenizer = try TokenizerLoader.load(path: tokPath)
+        var pooling = Pooling.mean
+        let poolPath = (folder as NSString).appendingPathComponent("1_Pooling/config.json")
+        if let d = FileManager.default.contents(atPath: poolPath), let j = try? JSONValue.parse([UInt8](d)) {
+            if j["pooling_mode_cls_token"]?.boolValue == true { pooling = .cls }
+            else if j["pooling_mode_max_tokens"]?.boolValue == true { pooling = .max }
+        }
+        self.pooling = pooling
+        var norm = false
+        if let d = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("modules.json")),
+           let j = try? JSONValue.parse([UInt8](d)) {
+            norm = (j.arrayValue ?? []).contains { $0["type"]?.stringValue?.hasSuffix("Normalize") == true }
+        }
+        normalize = norm
+        var maxLen = model.config.maxPositions
+        if let d = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("sentence_bert_config.json")),
+           let j = try? JSONValue.parse([UInt8](d)), let m = j["max_seq_length"]?.intValue { maxLen = min(maxLen, Int(m)) }
+        maxLength = maxLen
+    }
+
+    /// Token ids as the model sees them (special tokens added, truncated to `maxLength` keeping the final [SEP]).
+    public func tokenize(_ text: String) -> [Int] {
+        var ids = tokenizer.encode(text, addSpecialTokens: true)
+        if ids.count > maxLength { let last = ids.last!; ids = Array(ids.prefix(maxLength - 1)) + [last] }
+        return ids
+    }
+
+    /// One embedding per text.
+    public func embed(_ texts: [String], batchSize: Int = 32) throws -> [[Float]] {
+        var out: [[Float]] = []
+        var start = 0
+        while start < texts.count {
+            let chunk = Array(texts[start..<min(texts.count, start + batchSize)])
+            let ids = chunk.map(tokenize)
+            let hidden = try model.forward(ids)
+            for (i, hbuf) in hidden.enumerated() { out.append(pool(hbuf, length: ids[i].count)) }
+            start += batchSize
+        }
+        return out
+    }
+
+    func pool(_ h: FloatBuffer, length: Int) -> [Float] {
+        let d = model.config.hidden
+        let v = h.values
+        var e = [Float](repeating: 0, count: d)
+        switch pooling {
+        case .cls: for j in 0..<d { e[j] = v[j] }
+        case .max:
+            e = [Float](repeating: -.infinity, count: d)
+            for r in 0..<length { for j in 0..<d { e[j] = Swift.max(e[j], v[r * d + j]) } }
+        case .mean:
+            for r in 0..<length { for j in 0..<d { e[j] += v[r * d + j] } }
+            for j in 0..<d { e[j] /= Float(Swift.max(length, 1)) }
+        }
+        if normalize {
+            let n = Swift.max(e.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            for j in 0..<d { e[j] /= n }
+        }
+        return e
+    }
+}

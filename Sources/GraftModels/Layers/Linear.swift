@@ -1,0 +1,75 @@
+import GraftTensor
+
+/// y = x·Wᵀ + b for a batch of rows. W is [out × in] as PyTorch stores it.
+/// (The training issue adds `backward` here, next to `forward`.)
+public struct Linear: Sendable {
+    public let weight: FloatBuffer
+    public let bias: FloatBuffer?
+    public let inFeatures: Int
+    public let outFeatures: Int
+
+    public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
+        precondition(weight.count == inFeatures * outFeatures)
+        self.weight = weight; self.bias = bias; self.inFeatures = inFeatures; self.outFeatures = outFeatures
+    }
+
+    /// x: [rows × in] → [rows × out]
+    public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer {
+        let y = FloatBuffer(count: rows * outFeatures)
+        let yp = y.mutable.baseAddress!
+        if let bias {
+            let b = bias.values
+            for r in 0..<rows { (yp + r * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
+        }
+        Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, transA: false,
+                    b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
+        return y
+    }
+}
+
+/// Layer normalisation over the last dimension: (x − mean) / sqrt(var + eps) · γ + β.
+public struct LayerNorm: Sendable {
+    public let gamma: FloatBuffer
+    public let beta: FloatBuffer
+    public let eps: Float
+
+    public init(gamma: FloatBuffer, beta: FloatBuffer, eps: Float) { self.gamma = gamma; self.beta = beta; self.eps = eps }
+
+    /// In place over `rows` rows of width γ.count.
+    public func forward(_ x: FloatBuffer, rows: Int) {
+        let d = gamma.count
+        let xv = x.mutable, g = gamma.values, b = beta.values
+        parallelFor(count: rows, minChunk: 16) { rr in
+            for r in rr {
+                let row = xv.baseAddress! + r * d
+                var mean = 0.0
+                for j in 0..<d { mean += Double(row[j]) }
+                mean /= Double(d)
+                var varSum = 0.0
+                for j in 0..<d { let c = Double(row[j]) - mean; varSum += c * c }
+                let inv = Float(1 / (varSum / Double(d) + Double(eps)).squareRoot())
+                let m = Float(mean)
+                for j in 0..<d { row[j] = (row[j] - m) * inv * g[j] + b[j] }
+            }
+        }
+    }
+}
+
+/// Token-id lookup into an embedding table [vocabulary × width].
+public struct Embedding: Sendable {
+    public let table: FloatBuffer
+    public let width: Int
+
+    public init(table: FloatBuffer, width: Int) { self.table = table; self.width = width }
+
+    public var count: Int { table.count / width }
+
+    /// Adds the rows of `ids` into `out` (rows × width), or copies them when `accumulate` is false.
+    public func gather(_ ids: [Int], into out: FloatBuffer, accumulate: Bool) {
+        let t = table.values, o = out.mutable
+        for (r, id) in ids.enumerated() {
+            let src = t.baseAddress! + id * width, dst = o.baseAddress! + r * width
+            if accumulate { for j in 0..<width { dst[j] += src[j] } } else { dst.update(from: src, count: width) }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import GraftFormats
+@testable import GraftModels
+import GraftText
+import XCTest
+
+/// all-MiniLM-L6-v2 against transformers 5.24 / sentence-transformers 6.2 (fixtures models/minilm).
+final class MiniLMTests: XCTestCase {
+    func testTokenIdsEqualHFTokenizers() throws {
+        let model = try fetchedModel("minilm")
+        let tok = try TokenizerLoader.load(path: model + "/tokenizer.json")
+        let ref = try fixtureJSON("models/minilm/tokens.json")
+        let texts = ref["texts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        XCTAssertFalse(texts.isEmpty)
+        for (i, t) in texts.enumerated() {
+            XCTAssertEqual(tok.encode(t, addSpecialTokens: true), ints(ref["input_ids"]?.arrayValue?[i]), t)
+        }
+    }
+
+    func testWordPieceEdgeCases() throws {
+        let tok = try TokenizerLoader.load(path: try fetchedModel("minilm") + "/tokenizer.json")
+        // Accents stripped and lowercased; CJK characters split; control characters dropped; unknown → [UNK].
+        XCTAssertEqual(tok.encode("Café", addSpecialTokens: false), tok.encode("cafe", addSpecialTokens: false))
+        XCTAssertEqual(tok.encode("a\u{0007}b", addSpecialTokens: false), tok.encode("ab", addSpecialTokens: false))
+        XCTAssertEqual(tok.encode("中文", addSpecialTokens: false).count, 2)
+        XCTAssertEqual(tok.encode("[CLS] hi [SEP]", addSpecialTokens: false).first, 101)
+        XCTAssertEqual(tok.encode("\u{10FFFF}", addSpecialTokens: false), [100])
+        XCTAssertEqual(tok.decode(tok.encode("Hello, world!", addSpecialTokens: true), skipSpecialTokens: true), "hello, world!")
+    }
+
+    func testHiddenStatesAndEmbeddingsMatchSentenceTransformers() throws {
+        let enc = try SentenceEncoder(folder: try fetchedModel("minilm"))
+        let ref = try fixtureJSON("models/minilm/tokens.json")
+        let texts = ref["texts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let hidden = try Checkpoint(path: referenceRoot + "/models/minilm/hidden.safetensors")
+        let embRef = try Checkpoint(path: referenceRoot + "/models/minilm/embeddings.safetensors")
+        // One batch with padding, so masks are exercised.
+        let states = try enc.model.forward(texts.map(enc.tokenize))
+        var worst: Float = 0
+        for (i, s) in states.enumerated() {
+            let want = try hidden.tensor("t\(i)").floats()
+            XCTAssertEqual(s.count, want.count)
+            for j in want.indices { worst = max(worst, abs(s[j] - want[j])) }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-4, "last_hidden_state max |diff|")
+        let embs = try enc.embed(texts, batchSize: 2)
+        for (i, e) in embs.enumerated() {
+            let want = try embRef.tensor("t\(i)").floats()
+            let cos = zip(e, want).reduce(0) { $0 + $1.0 * $1.1 } / (norm(e) * norm(want))
+            XCTAssertGreaterThanOrEqual(cos, 0.99999, "text \(i)")
+        }
+    }
+
+    func norm(_ v: [Float]) -> Float { v.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+
+    func testLongInputIsTruncatedToTheModelsLength() throws {
+        let enc = try SentenceEncoder(folder: try fetchedModel("minilm"))
+        let ids = enc.tokenize(String(repeating: "word ", count: 1000))
+        XCTAssertEqual(ids.count, enc.maxLength)
+        XCTAssertEqual(ids.last, 102)
+        XCTAssertThrowsError(try enc.model.forward([[Int](repeating: 1000, count: 600)])) { XCTAssertTrue("\($0)".contains("exceeds")) }
+        XCTAssertThrowsError(try enc.model.forward([[999_999]])) { XCTAssertTrue("\($0)".contains("outside the vocabulary")) }
+    }
+}
