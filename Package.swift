@@ -40,7 +40,7 @@ let package = Package(
                           swiftSettings: nativeCPU),
         .testTarget(name: "GraftTensorTests", dependencies: ["GraftTensor"]),
         .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats"]),
-        .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats"]),
+        .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats", "GraftAdapters"]),
         .testTarget(name: "GraftMergingTests",
                     dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft"]),
     ]

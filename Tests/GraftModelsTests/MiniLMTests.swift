@@ -2,6 +2,8 @@ import Foundation
 import GraftFormats
 @testable import GraftModels
 import GraftText
+import GraftAdapters
+import GraftTensor
 import XCTest
 
 /// all-MiniLM-L6-v2 against transformers 5.24 / sentence-transformers 6.2 (fixtures models/minilm).
@@ -60,5 +62,30 @@ final class MiniLMTests: XCTestCase {
         XCTAssertEqual(ids.last, 102)
         XCTAssertThrowsError(try enc.model.forward([[Int](repeating: 1000, count: 600)])) { XCTAssertTrue("\($0)".contains("exceeds")) }
         XCTAssertThrowsError(try enc.model.forward([[999_999]])) { XCTAssertTrue("\($0)".contains("outside the vocabulary")) }
+    }
+}
+
+/// The PEFT adapter peft-minilm-seqcls (LoRA on query/value + classifier), applied without fusing.
+final class MiniLMAdapterTests: XCTestCase {
+    func testSequenceClassificationLogitsMatchPEFT() throws {
+        let folder = try fetchedModel("minilm")
+        var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        let adapter = try LoRAAdapter(path: referenceRoot + "/models/peft-minilm-seqcls")
+        try bert.attach(adapter.lowRankUpdates(), source: adapter.path)
+        guard let (w, b) = try adapter.classificationHead() else { return XCTFail("no classifier in the adapter") }
+        let head = Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0])
+        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
+        let ref = try fixtureJSON("models/peft-minilm-seqcls/expected.json")
+        let texts = ref["texts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let want = ref["logits"]?.arrayValue?.map { $0.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [] } ?? []
+        let got = try clf.logits(texts)
+        XCTAssertEqual(got.count, want.count)
+        for (g, w) in zip(got, want) { for (a, b) in zip(g, w) { XCTAssertEqual(a, b, accuracy: 1e-4) } }
+    }
+
+    func testAdapterForAnotherModelIsRefused() throws {
+        var bert = try BertModel(checkpoint: try Checkpoint(path: try fetchedModel("minilm")))
+        let adapter = try LoRAAdapter(path: referenceRoot + "/models/peft-smollm2-lora")
+        XCTAssertThrowsError(try bert.attach(adapter.lowRankUpdates(), source: adapter.path)) { XCTAssertTrue("\($0)".contains("q_proj"), "\($0)") }
     }
 }

@@ -11,14 +11,18 @@ public struct BertModel: Sendable {
     }
 
     struct Layer: Sendable {
-        let query: Linear, key: Linear, value: Linear, attnOut: Linear, attnNorm: LayerNorm
-        let up: Linear, down: Linear, outNorm: LayerNorm
+        var query: Linear, key: Linear, value: Linear, attnOut: Linear
+        let attnNorm: LayerNorm
+        var up: Linear, down: Linear
+        let outNorm: LayerNorm
     }
 
     public let config: Config
     let words: Embedding, positions: Embedding, tokenTypes: Embedding
     let embNorm: LayerNorm
-    let layers: [Layer]
+    var layers: [Layer]
+    /// `pooler.dense` (tanh of it on the first token feeds a classification head), when the checkpoint has it.
+    public let pooler: Linear?
 
     /// Loads weights named as `BertModel` (optionally under a `bert.` prefix) from a checkpoint folder.
     public init(checkpoint: Checkpoint) throws {
@@ -65,6 +69,62 @@ public struct BertModel: Sendable {
         self.config = config
         self.words = words; self.positions = positions; self.tokenTypes = tokenTypes
         self.embNorm = embNorm; self.layers = layers
+        pooler = checkpoint.info(prefix + "pooler.dense.weight") != nil ? try linear("pooler.dense", h, h) : nil
+    }
+
+    /// The module paths of the linear layers, as PEFT names them in a BertModel.
+    public var linearModuleNames: [String] {
+        (0..<layers.count).flatMap { i in
+            ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense"].map { "encoder.layer.\(i).\($0)" }
+        }
+    }
+
+    /// Edits the linear layer at a module path (`encoder.layer.3.attention.self.query`); false if none.
+    public mutating func updateLinear(_ module: String, _ edit: (inout Linear) throws -> Void) rethrows -> Bool {
+        let parts = module.split(separator: ".")
+        guard parts.count >= 4, parts[0] == "encoder", parts[1] == "layer", let i = Int(parts[2]), i >= 0, i < layers.count else {
+            return false
+        }
+        switch parts.dropFirst(3).joined(separator: ".") {
+        case "attention.self.query": try edit(&layers[i].query)
+        case "attention.self.key": try edit(&layers[i].key)
+        case "attention.self.value": try edit(&layers[i].value)
+        case "attention.output.dense": try edit(&layers[i].attnOut)
+        case "intermediate.dense": try edit(&layers[i].up)
+        case "output.dense": try edit(&layers[i].down)
+        default: return false
+        }
+        return true
+    }
+
+    /// Attaches low-rank updates (e.g. a LoRA adapter's) to the linear layers they name. Module paths may
+    /// carry a task-model prefix (`bert.`); an update for a module this model lacks, or of the wrong
+    /// shape, is an error naming it.
+    public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
+        let known = linearModuleNames
+        for (name, u) in updates {
+            guard let path = known.first(where: { name == $0 || name.hasSuffix("." + $0) }) else {
+                throw ModelError("\(source): module '\(name)' is not a linear layer of this model (e.g. \(known.prefix(3).joined(separator: ", ")))")
+            }
+            _ = try updateLinear(path) { lin in
+                guard u.a.count == u.rank * lin.inFeatures, u.b.count == lin.outFeatures * u.rank else {
+                    throw ModelError("\(source): module '\(name)' (rank \(u.rank)) does not fit the model's [\(lin.outFeatures), \(lin.inFeatures)] layer (adapter for a different base?)")
+                }
+                lin.lowRank = u
+            }
+        }
+    }
+
+    /// tanh(pooler(h[first token])) — BERT's pooled output.
+    public func pooledOutput(_ hidden: FloatBuffer) throws -> FloatBuffer {
+        guard let pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
+        let first = FloatBuffer(count: config.hidden)
+        first.mutable.baseAddress!.update(from: hidden.values.baseAddress!, count: config.hidden)
+        let p = pooler.forward(first, rows: 1)
+        let v = p.mutable
+        for j in 0..<v.count { v[j] = tanh(v[j]) }
+        return p
     }
 
     public var vocabularySize: Int { words.count }

@@ -1,12 +1,14 @@
 import GraftTensor
 
-/// y = x·Wᵀ + b for a batch of rows. W is [out × in] as PyTorch stores it.
+/// y = x·Wᵀ + b (+ a low-rank update) for a batch of rows. W is [out × in] as PyTorch stores it.
 /// (The training issue adds `backward` here, next to `forward`.)
 public struct Linear: Sendable {
     public let weight: FloatBuffer
     public let bias: FloatBuffer?
     public let inFeatures: Int
     public let outFeatures: Int
+    /// An adapter's update applied at inference (LoRA without fusing).
+    public var lowRank: LowRankUpdate?
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
         precondition(weight.count == inFeatures * outFeatures)
@@ -23,6 +25,13 @@ public struct Linear: Sendable {
         }
         Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, transA: false,
                     b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
+        if let lr = lowRank {
+            let t = FloatBuffer(count: rows * lr.rank)
+            Linalg.gemm(m: rows, n: lr.rank, k: inFeatures, a: x.values.baseAddress!, b: lr.a.values.baseAddress!, transB: true,
+                        c: t.mutable.baseAddress!)
+            Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!,
+                        b: lr.b.values.baseAddress!, transB: true, beta: 1, c: yp)
+        }
         return y
     }
 }
