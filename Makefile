@@ -14,9 +14,9 @@ setup:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 
-## Fetch the real models the tests use (all-MiniLM-L6-v2) into $$GRAFT_HOME (~/.cache/graft).
+## Fetch the real models the tests use (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF) into $$GRAFT_HOME (~/.cache/graft).
 models:
-	scripts/fetch-models minilm
+	scripts/fetch-models minilm smollm2
 
 ## Release build of the graft command (.build/release/graft).
 build: setup
