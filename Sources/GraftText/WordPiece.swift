@@ -220,8 +220,16 @@ func parseTemplate(_ pp: JSONValue?, vocab: [String: Int], path: String) throws 
     }
 }
 
-/// Loads the tokenizer a `tokenizer.json` describes.
+/// Loads the tokenizer a `tokenizer.json` describes, or the one inside a GGUF file.
 public enum TokenizerLoader {
+    /// For a model: `path` is a `.gguf` file or a folder holding `tokenizer.json`.
+    public static func load(model path: String) throws -> any Tokenizer {
+        if path.hasSuffix(".gguf") { return try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: path)) }
+        let t = (path as NSString).appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: t) else { throw TokenizerError(path, "no tokenizer.json in the model folder") }
+        return try load(path: t)
+    }
+
     public static func load(path: String) throws -> any Tokenizer {
         guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError(path, "cannot read") }
         let json: JSONValue

@@ -23,7 +23,7 @@ struct TokenizeCommand: ParsableCommand {
           graft tokenize --model ~/models/my-bert --json --no-special "Hello, world"
         """)
 
-    @Option(help: "Model folder with tokenizer.json, or a fetched model's short name (minilm).")
+    @Option(help: "Model folder with tokenizer.json, a .gguf file, or a fetched model's short name (minilm, smollm2).")
     var model: String
 
     @Flag(help: "Print JSON: {\"ids\": [...], \"tokens\": [...]}.")
@@ -37,7 +37,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         let path = try ModelLocator.resolve(model)
-        let tok = try TokenizerLoader.load(path: (path as NSString).appendingPathComponent("tokenizer.json"))
+        let tok = try TokenizerLoader.load(model: path)
         for t in try readTexts(text) {
             let ids = tok.encode(t, addSpecialTokens: !noSpecial)
             if json {

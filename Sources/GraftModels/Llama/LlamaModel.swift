@@ -1,0 +1,235 @@
+import Foundation
+import GraftFormats
+import GraftTensor
+
+/// A Llama decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, optionally tied embeddings),
+/// as transformers' `LlamaForCausalLM`, loaded from a GGUF file (dequantised to float32, q/k rows
+/// un-permuted to transformers' layout) or an HF safetensors folder.
+public struct LlamaModel: Sendable {
+    public struct Config: Sendable {
+        public let vocab: Int, hidden: Int, layers: Int, heads: Int, kvHeads: Int, intermediate: Int
+        public let ropeTheta: Double, ropeScale: Double, eps: Float, contextLength: Int
+        public var headDim: Int { hidden / heads }
+    }
+
+    struct Layer: Sendable {
+        let attnNorm: RMSNorm, mlpNorm: RMSNorm
+        var q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear, up: Linear, down: Linear
+    }
+
+    public let config: Config
+    let embedding: FloatBuffer  // [vocab × hidden]
+    var layers: [Layer]
+    let norm: RMSNorm
+    let lmHead: FloatBuffer  // [vocab × hidden] (the embedding when tied)
+    let rope: RoPE
+
+    public static let supportedArchitectures = ["llama (GGUF)", "LlamaForCausalLM (HF folder)"]
+
+    // MARK: - Loading
+
+    public init(gguf g: GGUFFile) throws {
+        let arch = g["general.architecture"]?.string ?? "?"
+        guard arch == "llama" else {
+            throw ModelError("\(g.path): architecture '\(arch)' is not supported (supported: \(Self.supportedArchitectures.joined(separator: ", ")))")
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = g["llama." + k]?.int, v > 0 else { throw ModelError("\(g.path): metadata llama.\(k) missing or invalid") }
+            return v
+        }
+        let hidden = try int("embedding_length"), heads = try int("attention.head_count")
+        let kvHeads = g["llama.attention.head_count_kv"]?.int ?? heads
+        guard let emb = g.info("token_embd.weight"), emb.shape.count == 2, emb.shape[1] == hidden else {
+            throw ModelError("\(g.path): tensor token_embd.weight missing or not [vocab, \(hidden)]")
+        }
+        var scale = 1.0
+        if let t = g["llama.rope.scaling.type"]?.string, t != "none" {
+            guard t == "linear", let f = g["llama.rope.scaling.factor"]?.double else {
+                throw ModelError("\(g.path): rope scaling '\(t)' is not supported (none, linear)")
+            }
+            scale = f
+        }
+        let cfg = Config(vocab: emb.shape[0], hidden: hidden, layers: try int("block_count"), heads: heads, kvHeads: kvHeads,
+                         intermediate: try int("feed_forward_length"), ropeTheta: g["llama.rope.freq_base"]?.double ?? 10000,
+                         ropeScale: scale, eps: Float(g["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
+                         contextLength: g["llama.context_length"]?.int ?? 2048)
+        guard hidden % heads == 0, heads % kvHeads == 0 else { throw ModelError("\(g.path): head counts do not divide the hidden size") }
+        func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer {
+            guard let i = g.info(name) else { throw ModelError("\(g.path): missing tensor '\(name)'") }
+            guard i.shape == shape else { throw ModelError("\(g.path): tensor '\(name)' has shape \(i.shape), expected \(shape)") }
+            return try g.floats(name)
+        }
+        let dh = cfg.headDim
+        func linear(_ name: String, _ inF: Int, _ outF: Int, unpermuteHeads: Int? = nil) throws -> Linear {
+            var w = try tensor(name, [outF, inF])
+            if let h = unpermuteHeads { w = Self.unpermute(w, heads: h, headDim: dh, cols: inF) }
+            return Linear(weight: w, bias: nil, inFeatures: inF, outFeatures: outF)
+        }
+        let layers = try (0..<cfg.layers).map { i -> Layer in
+            let p = "blk.\(i)."
+            return Layer(attnNorm: RMSNorm(weight: try tensor(p + "attn_norm.weight", [hidden]), eps: cfg.eps),
+                         mlpNorm: RMSNorm(weight: try tensor(p + "ffn_norm.weight", [hidden]), eps: cfg.eps),
+                         q: try linear(p + "attn_q.weight", hidden, hidden, unpermuteHeads: heads),
+                         k: try linear(p + "attn_k.weight", hidden, kvHeads * dh, unpermuteHeads: kvHeads),
+                         v: try linear(p + "attn_v.weight", hidden, kvHeads * dh),
+                         o: try linear(p + "attn_output.weight", hidden, hidden),
+                         gate: try linear(p + "ffn_gate.weight", hidden, cfg.intermediate),
+                         up: try linear(p + "ffn_up.weight", hidden, cfg.intermediate),
+                         down: try linear(p + "ffn_down.weight", cfg.intermediate, hidden))
+        }
+        let embedding = try tensor("token_embd.weight", [cfg.vocab, hidden])
+        let head = g.info("output.weight") != nil ? try tensor("output.weight", [cfg.vocab, hidden]) : embedding
+        self.init(config: cfg, embedding: embedding, layers: layers,
+                  norm: RMSNorm(weight: try tensor("output_norm.weight", [hidden]), eps: cfg.eps), lmHead: head)
+    }
+
+    init(config: Config, embedding: FloatBuffer, layers: [Layer], norm: RMSNorm, lmHead: FloatBuffer) {
+        self.config = config; self.embedding = embedding; self.layers = layers; self.norm = norm; self.lmHead = lmHead
+        rope = RoPE(headDim: config.headDim, theta: config.ropeTheta, scale: config.ropeScale)
+    }
+
+    /// GGUF stores q/k rows permuted for llama.cpp's interleaved rotary layout; transformers' layout
+    /// has, per head, the first halves of all rotary pairs then the second halves.
+    /// HF row h·d + i·(d/2) + j  ←  GGUF row h·d + 2j + i.
+    static func unpermute(_ w: FloatBuffer, heads: Int, headDim d: Int, cols: Int) -> FloatBuffer {
+        let out = FloatBuffer(count: w.count)
+        let src = w.values.baseAddress!, dst = out.mutable.baseAddress!
+        let half = d / 2
+        for h in 0..<heads {
+            for i in 0..<2 {
+                for j in 0..<half {
+                    (dst + (h * d + i * half + j) * cols).update(from: src + (h * d + 2 * j + i) * cols, count: cols)
+                }
+            }
+        }
+        return out
+    }
+
+    /// The module paths of the linear layers, as PEFT names them (`model.layers.3.self_attn.q_proj`).
+    public var linearModuleNames: [String] {
+        (0..<layers.count).flatMap { i in
+            ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+             "mlp.down_proj"].map { "model.layers.\(i).\($0)" }
+        }
+    }
+
+    /// Attaches low-rank updates (a LoRA adapter's) to the linear layers they name.
+    public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
+        let known = linearModuleNames
+        for (name, u) in updates {
+            guard let path = known.first(where: { name == $0 || name.hasSuffix("." + $0) }) else {
+                throw ModelError("\(source): module '\(name)' is not a linear layer of this model (e.g. \(known.prefix(3).joined(separator: ", ")))")
+            }
+            let parts = path.split(separator: ".")
+            let i = Int(parts[2])!
+            let which = parts[3...].joined(separator: ".")
+            func set(_ l: inout Linear) throws {
+                guard u.a.count == u.rank * l.inFeatures, u.b.count == l.outFeatures * u.rank else {
+                    throw ModelError("\(source): module '\(name)' (rank \(u.rank)) does not fit the model's [\(l.outFeatures), \(l.inFeatures)] layer (adapter for a different base?)")
+                }
+                l.lowRank = u
+            }
+            switch which {
+            case "self_attn.q_proj": try set(&layers[i].q)
+            case "self_attn.k_proj": try set(&layers[i].k)
+            case "self_attn.v_proj": try set(&layers[i].v)
+            case "self_attn.o_proj": try set(&layers[i].o)
+            case "mlp.gate_proj": try set(&layers[i].gate)
+            case "mlp.up_proj": try set(&layers[i].up)
+            default: try set(&layers[i].down)
+            }
+        }
+    }
+
+    // MARK: - Forward
+
+    /// Keys and values of the positions seen so far, per layer.
+    public struct KVCache: Sendable {
+        var keys: [[Float]]
+        var values: [[Float]]
+        public private(set) var count = 0
+
+        public init(layers: Int) {
+            keys = [[Float]](repeating: [], count: layers)
+            values = [[Float]](repeating: [], count: layers)
+        }
+
+        mutating func advance(by n: Int) { count += n }
+    }
+
+    public func makeCache() -> KVCache { KVCache(layers: config.layers) }
+
+    /// Runs `tokens` after the cached positions (batched prefill when several), appends their keys and
+    /// values to the cache, and returns logits for every new position (`allLogits`) or the last only.
+    public func forward(_ tokens: [Int], cache: inout KVCache, allLogits: Bool = false) throws -> [[Float]] {
+        let t = tokens.count, h = config.hidden, past = cache.count
+        guard t > 0 else { return [] }
+        guard past + t <= config.contextLength else {
+            throw ModelError("\(past + t) tokens exceed the model's context of \(config.contextLength)")
+        }
+        for id in tokens where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") }
+        let x = FloatBuffer(count: t * h)
+        for (r, id) in tokens.enumerated() {
+            (x.mutable.baseAddress! + r * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+        }
+        let normed = FloatBuffer(count: t * h)
+        let dh = config.headDim, nh = config.heads, nkv = config.kvHeads, group = nh / nkv
+        let kvw = nkv * dh
+        for (li, layer) in layers.enumerated() {
+            layer.attnNorm.forward(x, rows: t, into: normed)
+            let q = layer.q.forward(normed, rows: t), k = layer.k.forward(normed, rows: t), v = layer.v.forward(normed, rows: t)
+            for r in 0..<t {
+                rope.apply(q.mutable.baseAddress! + r * h, heads: nh, position: past + r)
+                rope.apply(k.mutable.baseAddress! + r * kvw, heads: nkv, position: past + r)
+            }
+            cache.keys[li] += k.values
+            cache.values[li] += v.values
+            let total = past + t
+            let ctx = FloatBuffer(count: t * h)
+            let scale = 1 / Float(dh).squareRoot()
+            let qp = q.values.baseAddress!, cp = ctx.mutable.baseAddress!
+            cache.keys[li].withUnsafeBufferPointer { kb in
+                cache.values[li].withUnsafeBufferPointer { vb in
+                    let kp = kb.baseAddress!, vp = vb.baseAddress!
+                    let work = UncheckedSendable((qp, kp, vp, cp))
+                    parallelEach(nh) { head in
+                        let (qp, kp, vp, cp) = work.value
+                        let g = head / group
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * total)
+                        defer { scores.deallocate() }
+                        Linalg.gemm(m: t, n: total, k: dh, alpha: scale, a: qp + head * dh, lda: h,
+                                    b: kp + g * dh, ldb: kvw, transB: true, c: scores, ldc: total)
+                        for r in 0..<t { for c in (past + r + 1)..<max(total, past + r + 1) { scores[r * total + c] = -.infinity } }
+                        Activation.softmaxRows(scores, rows: t, width: total)
+                        Linalg.gemm(m: t, n: dh, k: total, a: scores, lda: total, b: vp + g * dh, ldb: kvw,
+                                    c: cp + head * dh, ldc: h)
+                    }
+                }
+            }
+            let o = layer.o.forward(ctx, rows: t)
+            add(o, into: x)
+            layer.mlpNorm.forward(x, rows: t, into: normed)
+            let gate = layer.gate.forward(normed, rows: t), up = layer.up.forward(normed, rows: t)
+            let gv = gate.mutable, uv = up.values
+            parallelFor(count: gv.count, minChunk: 1 << 14) { r in
+                for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
+            }
+            let down = layer.down.forward(gate, rows: t)
+            add(down, into: x)
+        }
+        cache.advance(by: t)
+        let rows = allLogits ? Array(0..<t) : [t - 1]
+        let last = FloatBuffer(count: rows.count * h)
+        for (k, r) in rows.enumerated() { (last.mutable.baseAddress! + k * h).update(from: x.values.baseAddress! + r * h, count: h) }
+        norm.forward(last, rows: rows.count, into: last)
+        let logits = FloatBuffer(count: rows.count * config.vocab)
+        Linalg.gemm(m: rows.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+                    c: logits.mutable.baseAddress!)
+        return (0..<rows.count).map { Array(logits.values[($0 * config.vocab)..<(($0 + 1) * config.vocab)]) }
+    }
+
+    private func add(_ a: FloatBuffer, into x: FloatBuffer) {
+        let xv = x.mutable, av = a.values
+        parallelFor(count: xv.count, minChunk: 1 << 15) { r in for i in r { xv[i] += av[i] } }
+    }
+}
