@@ -3,6 +3,7 @@ import Foundation
 import GraftFormats
 import GraftModels
 import GraftText
+import GraftAdapters
 
 struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,6 +41,175 @@ struct LogitsCommand: ParsableCommand {
         }
         for (i, v) in logits.enumerated().sorted(by: { $0.element > $1.element }).prefix(top) {
             print(String(format: "%6d  %9.4f  %@", i, v, String(reflecting: lm.tokenizer.decode([i], skipSpecialTokens: false))))
+        }
+    }
+}
+
+/// Options shared by `generate` and `chat`.
+struct LMOptions: ParsableArguments {
+    @Option(help: "A .gguf file or a fetched model's short name (smollm2).")
+    var model: String
+
+    @Option(help: "An HF PEFT LoRA adapter folder, applied without fusing.")
+    var adapter: String?
+
+    @Option(help: "Most tokens to generate.")
+    var maxTokens: Int = 256
+
+    @Option(help: "Sampling temperature (0 = greedy).")
+    var temperature: Float = 0
+
+    @Option(help: "Sample among the k most likely tokens (0 = all).")
+    var topK: Int = 40
+
+    @Option(help: "Sample among the tokens whose probabilities add up to p.")
+    var topP: Float = 0.95
+
+    @Option(help: "Seed of the sampler.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Chat template to use instead of the model's (supported: chatml).")
+    var chatTemplate: String?
+
+    @Flag(help: "Print prompt and generation speed (tokens/s) on stderr, as llama.cpp does.")
+    var stats = false
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
+        if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        if let t = chatTemplate, ChatTemplate.Kind(rawValue: t) == nil {
+            throw ValidationError("--chat-template: unknown '\(t)' (supported: \(ChatTemplate.supported.joined(separator: ", ")))")
+        }
+    }
+
+    var sampling: SamplingOptions {
+        var s = SamplingOptions()
+        s.temperature = temperature; s.topK = topK; s.topP = topP; s.seed = seed
+        return s
+    }
+
+    func load() throws -> CausalLM {
+        let path = try ModelLocator.resolve(model)
+        guard path.hasSuffix(".gguf") else { throw ValidationError("generation needs a causal LM in GGUF for now (got \(path))") }
+        var lm = try CausalLM(gguf: path)
+        if let a = adapter {
+            let ad = try LoRAAdapter(path: a)
+            try lm.model.attach(ad.lowRankUpdates(), source: a)
+        }
+        return lm
+    }
+
+    func template(_ lm: CausalLM) throws -> ChatTemplate {
+        if let t = chatTemplate, let k = ChatTemplate.Kind(rawValue: t) { return ChatTemplate(kind: k, defaultSystem: lm.chatTemplate?.defaultSystem) }
+        guard let t = lm.chatTemplate else {
+            throw ValidationError("this model has no chat template; pass --chat-template (supported: \(ChatTemplate.supported.joined(separator: ", ")))")
+        }
+        return t
+    }
+
+    /// Streams tokens to standard output as complete UTF-8 characters.
+    func stream(_ lm: CausalLM, prompt: [Int], ignoreEOS: Bool, stop: [String]) throws -> [Int] {
+        var pending: [UInt8] = []
+        let (ids, st) = try lm.generate(prompt: prompt, maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS, stop: stop) { id in
+            pending += lm.tokenizer.bytes(of: id)
+            // Print what decodes fully; keep an incomplete UTF-8 tail for the next token.
+            var cut = pending.count
+            while cut > 0 && cut > pending.count - 4 && (pending[cut - 1] & 0xC0) == 0x80 { cut -= 1 }
+            if cut > 0 && pending[cut - 1] >= 0xC0 { cut -= 1 } else { cut = pending.count }
+            if cut > 0 {
+                FileHandle.standardOutput.write(Data(pending[0..<cut]))
+                pending.removeFirst(cut)
+            }
+            return true
+        }
+        if !pending.isEmpty { FileHandle.standardOutput.write(Data(pending)) }
+        if stats {
+            printErr(String(format: "\nprompt eval: %d tokens, %.2f s, %.1f tokens/s", st.promptTokens, st.promptSeconds,
+                            Double(st.promptTokens) / max(st.promptSeconds, 1e-9)))
+            printErr(String(format: "generation:  %d tokens, %.2f s, %.1f tokens/s", st.generatedTokens, st.generateSeconds,
+                            Double(max(st.generatedTokens - 1, 0)) / max(st.generateSeconds, 1e-9)))
+        }
+        return ids
+    }
+}
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text from a prompt, streamed to standard output.",
+        discussion: """
+        Examples:
+          graft generate --model smollm2 --chat --prompt "What is the capital of France?"
+          graft generate --model smollm2 --prompt "Once upon a time" --temperature 0.8 --seed 1 --max-tokens 64 --stats
+        """)
+
+    @OptionGroup var lm: LMOptions
+
+    @Option(help: "The prompt (or '-' to read it from standard input).")
+    var prompt: String
+
+    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
+    var chat = false
+
+    @Flag(help: "Keep generating past the end-of-sequence token.")
+    var ignoreEos = false
+
+    @Option(help: "Stop when the output contains this string (repeatable).")
+    var stop: [String] = []
+
+    @Flag(help: "Drop the start of a prompt longer than the context instead of failing.")
+    var truncate = false
+
+    func run() throws {
+        let model = try lm.load()
+        var text = prompt
+        if prompt == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        if chat { text = try lm.template(model).render([ChatMessage(role: "user", content: text)]) }
+        var ids = model.tokenizer.encode(text, addSpecialTokens: true)
+        let room = model.model.config.contextLength - 1
+        if ids.count > room {
+            guard truncate else {
+                throw ValidationError("the prompt has \(ids.count) tokens but the context holds \(model.model.config.contextLength); shorten it or pass --truncate")
+            }
+            ids = Array(ids.suffix(room))
+        }
+        _ = try lm.stream(model, prompt: ids, ignoreEOS: ignoreEos, stop: stop)
+        print("")
+    }
+}
+
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Chat with a model interactively (one line per message; /reset clears, /quit or Ctrl-D ends).")
+
+    @OptionGroup var lm: LMOptions
+
+    @Option(help: "A system message (default: the template's own).")
+    var system: String?
+
+    func run() throws {
+        let model = try lm.load()
+        let template = try lm.template(model)
+        var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
+        let initial = messages
+        printErr("chatting with \(lm.model) — /reset to start over, /quit to leave")
+        while true {
+            FileHandle.standardError.write(Data("> ".utf8))
+            guard let line = readLine() else { break }
+            let input = line.trimmingCharacters(in: .whitespaces)
+            if input.isEmpty { continue }
+            if input == "/quit" || input == "/exit" { break }
+            if input == "/reset" { messages = initial; continue }
+            messages.append(ChatMessage(role: "user", content: input))
+            let ids = model.tokenizer.encode(template.render(messages), addSpecialTokens: true)
+            guard ids.count < model.model.config.contextLength else {
+                printErr("the conversation no longer fits the context; /reset to start over"); messages.removeLast(); continue
+            }
+            let out = try lm.stream(model, prompt: ids, ignoreEOS: false, stop: [])
+            print("")
+            messages.append(ChatMessage(role: "assistant", content: model.tokenizer.decode(out, skipSpecialTokens: true)))
         }
     }
 }
