@@ -9,6 +9,8 @@ public struct Linear: Sendable {
     public let outFeatures: Int
     /// An adapter's update applied at inference (LoRA without fusing).
     public var lowRank: LowRankUpdate?
+    /// The same weight in its stored block format, used for matrix–vector products (decode).
+    public var quantized: QuantizedMatrix?
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
         precondition(weight.count == inFeatures * outFeatures)
@@ -19,12 +21,23 @@ public struct Linear: Sendable {
     public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer {
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
+        if let q = quantized, rows <= 2 {
+            for r in 0..<rows { q.matvec(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
+            if let bias { for r in 0..<rows { for j in 0..<outFeatures { yp[r * outFeatures + j] += bias[j] } } }
+            addLowRank(x, rows: rows, into: yp)
+            return y
+        }
         if let bias {
             let b = bias.values
             for r in 0..<rows { (yp + r * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
         }
         Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, transA: false,
                     b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
+        addLowRank(x, rows: rows, into: yp)
+        return y
+    }
+
+    private func addLowRank(_ x: FloatBuffer, rows: Int, into yp: UnsafeMutablePointer<Float>) {
         if let lr = lowRank {
             let t = FloatBuffer(count: rows * lr.rank)
             Linalg.gemm(m: rows, n: lr.rank, k: inFeatures, a: x.values.baseAddress!, b: lr.a.values.baseAddress!, transB: true,
@@ -32,7 +45,6 @@ public struct Linear: Sendable {
             Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!,
                         b: lr.b.values.baseAddress!, transB: true, beta: 1, c: yp)
         }
-        return y
     }
 }
 

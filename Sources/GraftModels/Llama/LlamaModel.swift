@@ -22,6 +22,7 @@ public struct LlamaModel: Sendable {
     var layers: [Layer]
     let norm: RMSNorm
     let lmHead: FloatBuffer  // [vocab × hidden] (the embedding when tied)
+    var lmHeadQuantized: QuantizedMatrix?
     let rope: RoPE
 
     public static let supportedArchitectures = ["llama (GGUF)", "LlamaForCausalLM (HF folder)"]
@@ -63,7 +64,9 @@ public struct LlamaModel: Sendable {
         func linear(_ name: String, _ inF: Int, _ outF: Int, unpermuteHeads: Int? = nil) throws -> Linear {
             var w = try tensor(name, [outF, inF])
             if let h = unpermuteHeads { w = Self.unpermute(w, heads: h, headDim: dh, cols: inF) }
-            return Linear(weight: w, bias: nil, inFeatures: inF, outFeatures: outF)
+            var l = Linear(weight: w, bias: nil, inFeatures: inF, outFeatures: outF)
+            l.quantized = try Self.quantized(g, name, rows: outF, cols: inF, unpermuteHeads: unpermuteHeads, headDim: dh)
+            return l
         }
         let layers = try (0..<cfg.layers).map { i -> Layer in
             let p = "blk.\(i)."
@@ -78,9 +81,36 @@ public struct LlamaModel: Sendable {
                          down: try linear(p + "ffn_down.weight", cfg.intermediate, hidden))
         }
         let embedding = try tensor("token_embd.weight", [cfg.vocab, hidden])
-        let head = g.info("output.weight") != nil ? try tensor("output.weight", [cfg.vocab, hidden]) : embedding
+        let headName = g.info("output.weight") != nil ? "output.weight" : "token_embd.weight"
+        let head = headName == "output.weight" ? try tensor(headName, [cfg.vocab, hidden]) : embedding
         self.init(config: cfg, embedding: embedding, layers: layers,
                   norm: RMSNorm(weight: try tensor("output_norm.weight", [hidden]), eps: cfg.eps), lmHead: head)
+        lmHeadQuantized = try Self.quantized(g, headName, rows: cfg.vocab, cols: hidden, unpermuteHeads: nil, headDim: dh)
+    }
+
+    /// The tensor's stored blocks as a `QuantizedMatrix` when a matrix–vector kernel exists for its type
+    /// (rows re-ordered like the float weight for q/k).
+    static func quantized(_ g: GGUFFile, _ name: String, rows: Int, cols: Int, unpermuteHeads: Int?, headDim d: Int) throws -> QuantizedMatrix? {
+        guard let info = g.info(name) else { return nil }
+        let format: QuantizedMatrix.Format
+        switch info.type {
+        case .q8_0: format = .q8_0
+        case .q4_0: format = .q4_0
+        case .q4_1: format = .q4_1
+        case .f16: format = .f16
+        default: return nil
+        }
+        guard format == .f16 || cols % 32 == 0 else { return nil }
+        let raw = try g.rawBytes(name)
+        guard let h = unpermuteHeads else { return QuantizedMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!, owner: g) }
+        let rowBytes = raw.count / rows
+        let storage = Storage(allocating: raw.count)
+        let dst = storage.mutableBytes.baseAddress!, src = raw.baseAddress!
+        let half = d / 2
+        for head in 0..<h { for i in 0..<2 { for j in 0..<half {
+            (dst + (head * d + i * half + j) * rowBytes).copyMemory(from: src + (head * d + 2 * j + i) * rowBytes, byteCount: rowBytes)
+        } } }
+        return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(dst), owner: storage)
     }
 
     init(config: Config, embedding: FloatBuffer, layers: [Layer], norm: RMSNorm, lmHead: FloatBuffer) {
@@ -223,8 +253,12 @@ public struct LlamaModel: Sendable {
         for (k, r) in rows.enumerated() { (last.mutable.baseAddress! + k * h).update(from: x.values.baseAddress! + r * h, count: h) }
         norm.forward(last, rows: rows.count, into: last)
         let logits = FloatBuffer(count: rows.count * config.vocab)
-        Linalg.gemm(m: rows.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
-                    c: logits.mutable.baseAddress!)
+        if let q = lmHeadQuantized, rows.count == 1 {
+            q.matvec(last.values.baseAddress!, into: logits.mutable.baseAddress!)
+        } else {
+            Linalg.gemm(m: rows.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+                        c: logits.mutable.baseAddress!)
+        }
         return (0..<rows.count).map { Array(logits.values[($0 * config.vocab)..<(($0 + 1) * config.vocab)]) }
     }
 
