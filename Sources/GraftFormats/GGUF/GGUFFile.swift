@@ -104,7 +104,7 @@ public final class GGUFFile: @unchecked Sendable {
             raw.append((name, type, dims, Int(off)))
         }
         let dataStart = (r.offset + align - 1) / align * align
-        guard dataStart <= file.bytes.count else { throw FormatError(path, nil, "truncated: header runs past the end of the file") }
+        guard raw.isEmpty || dataStart <= file.bytes.count else { throw FormatError(path, nil, "truncated: header runs past the end of the file") }
         var infos: [GGUFTensorInfo] = []
         for (name, type, dims, off) in raw {
             var count = 1
