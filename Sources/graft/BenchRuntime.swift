@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import GraftModels
+import GraftText
+
+/// The peer environment's Python (../shared/tools/peer-env.sh): GRAFT_PEER_PYTHON, else its default place.
+func peerPython() -> String? {
+    if let p = ProcessInfo.processInfo.environment["GRAFT_PEER_PYTHON"], FileManager.default.isExecutableFile(atPath: p) { return p }
+    let d = "/tmp/graft-peers/venv/bin/python"
+    return FileManager.default.isExecutableFile(atPath: d) ? d : nil
+}
+
+/// Runs a peer script with JSON on stdin; returns the JSON object it prints last.
+func runPeer(_ script: String, input: [String: Any]) throws -> [String: Any]? {
+    guard let py = peerPython() else { return nil }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: py)
+    p.arguments = ["-c", script]
+    var env = ProcessInfo.processInfo.environment
+    env["HF_HUB_OFFLINE"] = "1"; env["OMP_NUM_THREADS"] = "2"
+    p.environment = env
+    let inPipe = Pipe(), outPipe = Pipe()
+    p.standardInput = inPipe; p.standardOutput = outPipe; p.standardError = FileHandle.nullDevice
+    try p.run()
+    inPipe.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: input))
+    try inPipe.fileHandleForWriting.close()
+    let data = outPipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0, let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last else {
+        printErr("peer run failed (status \(p.terminationStatus)); is the peer environment complete?")
+        return nil
+    }
+    return try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+}
+
+struct BenchEmbed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embed",
+        abstract: "Sentence embeddings per second on all-MiniLM-L6-v2 (batch 32 × 64 tokens), against sentence-transformers when installed.")
+
+    @Option(help: "Model (folder or short name).") var model: String = "minilm"
+    @Option(help: "Sentences per batch.") var batch: Int = 32
+    @Option(help: "Tokens per sentence, [CLS] and [SEP] included.") var tokens: Int = 64
+    @Option(help: "Timed batches.") var iterations: Int = 10
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func run() throws {
+        let folder = try ModelLocator.resolve(model)
+        let enc = try SentenceEncoder(folder: folder)
+        let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house", "with", "red", "door", "in", "town"]
+        let texts = (0..<batch).map { i in (0..<(tokens - 2)).map { words[(i * 7 + $0 * 3) % words.count] }.joined(separator: " ") }
+        let counts = Set(texts.map { enc.tokenize($0).count })
+        guard counts == [tokens] else { throw ValidationError("benchmark texts tokenize to \(counts) tokens, expected \(tokens)") }
+        _ = try enc.embed(texts, batchSize: batch)
+        let t0 = Date()
+        for _ in 0..<iterations { _ = try enc.embed(texts, batchSize: batch) }
+        let ours = Double(batch * iterations) / Date().timeIntervalSince(t0)
+        var line = String(format: "graft: %.0f sentences/s (%.0f tokens/s)", ours, ours * Double(tokens))
+        if !noPeer, let r = try runPeer(Self.peerScript, input: ["folder": folder, "texts": texts, "batch": batch, "iterations": iterations]),
+           let st = r["sentences_per_second"] as? Double {
+            line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ours / st)
+        } else if !noPeer { line += " | sentence-transformers not installed (../shared/tools/peer-env.sh)" }
+        print(line)
+    }
+
+    static let peerScript = """
+    import json, sys, time, torch
+    from sentence_transformers import SentenceTransformer
+    a = json.load(sys.stdin); torch.set_num_threads(2)
+    m = SentenceTransformer(a["folder"], device="cpu")
+    m.encode(a["texts"], batch_size=a["batch"])
+    t = time.time()
+    for _ in range(a["iterations"]): m.encode(a["texts"], batch_size=a["batch"])
+    print(json.dumps({"sentences_per_second": len(a["texts"]) * a["iterations"] / (time.time() - t)}))
+    """
+}
+
+struct BenchGenerate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "SmolLM2 prefill and decode tokens/s, against llama.cpp (llama-cpp-python, 2 threads) on the same GGUF when installed.")
+
+    @Option(help: "GGUF model (file or short name).") var model: String = "smollm2"
+    @Option(help: "Prompt tokens for the prefill measurement.") var prompt: Int = 512
+    @Option(help: "Tokens decoded one at a time.") var decode: Int = 128
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func run() throws {
+        let path = try ModelLocator.resolve(model)
+        let lm = try CausalLM(gguf: path)
+        let base = lm.tokenizer.encode("Once upon a time, in a small village, there lived an old baker who loved bread. ", addSpecialTokens: false)
+        let ids = (0..<prompt).map { base[$0 % base.count] }
+        var warm = lm.model.makeCache()
+        _ = try lm.model.forward(Array(ids.prefix(16)), cache: &warm)
+        var cache = lm.model.makeCache()
+        let t0 = Date()
+        var logits = try lm.model.forward(ids, cache: &cache)[0]
+        let prefill = Double(prompt) / Date().timeIntervalSince(t0)
+        let t1 = Date()
+        for _ in 0..<decode {
+            let next = logits.indices.max { logits[$0] < logits[$1] }!
+            logits = try lm.model.forward([next], cache: &cache)[0]
+        }
+        let dec = Double(decode) / Date().timeIntervalSince(t1)
+        var line = String(format: "graft: prefill %.0f tok/s (%d tokens), decode %.1f tok/s (%d tokens)", prefill, prompt, dec, decode)
+        if !noPeer, let r = try runPeer(Self.peerScript, input: ["path": path, "ids": ids, "decode": decode]),
+           let pp = r["prefill"] as? Double, let dd = r["decode"] as? Double {
+            line += String(format: "\nllama.cpp: prefill %.0f tok/s, decode %.1f tok/s | graft/llama.cpp: prefill %.2f×, decode %.2f×", pp, dd, prefill / pp, dec / dd)
+        } else if !noPeer { line += " | llama.cpp (llama-cpp-python) not installed (../shared/tools/peer-env.sh)" }
+        print(line)
+    }
+
+    static let peerScript = """
+    import json, sys, time
+    from llama_cpp import Llama
+    a = json.load(sys.stdin)
+    llm = Llama(model_path=a["path"], n_ctx=2048, n_threads=2, n_threads_batch=2, n_batch=512, verbose=False)
+    llm.eval(a["ids"][:16]); llm.reset()
+    t = time.time(); llm.eval(a["ids"]); prefill = len(a["ids"]) / (time.time() - t)
+    # Decode speed does not depend on which token is fed: feed the prompt's tokens one at a time.
+    t = time.time()
+    for i in range(a["decode"]):
+        llm.eval([a["ids"][i % len(a["ids"])]])
+    decode = a["decode"] / (time.time() - t)
+    print(json.dumps({"prefill": prefill, "decode": decode}))
+    """
+}
