@@ -177,11 +177,13 @@ public struct BertModel: Sendable {
         let scale = 1 / Float(dh).squareRoot()
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
         let work = UncheckedSendable((qp, kp, vp, cp))
-        parallelEach(b * nh) { job in
+        // Sequential over (sequence, head): each product is small, and running them beside OpenBLAS's
+        // own worker threads oversubscribes the cores.
+        for job in 0..<(b * nh) {
             let (qp, kp, vp, cp) = work.value
             let s = job / nh, head = job % nh
             let len = lengths[s]
-            guard len > 0 else { return }
+            guard len > 0 else { continue }
             let base = s * t * h + head * dh
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: len * len)
             defer { scores.deallocate() }
