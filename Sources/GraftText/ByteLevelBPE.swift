@@ -24,8 +24,11 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
     public func id(of token: String) -> Int? { vocab[token] }
     public func token(of id: Int) -> String? { id >= 0 && id < tokens.count ? tokens[id] : nil }
 
+    /// - Parameters:
+    ///   - specialTokens: tokens matched whole in the input (control and added tokens).
+    ///   - specialIds: the ones dropped by `decode(skipSpecialTokens:)` (default: all of `specialTokens`).
     public init(tokens: [String], merges: [String], specialTokens: [Int], splitDigits: Bool,
-                bosId: Int?, eosId: Int?, addBOS: Bool, source: String) throws {
+                bosId: Int?, eosId: Int?, addBOS: Bool, source: String, specialIds: [Int]? = nil) throws {
         self.tokens = tokens
         var v: [String: Int] = [:]
         for (i, t) in tokens.enumerated() where v[t] == nil { v[t] = i }
@@ -37,7 +40,7 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
             r[Pair(a: String(parts[0]), b: String(parts[1]))] = i
         }
         ranks = r
-        special = Set(specialTokens)
+        special = Set(specialIds ?? specialTokens)
         added = AddedTokenSplitter(specialTokens.compactMap { $0 < tokens.count ? (tokens[$0], $0) : nil })
         self.splitDigits = splitDigits
         self.bosId = bosId; self.eosId = eosId; self.addBOS = addBOS
@@ -63,6 +66,49 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
                                          splitDigits: ["smollm", "starcoder", "refact", "qwen2"].contains(pre),
                                          bosId: g["tokenizer.ggml.bos_token_id"]?.int, eosId: g["tokenizer.ggml.eos_token_id"]?.int,
                                          addBOS: g["tokenizer.ggml.add_bos_token"]?.bool ?? false, source: g.path)
+    }
+
+    /// The tokenizer an HF `tokenizer.json` with a BPE model and byte-level pre-tokenizer describes.
+    static func fromTokenizerJSON(_ json: JSONValue, path: String) throws -> ByteLevelBPETokenizer {
+        guard let model = json["model"], let vocabObj = model["vocab"]?.objectValue else { throw TokenizerError(path, "model.vocab: missing") }
+        var tokens = [String](repeating: "", count: vocabObj.count)
+        var maxId = -1
+        for (t, v) in vocabObj {
+            guard let i = v.intValue, i >= 0, i < 10_000_000 else { throw TokenizerError(path, "model.vocab.\(t): invalid id") }
+            if Int(i) >= tokens.count { tokens += [String](repeating: "", count: Int(i) + 1 - tokens.count) }
+            tokens[Int(i)] = t; maxId = max(maxId, Int(i))
+        }
+        let added = try parseAddedTokens(json, path: path)
+        for a in added {
+            if a.id >= tokens.count { tokens += [String](repeating: "", count: a.id + 1 - tokens.count) }
+            tokens[a.id] = a.content
+        }
+        let merges: [String] = try (model["merges"]?.arrayValue ?? []).enumerated().map { i, m in
+            if let s = m.stringValue { return s }
+            if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { return a + " " + b }
+            throw TokenizerError(path, "model.merges[\(i)]: expected \"a b\" or [a, b]")
+        }
+        // Pre-tokenizer: ByteLevel, optionally after Digits(individual_digits).
+        let pre = json["pre_tokenizer"]
+        var steps = [pre].compactMap { $0 }
+        if pre?["type"]?.stringValue == "Sequence" { steps = pre?["pretokenizers"]?.arrayValue ?? [] }
+        var digits = false, byteLevel = false
+        for s in steps {
+            switch s["type"]?.stringValue {
+            case "Digits"?: digits = s["individual_digits"]?.boolValue ?? false
+            case "ByteLevel"?:
+                byteLevel = true
+                if s["add_prefix_space"]?.boolValue == true { throw TokenizerError(path, "pre_tokenizer ByteLevel add_prefix_space is not supported yet") }
+            case let t: throw TokenizerError(path, "pre_tokenizer '\(t ?? "?")' is not supported with BPE (supported: ByteLevel, Digits)")
+            }
+        }
+        guard byteLevel else { throw TokenizerError(path, "only byte-level BPE is supported (pre_tokenizer ByteLevel)") }
+        let special = added.filter(\.special).map(\.id)
+        func find(_ names: [String]) -> Int? { names.lazy.compactMap { n in added.first { $0.content == n }?.id }.first }
+        return try ByteLevelBPETokenizer(tokens: tokens, merges: merges, specialTokens: added.map(\.id), splitDigits: digits,
+                                         bosId: find(["<|im_start|>", "<s>", "<|begin_of_text|>", "<|endoftext|>"]),
+                                         eosId: find(["<|im_end|>", "</s>", "<|end_of_text|>", "<|endoftext|>"]),
+                                         addBOS: false, source: path, specialIds: special)
     }
 
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {

@@ -236,7 +236,8 @@ public enum TokenizerLoader {
         do { json = try JSONValue.parse([UInt8](data)) } catch { throw TokenizerError(path, "invalid JSON: \(error)") }
         switch json["model"]?["type"]?.stringValue {
         case "WordPiece"?: return try WordPieceTokenizer(json: json, path: path)
-        case let t?: throw TokenizerError(path, "model.type '\(t)' is not supported yet (supported: WordPiece)")
+        case "BPE"?: return try ByteLevelBPETokenizer.fromTokenizerJSON(json, path: path)
+        case let t?: throw TokenizerError(path, "model.type '\(t)' is not supported yet (supported: WordPiece, BPE)")
         case nil: throw TokenizerError(path, "model.type: missing")
         }
     }

@@ -15,7 +15,7 @@ struct LogitsCommand: ParsableCommand {
           graft logits --model smollm2 --json "The capital of France is" > logits.json
         """)
 
-    @Option(help: "A .gguf file or a fetched model's short name (smollm2).")
+    @Option(help: "A .gguf file, an HF Llama folder, or a fetched model's short name (smollm2).")
     var model: String
 
     @Flag(help: "Print all logits as JSON.")
@@ -28,9 +28,7 @@ struct LogitsCommand: ParsableCommand {
     var text: String
 
     func run() throws {
-        let path = try ModelLocator.resolve(model)
-        guard path.hasSuffix(".gguf") else { throw ValidationError("logits needs a causal LM in GGUF for now (got \(path))") }
-        let lm = try CausalLM(gguf: path)
+        let lm = try CausalLM(path: try ModelLocator.resolve(model))
         let ids = lm.tokenizer.encode(text, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the text encodes to no tokens") }
         var cache = lm.model.makeCache()
@@ -47,7 +45,7 @@ struct LogitsCommand: ParsableCommand {
 
 /// Options shared by `generate` and `chat`.
 struct LMOptions: ParsableArguments {
-    @Option(help: "A .gguf file or a fetched model's short name (smollm2).")
+    @Option(help: "A .gguf file, an HF Llama folder, or a fetched model's short name (smollm2).")
     var model: String
 
     @Option(help: "An HF PEFT LoRA adapter folder, applied without fusing.")
@@ -90,9 +88,7 @@ struct LMOptions: ParsableArguments {
     }
 
     func load() throws -> CausalLM {
-        let path = try ModelLocator.resolve(model)
-        guard path.hasSuffix(".gguf") else { throw ValidationError("generation needs a causal LM in GGUF for now (got \(path))") }
-        var lm = try CausalLM(gguf: path)
+        var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
             let ad = try LoRAAdapter(path: a)
             try lm.model.attach(ad.lowRankUpdates(), source: a)

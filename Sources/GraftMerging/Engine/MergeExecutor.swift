@@ -9,6 +9,11 @@ public struct StreamProgress: Sendable {
     public let bytesDone: Int
     public let bytesTotal: Int
     public let current: String
+
+    public init(tensorsDone: Int, tensorsTotal: Int, bytesDone: Int, bytesTotal: Int, current: String) {
+        self.tensorsDone = tensorsDone; self.tensorsTotal = tensorsTotal; self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal; self.current = current
+    }
 }
 
 /// Options of a merge run.

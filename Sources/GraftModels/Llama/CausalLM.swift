@@ -17,5 +17,27 @@ public struct CausalLM: Sendable {
         chatTemplate = try g["tokenizer.chat_template"]?.string.map { try ChatTemplate(template: $0) }
     }
 
+    /// Loads an HF folder: `LlamaForCausalLM` safetensors, `tokenizer.json` (byte-level BPE) and the chat
+    /// template of `tokenizer_config.json`.
+    public init(folder: String) throws {
+        model = try LlamaModel(checkpoint: try Checkpoint(path: folder))
+        let tokPath = (folder as NSString).appendingPathComponent("tokenizer.json")
+        guard let t = try TokenizerLoader.load(path: tokPath) as? ByteLevelBPETokenizer else {
+            throw ModelError("\(tokPath): a causal LM needs a byte-level BPE tokenizer")
+        }
+        tokenizer = t
+        var template: ChatTemplate? = nil
+        if let d = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("tokenizer_config.json")),
+           let j = try? JSONValue.parse([UInt8](d)), let tt = j["chat_template"]?.stringValue {
+            template = try ChatTemplate(template: tt)
+        }
+        chatTemplate = template
+    }
+
+    /// A `.gguf` file or an HF folder.
+    public init(path: String) throws {
+        if path.hasSuffix(".gguf") { try self.init(gguf: path) } else { try self.init(folder: path) }
+    }
+
     public var eosId: Int? { tokenizer.eosId }
 }

@@ -113,6 +113,53 @@ public struct LlamaModel: Sendable {
         return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(dst), owner: storage)
     }
 
+    /// Loads `LlamaForCausalLM` weights from an HF folder (safetensors + config.json).
+    public init(checkpoint c: Checkpoint) throws {
+        guard let cfgFile = try c.config() else { throw ModelError("\(c.path): no config.json") }
+        let j = cfgFile.json
+        let arch = cfgFile.architectures.first ?? cfgFile.modelType ?? "?"
+        guard arch == "LlamaForCausalLM" || cfgFile.modelType == "llama" else {
+            throw ModelError("\(c.path): architecture '\(arch)' is not supported (supported: \(Self.supportedArchitectures.joined(separator: ", ")))")
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = j[k]?.intValue, v > 0 else { throw ModelError("\(c.path)/config.json: missing or invalid '\(k)'") }
+            return Int(v)
+        }
+        var scale = 1.0
+        if let rs = j["rope_scaling"], rs != .null {
+            guard rs["type"]?.stringValue == "linear" || rs["rope_type"]?.stringValue == "linear", let f = rs["factor"]?.doubleValue else {
+                throw ModelError("\(c.path)/config.json: rope_scaling \(rs.serialized()) is not supported (linear only)")
+            }
+            scale = f
+        }
+        let heads = try int("num_attention_heads")
+        let cfg = Config(vocab: try int("vocab_size"), hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: heads,
+                         kvHeads: Int(j["num_key_value_heads"]?.intValue ?? Int64(heads)), intermediate: try int("intermediate_size"),
+                         ropeTheta: j["rope_theta"]?.doubleValue ?? 10000, ropeScale: scale,
+                         eps: Float(j["rms_norm_eps"]?.doubleValue ?? 1e-6), contextLength: Int(j["max_position_embeddings"]?.intValue ?? 2048))
+        let h = cfg.hidden, dh = cfg.headDim
+        func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer {
+            guard let i = c.info(name) else { throw ModelError("\(c.path): missing tensor '\(name)'") }
+            guard i.shape == shape, i.dtype.isFloatingPoint else { throw ModelError("\(c.path): tensor '\(name)' is \(i.dtype.rawValue) \(i.shape), expected float \(shape)") }
+            return FloatBuffer(try c.tensor(name))
+        }
+        func linear(_ name: String, _ inF: Int, _ outF: Int) throws -> Linear {
+            Linear(weight: try tensor(name + ".weight", [outF, inF]), bias: nil, inFeatures: inF, outFeatures: outF)
+        }
+        let layers = try (0..<cfg.layers).map { i -> Layer in
+            let p = "model.layers.\(i)."
+            return Layer(attnNorm: RMSNorm(weight: try tensor(p + "input_layernorm.weight", [h]), eps: cfg.eps),
+                         mlpNorm: RMSNorm(weight: try tensor(p + "post_attention_layernorm.weight", [h]), eps: cfg.eps),
+                         q: try linear(p + "self_attn.q_proj", h, cfg.heads * dh), k: try linear(p + "self_attn.k_proj", h, cfg.kvHeads * dh),
+                         v: try linear(p + "self_attn.v_proj", h, cfg.kvHeads * dh), o: try linear(p + "self_attn.o_proj", cfg.heads * dh, h),
+                         gate: try linear(p + "mlp.gate_proj", h, cfg.intermediate), up: try linear(p + "mlp.up_proj", h, cfg.intermediate),
+                         down: try linear(p + "mlp.down_proj", cfg.intermediate, h))
+        }
+        let emb = try tensor("model.embed_tokens.weight", [cfg.vocab, h])
+        let head = c.info("lm_head.weight") != nil ? try tensor("lm_head.weight", [cfg.vocab, h]) : emb
+        self.init(config: cfg, embedding: emb, layers: layers, norm: RMSNorm(weight: try tensor("model.norm.weight", [h]), eps: cfg.eps), lmHead: head)
+    }
+
     init(config: Config, embedding: FloatBuffer, layers: [Layer], norm: RMSNorm, lmHead: FloatBuffer) {
         self.config = config; self.embedding = embedding; self.layers = layers; self.norm = norm; self.lmHead = lmHead
         rope = RoPE(headDim: config.headDim, theta: config.ropeTheta, scale: config.ropeScale)
