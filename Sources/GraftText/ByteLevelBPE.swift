@@ -50,7 +50,7 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
     public static func fromGGUF(_ g: GGUFFile) throws -> ByteLevelBPETokenizer {
         let model = g["tokenizer.ggml.model"]?.string
         guard model == "gpt2" else {
-            throw TokenizerError(g.path, "tokenizer.ggml.model '\(model ?? "missing")' is not supported yet (supported: gpt2)")
+            throw TokenizerError(g.path, "tokenizer.ggml.model '\(model ?? "missing")' is not a byte-level BPE vocabulary (gpt2); 'llama' vocabularies load as SentencePieceBPETokenizer")
         }
         let tokens = try g.strings("tokenizer.ggml.tokens")
         let merges = try g.strings("tokenizer.ggml.merges")

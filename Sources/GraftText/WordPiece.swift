@@ -224,7 +224,11 @@ func parseTemplate(_ pp: JSONValue?, vocab: [String: Int], path: String) throws 
 public enum TokenizerLoader {
     /// For a model: `path` is a `.gguf` file or a folder holding `tokenizer.json`.
     public static func load(model path: String) throws -> any Tokenizer {
-        if path.hasSuffix(".gguf") { return try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: path)) }
+        if path.hasSuffix(".gguf") {
+            let g = try GGUFFile(path: path)
+            if g["tokenizer.ggml.model"]?.string == "llama" { return try SentencePieceBPETokenizer(gguf: g) }
+            return try ByteLevelBPETokenizer.fromGGUF(g)
+        }
         let t = (path as NSString).appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: t) else { throw TokenizerError(path, "no tokenizer.json in the model folder") }
         return try load(path: t)
