@@ -30,15 +30,31 @@ public enum LlamaGGUFConversion {
         }
     }
 
-    /// Rows of a q/k weight between layouts. `toHF`: GGUF row h·d + 2j + i → HF row h·d + i·d/2 + j; else the inverse.
-    public static func permuteRows(_ w: FloatBuffer, heads: Int, rows: Int, cols: Int, toHF: Bool) -> FloatBuffer {
+    /// For each destination row of a q/k weight, the source row it comes from. GGUF stores the rotary
+    /// pairs interleaved (row h·d + 2j + i), transformers as halves (row h·d + i·d/2 + j).
+    public static func rotaryRowSources(heads: Int, rows: Int, toHF: Bool) -> [Int] {
         let d = rows / heads, half = d / 2
-        let out = FloatBuffer(count: w.count)
-        let src = w.values.baseAddress!, dst = out.mutable.baseAddress!
+        var src = [Int](repeating: 0, count: rows)
         for h in 0..<heads { for i in 0..<2 { for j in 0..<half {
             let hf = h * d + i * half + j, gg = h * d + 2 * j + i
-            (dst + (toHF ? hf : gg) * cols).update(from: src + (toHF ? gg : hf) * cols, count: cols)
+            if toHF { src[hf] = gg } else { src[gg] = hf }
         } } }
+        return src
+    }
+
+    /// Copies `rows` rows of `rowBytes` bytes from `src` to `dst` in the rotary order (see `rotaryRowSources`).
+    public static func permuteRotaryRows(_ src: UnsafeRawPointer, into dst: UnsafeMutableRawPointer, heads: Int, rows: Int,
+                                         rowBytes: Int, toHF: Bool) {
+        for (r, s) in rotaryRowSources(heads: heads, rows: rows, toHF: toHF).enumerated() {
+            (dst + r * rowBytes).copyMemory(from: src + s * rowBytes, byteCount: rowBytes)
+        }
+    }
+
+    /// A float q/k weight [rows × cols] in the other layout.
+    public static func permuteRows(_ w: FloatBuffer, heads: Int, rows: Int, cols: Int, toHF: Bool) -> FloatBuffer {
+        let out = FloatBuffer(count: w.count)
+        permuteRotaryRows(UnsafeRawPointer(w.values.baseAddress!), into: UnsafeMutableRawPointer(out.mutable.baseAddress!),
+                          heads: heads, rows: rows, rowBytes: cols * 4, toHF: toHF)
         return out
     }
 

@@ -104,15 +104,7 @@ public struct BertModel: Sendable {
     public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
         let known = linearModuleNames
         for (name, u) in updates {
-            guard let path = known.first(where: { name == $0 || name.hasSuffix("." + $0) }) else {
-                throw ModelError("\(source): module '\(name)' is not a linear layer of this model (e.g. \(known.prefix(3).joined(separator: ", ")))")
-            }
-            _ = try updateLinear(path) { lin in
-                guard u.a.count == u.rank * lin.inFeatures, u.b.count == lin.outFeatures * u.rank else {
-                    throw ModelError("\(source): module '\(name)' (rank \(u.rank)) does not fit the model's [\(lin.outFeatures), \(lin.inFeatures)] layer (adapter for a different base?)")
-                }
-                lin.lowRank = u
-            }
+            _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }
         }
     }
 

@@ -17,6 +17,14 @@ public struct Linear: Sendable {
         self.weight = weight; self.bias = bias; self.inFeatures = inFeatures; self.outFeatures = outFeatures
     }
 
+    /// Sets an adapter's low-rank update, checking it fits this layer.
+    public mutating func attach(_ u: LowRankUpdate, module: String, source: String) throws {
+        guard u.a.count == u.rank * inFeatures, u.b.count == outFeatures * u.rank else {
+            throw ModelError("\(source): module '\(module)' (rank \(u.rank)) does not fit the model's [\(outFeatures), \(inFeatures)] layer (adapter for a different base?)")
+        }
+        lowRank = u
+    }
+
     /// x: [rows × in] → [rows × out]
     public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer {
         let y = FloatBuffer(count: rows * outFeatures)
@@ -93,4 +101,13 @@ public struct Embedding: Sendable {
             if accumulate { for j in 0..<width { dst[j] += src[j] } } else { dst.update(from: src, count: width) }
         }
     }
+}
+
+/// The model module path an adapter's module name refers to: equal, or with a task-model prefix
+/// (`bert.`, `base_model.model.`) in front.
+func matchModule(_ name: String, in known: [String], source: String) throws -> String {
+    guard let path = known.first(where: { name == $0 || name.hasSuffix("." + $0) }) else {
+        throw ModelError("\(source): module '\(name)' is not a linear layer of this model (e.g. \(known.prefix(3).joined(separator: ", ")))")
+    }
+    return path
 }

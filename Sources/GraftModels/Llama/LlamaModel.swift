@@ -63,9 +63,9 @@ public struct LlamaModel: Sendable {
         let dh = cfg.headDim
         func linear(_ name: String, _ inF: Int, _ outF: Int, unpermuteHeads: Int? = nil) throws -> Linear {
             var w = try tensor(name, [outF, inF])
-            if let h = unpermuteHeads { w = Self.unpermute(w, heads: h, headDim: dh, cols: inF) }
+            if let h = unpermuteHeads { w = LlamaGGUFConversion.permuteRows(w, heads: h, rows: outF, cols: inF, toHF: true) }
             var l = Linear(weight: w, bias: nil, inFeatures: inF, outFeatures: outF)
-            l.quantized = try Self.quantized(g, name, rows: outF, cols: inF, unpermuteHeads: unpermuteHeads, headDim: dh)
+            l.quantized = try Self.quantized(g, name, rows: outF, cols: inF, unpermuteHeads: unpermuteHeads)
             return l
         }
         let layers = try (0..<cfg.layers).map { i -> Layer in
@@ -85,12 +85,12 @@ public struct LlamaModel: Sendable {
         let head = headName == "output.weight" ? try tensor(headName, [cfg.vocab, hidden]) : embedding
         self.init(config: cfg, embedding: embedding, layers: layers,
                   norm: RMSNorm(weight: try tensor("output_norm.weight", [hidden]), eps: cfg.eps), lmHead: head)
-        lmHeadQuantized = try Self.quantized(g, headName, rows: cfg.vocab, cols: hidden, unpermuteHeads: nil, headDim: dh)
+        lmHeadQuantized = try Self.quantized(g, headName, rows: cfg.vocab, cols: hidden, unpermuteHeads: nil)
     }
 
     /// The tensor's stored blocks as a `QuantizedMatrix` when a matrix–vector kernel exists for its type
     /// (rows re-ordered like the float weight for q/k).
-    static func quantized(_ g: GGUFFile, _ name: String, rows: Int, cols: Int, unpermuteHeads: Int?, headDim d: Int) throws -> QuantizedMatrix? {
+    static func quantized(_ g: GGUFFile, _ name: String, rows: Int, cols: Int, unpermuteHeads: Int?) throws -> QuantizedMatrix? {
         guard let info = g.info(name) else { return nil }
         let format: QuantizedMatrix.Format
         switch info.type {
@@ -103,14 +103,10 @@ public struct LlamaModel: Sendable {
         guard format == .f16 || cols % 32 == 0 else { return nil }
         let raw = try g.rawBytes(name)
         guard let h = unpermuteHeads else { return QuantizedMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!, owner: g) }
-        let rowBytes = raw.count / rows
         let storage = Storage(allocating: raw.count)
-        let dst = storage.mutableBytes.baseAddress!, src = raw.baseAddress!
-        let half = d / 2
-        for head in 0..<h { for i in 0..<2 { for j in 0..<half {
-            (dst + (head * d + i * half + j) * rowBytes).copyMemory(from: src + (head * d + 2 * j + i) * rowBytes, byteCount: rowBytes)
-        } } }
-        return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(dst), owner: storage)
+        LlamaGGUFConversion.permuteRotaryRows(raw.baseAddress!, into: storage.mutableBytes.baseAddress!, heads: h, rows: rows,
+                                              rowBytes: raw.count / rows, toHF: true)
+        return QuantizedMatrix(format: format, rows: rows, cols: cols, data: UnsafeRawPointer(storage.mutableBytes.baseAddress!), owner: storage)
     }
 
     /// Loads `LlamaForCausalLM` weights from an HF folder (safetensors + config.json).
@@ -165,23 +161,6 @@ public struct LlamaModel: Sendable {
         rope = RoPE(headDim: config.headDim, theta: config.ropeTheta, scale: config.ropeScale)
     }
 
-    /// GGUF stores q/k rows permuted for llama.cpp's interleaved rotary layout; transformers' layout
-    /// has, per head, the first halves of all rotary pairs then the second halves.
-    /// HF row h·d + i·(d/2) + j  ←  GGUF row h·d + 2j + i.
-    static func unpermute(_ w: FloatBuffer, heads: Int, headDim d: Int, cols: Int) -> FloatBuffer {
-        let out = FloatBuffer(count: w.count)
-        let src = w.values.baseAddress!, dst = out.mutable.baseAddress!
-        let half = d / 2
-        for h in 0..<heads {
-            for i in 0..<2 {
-                for j in 0..<half {
-                    (dst + (h * d + i * half + j) * cols).update(from: src + (h * d + 2 * j + i) * cols, count: cols)
-                }
-            }
-        }
-        return out
-    }
-
     /// The module paths of the linear layers, as PEFT names them (`model.layers.3.self_attn.q_proj`).
     public var linearModuleNames: [String] {
         (0..<layers.count).flatMap { i in
@@ -194,18 +173,11 @@ public struct LlamaModel: Sendable {
     public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
         let known = linearModuleNames
         for (name, u) in updates {
-            guard let path = known.first(where: { name == $0 || name.hasSuffix("." + $0) }) else {
-                throw ModelError("\(source): module '\(name)' is not a linear layer of this model (e.g. \(known.prefix(3).joined(separator: ", ")))")
-            }
+            let path = try matchModule(name, in: known, source: source)
             let parts = path.split(separator: ".")
             let i = Int(parts[2])!
             let which = parts[3...].joined(separator: ".")
-            func set(_ l: inout Linear) throws {
-                guard u.a.count == u.rank * l.inFeatures, u.b.count == l.outFeatures * u.rank else {
-                    throw ModelError("\(source): module '\(name)' (rank \(u.rank)) does not fit the model's [\(l.outFeatures), \(l.inFeatures)] layer (adapter for a different base?)")
-                }
-                l.lowRank = u
-            }
+            func set(_ l: inout Linear) throws { try l.attach(u, module: name, source: source) }
             switch which {
             case "self_attn.q_proj": try set(&layers[i].q)
             case "self_attn.k_proj": try set(&layers[i].k)
