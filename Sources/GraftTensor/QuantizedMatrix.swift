@@ -1,9 +1,9 @@
 /// A weight matrix kept in its stored block format for matrix–vector products (decode time), so a
 /// token reads ~4.5 bits per weight instead of 32. Rows are `cols` elements of consecutive blocks.
 /// Block layouts are ggml's: Q8_0 {f16 d; i8 q[32]}, Q4_0 {f16 d; u8 q[16]}, Q4_1 {f16 d; f16 m; u8 q[16]},
-/// F16 (plain halves).
+/// F16 and BF16 (plain 16-bit floats).
 public struct QuantizedMatrix: @unchecked Sendable {
-    public enum Format: Sendable { case q8_0, q4_0, q4_1, f16 }
+    public enum Format: Sendable { case q8_0, q4_0, q4_1, f16, bf16 }
 
     public let format: Format
     public let rows: Int
@@ -13,12 +13,17 @@ public struct QuantizedMatrix: @unchecked Sendable {
     let owner: AnyObject?
 
     public init(format: Format, rows: Int, cols: Int, data: UnsafeRawPointer, owner: AnyObject?) {
-        precondition(format == .f16 || cols % 32 == 0)
+        precondition(format == .f16 || format == .bf16 || cols % 32 == 0)
         self.format = format; self.rows = rows; self.cols = cols; self.data = data; self.owner = owner
     }
 
     public var rowBytes: Int {
-        switch format { case .q8_0: return cols / 32 * 34; case .q4_0: return cols / 32 * 18; case .q4_1: return cols / 32 * 20; case .f16: return cols * 2 }
+        switch format {
+        case .q8_0: return cols / 32 * 34
+        case .q4_0: return cols / 32 * 18
+        case .q4_1: return cols / 32 * 20
+        case .f16, .bf16: return cols * 2
+        }
     }
 
     /// y[r] (+)= Σ_c W[r, c] · x[c] for one input vector, rows split across the cores.
@@ -28,9 +33,10 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// bytes' natural interleaved order, so x is permuted once per call to match.
     public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         let nb = cols / 32
-        var xp = [Float](repeating: 0, count: format == .f16 ? 0 : cols)
+        let plain = format == .f16 || format == .bf16
+        var xp = [Float](repeating: 0, count: plain ? 0 : cols)
         var blockSums = [Float](repeating: 0, count: format == .q4_1 ? nb : 0)
-        for b in 0..<(format == .f16 ? 0 : nb) {
+        for b in 0..<(plain ? 0 : nb) {
             let src = x + b * 32
             for i in 0..<16 {
                 switch format {
@@ -51,7 +57,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 parallelFor(count: rows, minChunk: 64) { rr in
                     let (x, y, xp, sums) = ctx.value
                     for r in rr {
-                        let v = me.format == .f16 ? me.dotF16(row: r, x) : me.dot(row: r, xp!, sums)
+                        let v = plain ? me.dotF16(row: r, x) : me.dot(row: r, xp!, sums)
                         y[r] = accumulate ? y[r] + v : v
                     }
                 }
@@ -105,23 +111,35 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 if hasMin { scalar += Float(blk.loadUnaligned(fromByteOffset: 2, as: Float16.self)) * sums![b] }
             }
             return acc.sum() + scalar
-        case .f16:
+        case .f16, .bf16:
             return dotF16(row: r, x)
         }
     }
 
+    /// Rows of plain 16-bit floats (F16 through F16C; BF16 by a 16-bit shift).
     @inline(__always)
     func dotF16(row r: Int, _ x: UnsafePointer<Float>) -> Float {
         let p = data + r * rowBytes
+        let brain = format == .bf16
         var acc = SIMD16<Float>(repeating: 0)
         var scalar: Float = 0
         var c = 0
         while c + 16 <= cols {
-            let w = SIMD16<Float>(p.loadUnaligned(fromByteOffset: c * 2, as: SIMD16<Float16>.self))
+            let w: SIMD16<Float>
+            if brain {
+                let u = SIMD16<UInt32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: c * 2, as: SIMD16<UInt16>.self))
+                w = unsafeBitCast(u &<< 16, to: SIMD16<Float>.self)
+            } else {
+                w = SIMD16<Float>(p.loadUnaligned(fromByteOffset: c * 2, as: SIMD16<Float16>.self))
+            }
             acc += w * UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)
             c += 16
         }
-        while c < cols { scalar += Float(p.loadUnaligned(fromByteOffset: c * 2, as: Float16.self)) * x[c]; c += 1 }
+        while c < cols {
+            let bits = p.loadUnaligned(fromByteOffset: c * 2, as: UInt16.self)
+            scalar += (brain ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))) * x[c]
+            c += 1
+        }
         return acc.sum() + scalar
     }
 }

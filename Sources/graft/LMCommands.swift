@@ -24,11 +24,18 @@ struct LogitsCommand: ParsableCommand {
     @Option(help: "Show this many top tokens (without --json).")
     var top: Int = 10
 
+    @Option(help: "An HF PEFT LoRA adapter folder, applied without fusing.")
+    var adapter: String?
+
     @Argument(help: "The text (no special tokens are added).")
     var text: String
 
     func run() throws {
-        let lm = try CausalLM(path: try ModelLocator.resolve(model))
+        var lm = try CausalLM(path: try ModelLocator.resolve(model))
+        if let a = adapter {
+            let ad = try LoRAAdapter(path: a)
+            try lm.model.attach(ad.lowRankUpdates(), source: a)
+        }
         let ids = lm.tokenizer.encode(text, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the text encodes to no tokens") }
         var cache = lm.model.makeCache()

@@ -101,3 +101,54 @@ final class KernelTests: XCTestCase {
         }
     }
 }
+
+final class QuantizedMatrixTests: XCTestCase {
+    /// Each block format's matrix–vector product equals the product with the weights it encodes.
+    func testMatvecEqualsDenseProduct() {
+        var rng = SeededRNG(seed: 21)
+        let rows = 5, cols = 64
+        let x: [Float] = (0..<cols).map { _ in rng.nextUnitFloat() - 0.5 }
+        for format in [QuantizedMatrix.Format.q8_0, .q4_0, .q4_1, .f16, .bf16] {
+            var bytes: [UInt8] = []
+            var dense: [Float] = []
+            func half(_ v: Float) -> [UInt8] { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { Array($0) } }
+            for _ in 0..<rows {
+                switch format {
+                case .q8_0:
+                    for _ in 0..<(cols / 32) {
+                        let d: Float = 0.03
+                        bytes += half(d)
+                        for _ in 0..<32 { let q = Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127); bytes.append(UInt8(bitPattern: q)); dense.append(Float(Float16(d)) * Float(q)) }
+                    }
+                case .q4_0, .q4_1:
+                    for _ in 0..<(cols / 32) {
+                        let d: Float = 0.05, m: Float = -0.2
+                        bytes += half(d); if format == .q4_1 { bytes += half(m) }
+                        let qs = (0..<32).map { _ in UInt8(rng.next() % 16) }
+                        for j in 0..<16 { bytes.append(qs[j] | (qs[j + 16] << 4)) }
+                        for j in 0..<32 {
+                            dense.append(format == .q4_1 ? Float(qs[j]) * Float(Float16(d)) + Float(Float16(m)) : Float(Int(qs[j]) - 8) * Float(Float16(d)))
+                        }
+                    }
+                case .f16:
+                    for _ in 0..<cols { let v = Float(Float16(rng.nextUnitFloat() - 0.5)); bytes += half(v); dense.append(v) }
+                case .bf16:
+                    for _ in 0..<cols {
+                        let b = Convert.bf16Bits(rng.nextUnitFloat() - 0.5)
+                        bytes += withUnsafeBytes(of: b.littleEndian) { Array($0) }
+                        dense.append(Float(bitPattern: UInt32(b) << 16))
+                    }
+                }
+            }
+            var y = [Float](repeating: 0, count: rows)
+            bytes.withUnsafeBytes { b in
+                let q = QuantizedMatrix(format: format, rows: rows, cols: cols, data: b.baseAddress!, owner: nil)
+                x.withUnsafeBufferPointer { xb in y.withUnsafeMutableBufferPointer { q.matvec(xb.baseAddress!, into: $0.baseAddress!) } }
+            }
+            for r in 0..<rows {
+                let want = (0..<cols).reduce(Float(0)) { $0 + dense[r * cols + $1] * x[$1] }
+                XCTAssertEqual(y[r], want, accuracy: 1e-4, "\(format) row \(r)")
+            }
+        }
+    }
+}

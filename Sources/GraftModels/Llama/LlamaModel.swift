@@ -98,9 +98,10 @@ public struct LlamaModel: Sendable {
         case .q4_0: format = .q4_0
         case .q4_1: format = .q4_1
         case .f16: format = .f16
+        case .bf16: format = .bf16
         default: return nil
         }
-        guard format == .f16 || cols % 32 == 0 else { return nil }
+        guard format == .f16 || format == .bf16 || cols % 32 == 0 else { return nil }
         let raw = try g.rawBytes(name)
         guard let h = unpermuteHeads else { return QuantizedMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!, owner: g) }
         let storage = Storage(allocating: raw.count)
