@@ -70,12 +70,19 @@ final class ConfigTests: XCTestCase {
         XCTAssertLessThanOrEqual(zip(head, want).map { abs($0 - $1) }.max()!, 1e-6)
     }
 
-    func testDryRunChecksWithoutWriting() throws {
-        let tmp = try temporaryDirectory(self)
+    /// Planning resolves every parameter for every tensor up front (what --dry-run checks).
+    func testPlanResolvesPerTensorParameters() throws {
         let root = referenceRoot + "/merge"
-        let plan = try inDirectory(root) { try MergePlan(config: try MergeConfig.load(path: "configs/ties.yml")) }
+        let plan = try inDirectory(root) { try MergePlan(config: try MergeConfig.load(path: "configs/ties_gradient.yml")) }
         XCTAssertEqual(plan.items.count, 21)
         XCTAssertEqual(plan.inputs.count, 3)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), [])
+        let mlp1 = try XCTUnwrap(plan.items.first { $0.name == "model.layers.1.mlp.up_proj.weight" })
+        XCTAssertEqual(mlp1.perModel[0]["density"], .number(0.5))   // filter: mlp
+        XCTAssertEqual(mlp1.perModel[0]["weight"], .number(1.0))    // gradient [0.2, 1.0] at t = 1
+        let attn0 = try XCTUnwrap(plan.items.first { $0.name == "model.layers.0.self_attn.q_proj.weight" })
+        XCTAssertEqual(attn0.perModel[0]["density"], .number(0.25))
+        XCTAssertEqual(attn0.perModel[0]["weight"], .number(0.2))
+        XCTAssertEqual(attn0.perModel[2]["weight"], .number(1.0))   // [1.0, 0.5, 0.1] at t = 0
+        XCTAssertEqual(attn0.globals?["lambda"], .number(0.9))
     }
 }

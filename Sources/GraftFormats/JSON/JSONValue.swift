@@ -244,7 +244,7 @@ extension JSONValue {
         case let .bool(b): out += b ? "true" : "false"
         case let .int(v): out += String(v)
         case let .double(d):
-            if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(format1: d) : "\(d)" } else { out += "null" }
+            out += d.isFinite ? "\(d)" : "null"
         case let .string(s): out += JSONValue.quote(s)
         case let .array(a):
             if a.isEmpty { out += "[]"; return }
@@ -285,8 +285,4 @@ extension JSONValue {
         }
         return out + "\""
     }
-}
-
-private extension String {
-    init(format1 d: Double) { self = "\(d)" }
 }

@@ -52,10 +52,7 @@ public enum MergeExecutor {
             let totalBytes = plan.outputBytes
             var doneBytes = 0
             for (k, item) in plan.items.enumerated() {
-                try autoreleasepool {
-                    let tensor = try mergeOne(item, plan: plan, options: options)
-                    try writer.write(item.name, tensor: tensor)
-                }
+                try writer.write(item.name, tensor: try mergeOne(item, plan: plan, options: options))
                 for s in sources { s.release(item.name) }
                 doneBytes += item.byteCount
                 progress?(StreamProgress(tensorsDone: k + 1, tensorsTotal: plan.items.count, bytesDone: doneBytes,
@@ -108,7 +105,3 @@ public enum MergeExecutor {
         return merged.tensor(shape: item.shape, dtype: item.outputDType)
     }
 }
-
-#if !canImport(ObjectiveC)
-@inline(__always) func autoreleasepool<T>(_ body: () throws -> T) rethrows -> T { try body() }
-#endif

@@ -40,7 +40,7 @@ public enum MergeOutput {
         let c = plan.config
         var s = "---\nlibrary_name: transformers\ntags:\n- graft\n- merge\n"
         if let b = c.baseModel { s += "base_model:\n- \(b.name)\n" }
-        s += "---\n# Merged model\n\nMade with [Graft](https://github.com/) `graft merge`, method **\(plan.method.name)**"
+        s += "---\n# Merged model\n\nMade with Graft (`graft merge`), method **\(plan.method.name)**"
         s += " (\(plan.method.summary)).\n\n"
         if let b = c.baseModel { s += "Base model: `\(b.name)`\n\n" }
         s += "## Models merged\n\n" + c.models.map { "- `\($0.model.name)`" }.joined(separator: "\n") + "\n\n"
