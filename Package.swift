@@ -22,8 +22,10 @@ let package = Package(
         // BLAS + LAPACK: Debian's OpenBLAS on Linux (one library carries both), Accelerate on macOS.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS",
                        providers: [.apt(["libopenblas-dev"])]),
+        // Integer dot-product kernels (AVX-512 VNNI where the host has it; portable C otherwise).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-march=native"], .when(configuration: .release))]),
         .target(name: "GraftTensor",
-                dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+                dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux])), "CKernels"],
                 swiftSettings: nativeCPU),
         .target(name: "GraftFormats", dependencies: ["GraftTensor"], swiftSettings: nativeCPU),
         .target(name: "GraftText", dependencies: ["GraftFormats"], swiftSettings: nativeCPU),

@@ -1,3 +1,5 @@
+import CKernels
+
 /// A weight matrix kept in its stored block format for matrix–vector products (decode time), so a
 /// token reads ~4.5 bits per weight instead of 32. Rows are `cols` elements of consecutive blocks.
 /// Block layouts are ggml's: Q8_0 {f16 d; i8 q[32]}, Q4_0 {f16 d; u8 q[16]}, Q4_1 {f16 d; f16 m; u8 q[16]},
@@ -63,6 +65,33 @@ public struct QuantizedMatrix: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Like `matvec`, but with x quantised to 8 bits per 32-element block and integer dot products
+    /// (AVX-512 VNNI), as llama.cpp computes decode steps: several times faster, at the cost of ~0.4 %
+    /// relative error per activation. F16/BF16 matrices use the float path.
+    public func matvecInt8(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+        let code: Int32
+        switch format {
+        case .q8_0: code = 0
+        case .q4_0: code = 1
+        case .q4_1: code = 2
+        default: return matvec(x, into: y)
+        }
+        let nb = cols / 32
+        var xq = [Int8](repeating: 0, count: cols)
+        var xd = [Float](repeating: 0, count: nb)
+        var xs = [Int32](repeating: 0, count: nb)
+        graft_quantize_q8(x, Int32(cols), &xq, &xd, &xs)
+        let me = self
+        xq.withUnsafeBufferPointer { q in xd.withUnsafeBufferPointer { d in xs.withUnsafeBufferPointer { s in
+            let ctx = UncheckedSendable((q.baseAddress!, d.baseAddress!, s.baseAddress!, y))
+            parallelFor(count: rows, minChunk: 64) { rr in
+                let (q, d, s, y) = ctx.value
+                graft_matvec_q8(code, me.data.assumingMemoryBound(to: UInt8.self), Int32(me.cols), Int32(rr.lowerBound), Int32(rr.upperBound),
+                                q, d, s, y)
+            }
+        } } }
     }
 
     @inline(__always)

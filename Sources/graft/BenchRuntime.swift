@@ -87,7 +87,7 @@ struct BenchGenerate: ParsableCommand {
 
     func run() throws {
         let path = try ModelLocator.resolve(model)
-        let lm = try CausalLM(gguf: path)
+        var lm = try CausalLM(gguf: path)
         let base = lm.tokenizer.encode("Once upon a time, in a small village, there lived an old baker who loved bread. ", addSpecialTokens: false)
         let ids = (0..<prompt).map { base[$0 % base.count] }
         var warm = lm.model.makeCache()
@@ -96,16 +96,25 @@ struct BenchGenerate: ParsableCommand {
         let t0 = Date()
         var logits = try lm.model.forward(ids, cache: &cache)[0]
         let prefill = Double(prompt) / Date().timeIntervalSince(t0)
-        let t1 = Date()
-        for _ in 0..<decode {
-            let next = logits.indices.max { logits[$0] < logits[$1] }!
-            logits = try lm.model.forward([next], cache: &cache)[0]
+        // Decode from the same prefilled cache, float activations then 8-bit ones.
+        func decodeRate(_ arithmetic: LlamaModel.DecodeArithmetic) throws -> Double {
+            lm.model.decodeArithmetic = arithmetic
+            var c = cache
+            var l = logits
+            let t1 = Date()
+            for _ in 0..<decode {
+                let next = l.indices.max { l[$0] < l[$1] }!
+                l = try lm.model.forward([next], cache: &c)[0]
+            }
+            return Double(decode) / Date().timeIntervalSince(t1)
         }
-        let dec = Double(decode) / Date().timeIntervalSince(t1)
-        var line = String(format: "graft: prefill %.0f tok/s (%d tokens), decode %.1f tok/s (%d tokens)", prefill, prompt, dec, decode)
+        let dec = try decodeRate(.float), dec8 = try decodeRate(.int8)
+        var line = String(format: "graft: prefill %.0f tok/s (%d tokens), decode %.1f tok/s (%d tokens; %.1f with --int8-decode)",
+                          prefill, prompt, dec, decode, dec8)
         if !noPeer, let r = try runPeer(Self.peerScript, input: ["path": path, "ids": ids, "decode": decode]),
            let pp = r["prefill"] as? Double, let dd = r["decode"] as? Double {
-            line += String(format: "\nllama.cpp: prefill %.0f tok/s, decode %.1f tok/s | graft/llama.cpp: prefill %.2f×, decode %.2f×", pp, dd, prefill / pp, dec / dd)
+            line += String(format: "\nllama.cpp: prefill %.0f tok/s, decode %.1f tok/s | graft/llama.cpp: prefill %.2f×, decode %.2f× (%.2f× with --int8-decode)",
+                           pp, dd, prefill / pp, dec / dd, dec8 / dd)
         } else if !noPeer { line += " | llama.cpp (llama-cpp-python) not installed (../shared/tools/peer-env.sh)" }
         print(line)
     }

@@ -79,6 +79,9 @@ struct LMOptions: ParsableArguments {
     @Flag(help: "Print prompt and generation speed (tokens/s) on stderr, as llama.cpp does.")
     var stats = false
 
+    @Flag(help: "Decode with 8-bit activations and integer dot products, as llama.cpp does: ~1.7× faster, but logits move by up to a few tenths, which can change near-tied tokens.")
+    var int8Decode = false
+
     func validate() throws {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
         if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
@@ -100,6 +103,7 @@ struct LMOptions: ParsableArguments {
             let ad = try LoRAAdapter(path: a)
             try lm.model.attach(ad.lowRankUpdates(), source: a)
         }
+        if int8Decode { lm.model.decodeArithmetic = .int8 }
         return lm
     }
 

@@ -140,14 +140,20 @@ final class QuantizedMatrixTests: XCTestCase {
                     }
                 }
             }
-            var y = [Float](repeating: 0, count: rows)
+            var y = [Float](repeating: 0, count: rows), y8 = y
             bytes.withUnsafeBytes { b in
                 let q = QuantizedMatrix(format: format, rows: rows, cols: cols, data: b.baseAddress!, owner: nil)
-                x.withUnsafeBufferPointer { xb in y.withUnsafeMutableBufferPointer { q.matvec(xb.baseAddress!, into: $0.baseAddress!) } }
+                x.withUnsafeBufferPointer { xb in
+                    y.withUnsafeMutableBufferPointer { q.matvec(xb.baseAddress!, into: $0.baseAddress!) }
+                    y8.withUnsafeMutableBufferPointer { q.matvecInt8(xb.baseAddress!, into: $0.baseAddress!) }
+                }
             }
             for r in 0..<rows {
                 let want = (0..<cols).reduce(Float(0)) { $0 + dense[r * cols + $1] * x[$1] }
                 XCTAssertEqual(y[r], want, accuracy: 1e-4, "\(format) row \(r)")
+                // 8-bit activations: error bounded by the weights' magnitude times the activation step.
+                let bound = (0..<cols).reduce(Float(0)) { $0 + abs(dense[r * cols + $1]) } * (0.5 / 127) + 1e-4
+                XCTAssertEqual(y8[r], want, accuracy: bound, "\(format) row \(r), int8 activations")
             }
         }
     }

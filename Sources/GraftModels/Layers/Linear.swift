@@ -11,6 +11,9 @@ public struct Linear: Sendable {
     public var lowRank: LowRankUpdate?
     /// The same weight in its stored block format, used for matrix–vector products (decode).
     public var quantized: QuantizedMatrix?
+    /// Quantise the input to 8 bits for those products (llama.cpp's decode arithmetic) instead of
+    /// multiplying in float.
+    public var int8Activations = false
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
         precondition(weight.count == inFeatures * outFeatures)
@@ -30,7 +33,10 @@ public struct Linear: Sendable {
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
         if let q = quantized, rows <= 2 {
-            for r in 0..<rows { q.matvec(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
+            for r in 0..<rows {
+                if int8Activations { q.matvecInt8(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
+                else { q.matvec(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
+            }
             if let bias { for r in 0..<rows { for j in 0..<outFeatures { yp[r * outFeatures + j] += bias[j] } } }
             addLowRank(x, rows: rows, into: yp)
             return y

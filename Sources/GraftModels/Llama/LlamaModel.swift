@@ -162,6 +162,22 @@ public struct LlamaModel: Sendable {
         rope = RoPE(headDim: config.headDim, theta: config.ropeTheta, scale: config.ropeScale)
     }
 
+    /// How decode steps multiply by block-quantised weights: `.float` (activations stay float32: decode
+    /// equals prefill to float rounding) or `.int8` (activations quantised to 8 bits per block and
+    /// integer dot products, as llama.cpp: faster, logits within ~1e-2).
+    public enum DecodeArithmetic: Sendable { case float, int8 }
+
+    public var decodeArithmetic: DecodeArithmetic = .float {
+        didSet {
+            let on = decodeArithmetic == .int8
+            for i in layers.indices {
+                layers[i].q.int8Activations = on; layers[i].k.int8Activations = on; layers[i].v.int8Activations = on
+                layers[i].o.int8Activations = on; layers[i].gate.int8Activations = on; layers[i].up.int8Activations = on
+                layers[i].down.int8Activations = on
+            }
+        }
+    }
+
     /// The module paths of the linear layers, as PEFT names them (`model.layers.3.self_attn.q_proj`).
     public var linearModuleNames: [String] {
         (0..<layers.count).flatMap { i in
@@ -274,7 +290,8 @@ public struct LlamaModel: Sendable {
         norm.forward(last, rows: rows.count, into: last)
         let logits = FloatBuffer(count: rows.count * config.vocab)
         if let q = lmHeadQuantized, rows.count == 1 {
-            q.matvec(last.values.baseAddress!, into: logits.mutable.baseAddress!)
+            if decodeArithmetic == .int8 { q.matvecInt8(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
+            else { q.matvec(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
         } else {
             Linalg.gemm(m: rows.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
                         c: logits.mutable.baseAddress!)

@@ -1,0 +1,17 @@
+// Hand-written SIMD kernels that Swift cannot express: integer dot products (AVX-512 VNNI).
+#ifndef GRAFT_CKERNELS_H
+#define GRAFT_CKERNELS_H
+#include <stdint.h>
+
+// 1 when the integer kernels below use VNNI instructions, 0 for the portable fallback.
+int graft_has_vnni(void);
+
+// Quantises n floats (n a multiple of 32) to int8 in blocks of 32: q = round(x / d), d = max|x| / 127.
+// Per block: d[b] and the sum of its quants s[b].
+void graft_quantize_q8(const float *x, int n, int8_t *q, float *d, int32_t *s);
+
+// y[r] = Σ_c W[r, c] · x[c] for rows [row0, row1) of a ggml-block matrix (format 0 = Q8_0, 1 = Q4_0,
+// 2 = Q4_1) with x given quantised by graft_quantize_q8.
+void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
+                     const int8_t *xq, const float *xd, const int32_t *xs, float *y);
+#endif

@@ -1,0 +1,96 @@
+#include "ckernels.h"
+#include <math.h>
+#include <string.h>
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__F16C__)
+#include <immintrin.h>
+#define GRAFT_VNNI 1
+#else
+#define GRAFT_VNNI 0
+#endif
+
+int graft_has_vnni(void) { return GRAFT_VNNI; }
+
+static inline float half_to_float(const uint8_t *p) {
+    uint16_t h; memcpy(&h, p, 2);
+#if GRAFT_VNNI
+    return _cvtsh_ss(h);
+#else
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) { if (man == 0) bits = sign; else { exp = 127 - 15 + 1; while (!(man & 0x400)) { man <<= 1; exp--; } man &= 0x3FF; bits = sign | (exp << 23) | (man << 13); } }
+    else if (exp == 31) bits = sign | 0x7F800000 | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f; memcpy(&f, &bits, 4); return f;
+#endif
+}
+
+void graft_quantize_q8(const float *x, int n, int8_t *q, float *d, int32_t *s) {
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
+        float scale = amax / 127.0f, inv = scale > 0 ? 1.0f / scale : 0;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) { int v = (int)nearbyintf(xb[j] * inv); q[b * 32 + j] = (int8_t)v; sum += v; }
+        d[b] = scale; s[b] = sum;
+    }
+}
+
+// Σ_j u[j] · s[j] over 32 unsigned × signed bytes.
+#if GRAFT_VNNI
+static inline __m256 block_dot(__m256i u, __m256i x, float scale, __m256 acc) {
+    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+}
+static inline float hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a)); a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+#endif
+
+void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
+                     const int8_t *xq, const float *xd, const int32_t *xs, float *y) {
+    const int nb = cols / 32;
+    const int bb = format == 0 ? 34 : format == 1 ? 18 : 20;
+    for (int r = row0; r < row1; r++) {
+        const uint8_t *row = w + (size_t)r * nb * bb;
+        float extra = 0;
+#if GRAFT_VNNI
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bb;
+            float dw = half_to_float(blk), dx = xd[b];
+            __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+            __m256i u;
+            if (format == 0) {  // signed weights: (w + 128) as unsigned, minus 128·Σx
+                u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
+                extra -= dw * dx * 128.0f * (float)xs[b];
+            } else {
+                __m128i q = _mm_loadu_si128((const __m128i *)(blk + (format == 2 ? 4 : 2)));
+                __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+                u = _mm256_set_m128i(hi, lo);
+                if (format == 1) extra -= dw * dx * 8.0f * (float)xs[b];
+                else extra += half_to_float(blk + 2) * dx * (float)xs[b];
+            }
+            acc = block_dot(u, x, dw * dx, acc);
+        }
+        y[r] = hsum(acc) + extra;
+#else
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bb;
+            float dw = half_to_float(blk), dx = xd[b];
+            int32_t sum = 0;
+            for (int j = 0; j < 32; j++) {
+                int wq;
+                if (format == 0) wq = (int8_t)blk[2 + j];
+                else { uint8_t byte = blk[(format == 2 ? 4 : 2) + (j & 15)]; wq = j < 16 ? (byte & 0x0F) : (byte >> 4); if (format == 1) wq -= 8; }
+                sum += wq * xq[b * 32 + j];
+            }
+            acc += dw * dx * (float)sum;
+            if (format == 2) extra += half_to_float(blk + 2) * dx * (float)xs[b];
+        }
+        y[r] = acc + extra;
+#endif
+    }
+}
