@@ -258,7 +258,7 @@ public struct LlamaModel: Sendable {
                 cache.values[li].withUnsafeBufferPointer { vb in
                     let kp = kb.baseAddress!, vp = vb.baseAddress!
                     let work = UncheckedSendable((qp, kp, vp, cp))
-                    parallelEach(nh) { head in
+                    let attend = { (head: Int) in
                         let (qp, kp, vp, cp) = work.value
                         let g = head / group
                         let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * total)
@@ -270,6 +270,8 @@ public struct LlamaModel: Sendable {
                         Linalg.gemm(m: t, n: dh, k: total, a: scores, lda: total, b: vp + g * dh, ldb: kvw,
                                     c: cp + head * dh, ldc: h)
                     }
+                    // One decode step is a few hundred thousand multiply-adds: not worth a thread hand-off.
+                    if t == 1 { for head in 0..<nh { attend(head) } } else { parallelEach(nh, attend) }
                 }
             }
             let o = layer.o.forward(ctx, rows: t)
