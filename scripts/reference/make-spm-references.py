@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""A small SentencePiece-style ("llama") GGUF vocabulary and llama.cpp's tokenization of test texts.
+"""A small SentencePiece-style ("llama") vocabulary and llama.cpp's tokenization of test texts.
 
 Trains a tiny SentencePiece BPE model (byte fallback on), writes it as a vocabulary-only GGUF with
 gguf-py (tokenizer.ggml.model = llama: tokens, scores, token types), and records what llama.cpp
-(llama-cpp-python, vocab_only) makes of some texts. Run in the peer environment plus
+(llama-cpp-python, vocab_only) makes of some texts. The fixture keeps the vocabulary as JSON (tokens,
+scores, types, special ids); the test writes it back into a GGUF. Run in the peer environment plus
 `pip install sentencepiece`:
 
   python scripts/reference/make-spm-references.py [--out Tests/Fixtures/gguf]
@@ -38,7 +39,7 @@ for i in range(sp.get_piece_size()):
     tokens.append(sp.id_to_piece(i)); scores.append(sp.get_score(i))
     types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1)
 
-out = os.path.abspath(os.path.join(args.out, "spm-vocab.gguf"))
+out = os.path.join(tempfile.mkdtemp(), "spm-vocab.gguf")
 w = gguf.GGUFWriter(out, "llama")
 w.add_block_count(1); w.add_context_length(128); w.add_embedding_length(64); w.add_feed_forward_length(128)
 w.add_head_count(4); w.add_layer_norm_rms_eps(1e-5)
@@ -53,7 +54,10 @@ texts = ["The quick brown fox.", "Hello world", "Machine learning models merge!"
          "Stock markets fell 42% on Tuesday.", "multi-task\nnew line"]
 cases = [{"text": t, "ids": llm.tokenize(t.encode(), add_bos=True, special=False),
           "decoded": llm.detokenize(llm.tokenize(t.encode(), add_bos=False, special=False)).decode("utf-8", "replace")} for t in texts]
-json.dump({"source": "llama-cpp-python (llama.cpp) vocab_only tokenize/detokenize", "cases": cases},
+json.dump({"source": "llama-cpp-python (llama.cpp) vocab_only tokenize/detokenize",
+           "vocab": {"tokens": tokens, "scores": scores, "types": types, "bos": 1, "eos": 2, "unk": 0,
+                     "add_bos": True, "add_space_prefix": True},
+           "cases": cases},
           open(os.path.join(args.out, "spm-expected.json"), "w"), indent=1, ensure_ascii=False)
-print("wrote", out, len(tokens), "tokens;", len(cases), "cases")
+print("wrote", os.path.join(args.out, "spm-expected.json"), len(tokens), "tokens;", len(cases), "cases")
 os._exit(0)
