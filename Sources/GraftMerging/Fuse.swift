@@ -22,21 +22,7 @@ public enum Fuse {
         let base = try Checkpoint(path: modelPath)
         let adapter = try LoRAAdapter(path: adapterPath)
         let prefix = adapter.namePrefix(relativeTo: base.names)
-        // Which base tensor each module updates; every module must find one, with the right shape.
-        var target: [String: LoRAAdapter.Module] = [:]
-        for n in base.names { if let m = adapter.module(forTensor: n) { target[n] = m } }
-        let hit = Set(target.values.map(\.name))
-        let known = base.names.filter { $0.hasSuffix(".weight") }.map { String($0.dropLast(7)) }
-        for name in adapter.modules.keys.sorted() where !hit.contains(name) {
-            throw MergeError.input("\(adapterPath): module '\(name)' is not in \(modelPath) (modules there include: \(known.prefix(8).joined(separator: ", "))…)")
-        }
-        for (n, m) in target {
-            let shape = base.info(n)!.shape
-            let want = adapter.config.fanInFanOut ? [m.a.shape[1], m.b.shape[0]] : [m.b.shape[0], m.a.shape[1]]
-            guard shape == want else {
-                throw MergeError.input("\(adapterPath): module '\(m.name)' gives a \(want) update but \(modelPath) has '\(n)' of shape \(shape) (adapter for a different base?)")
-            }
-        }
+        let target = try adapter.targets(in: base)
         let saved = adapter.savedTensors
         let savedNames = Set(saved.map(\.0))
         var specs: [TensorSpec] = []
@@ -59,12 +45,7 @@ public enum Fuse {
                 let t = try base.tensor(n)
                 let outDType = t.dtype.isFloatingPoint ? (dtype ?? t.dtype) : t.dtype
                 if let m = target[n] {
-                    let w = FloatBuffer(t)
-                    let d = adapter.delta(m)
-                    let r = FloatBuffer(count: w.count)
-                    let (rv, wv, dv) = (r.mutable, w.values, d.values)
-                    parallelFor(count: w.count) { rr in for j in rr { rv[j] = wv[j] + dv[j] } }
-                    try writer.write(prefix + n, tensor: r.tensor(shape: t.shape, dtype: outDType))
+                    try writer.write(prefix + n, tensor: adapter.updated(FloatBuffer(t), m).tensor(shape: t.shape, dtype: outDType))
                 } else {
                     try writer.write(prefix + n, tensor: t.dtype.isFloatingPoint ? t.converted(to: outDType) : t)
                 }

@@ -34,12 +34,12 @@ public struct QuantizedMatrix: @unchecked Sendable {
         }
     }
 
-    /// y[r] (+)= Σ_c W[r, c] · x[c] for one input vector, rows split across the cores.
+    /// y[r] = Σ_c W[r, c] · x[c] for one input vector, rows split across the cores.
     ///
     /// The integer quants are turned into floats with bit operations and F16C alone: a 4- or 8-bit value q
     /// OR-ed into the half-precision pattern 0x6400 is the half 1024 + q. Lanes then come out in the
     /// bytes' natural interleaved order, so x is permuted once per call to match.
-    public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+    public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
         let nb = cols / 32
         let plain = format == .f16 || format == .bf16
         var xp = [Float](repeating: 0, count: plain ? 0 : cols)
@@ -66,7 +66,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
                     let (x, y, xp, sums) = ctx.value
                     for r in rr {
                         let v = plain ? me.dotF16(row: r, x) : me.dot(row: r, xp!, sums)
-                        y[r] = accumulate ? y[r] + v : v
+                        y[r] = v
                     }
                 }
             }

@@ -94,7 +94,7 @@ struct BenchGenerate: ParsableCommand {
         _ = try lm.model.forward(Array(ids.prefix(16)), cache: &warm)
         var cache = lm.model.makeCache()
         let t0 = Date()
-        var logits = try lm.model.forward(ids, cache: &cache)[0]
+        let logits = try lm.model.forward(ids, cache: &cache)[0]
         let prefill = Double(prompt) / Date().timeIntervalSince(t0)
         // Decode from the same prefilled cache, float activations then 8-bit ones.
         func decodeRate(_ arithmetic: LlamaModel.DecodeArithmetic) throws -> Double {

@@ -34,6 +34,13 @@ names = sorted(base)
 tvs = [{k: t[k] - base[k] for k in names} for t in tasks]
 
 
+def config(method, params):
+    """A merge config over the three fixture fine-tunes (paths relative to research/)."""
+    body = "".join(f"  {k}: {v}\n" for k, v in params.items())
+    return (f"merge_method: {method}\nbase_model: ../merge/models/base\ndtype: float32\nparameters:\n{body}models:\n"
+            + "".join(f"- model: ../merge/models/task{i}\n" for i in (1, 2, 3)))
+
+
 def write(name, config, tensors, source):
     d = os.path.join(out_root, "expected", name)
     os.makedirs(d, exist_ok=True)
@@ -57,17 +64,7 @@ for k in names:
     flat = torch.stack([tv[k].reshape(-1) for tv in tvs])
     merged_tv, _, _ = ns["PCB_merge"](flat, pcb_ratio=pcb_ratio)
     merged[k] = base[k] + lam * merged_tv.reshape(base[k].shape)
-write("pcb", f"""merge_method: pcb
-base_model: ../merge/models/base
-dtype: float32
-parameters:
-  pcb_ratio: {pcb_ratio}
-  lambda: {lam}
-models:
-- model: ../merge/models/task1
-- model: ../merge/models/task2
-- model: ../merge/models/task3
-""", merged, "PCB_merge from github.com/duguodong7/pcb-merging (pcb-merging.py), applied to each tensor's "
+write("pcb", config("pcb", {"pcb_ratio": pcb_ratio, "lambda": lam}), merged, "PCB_merge from github.com/duguodong7/pcb-merging (pcb-merging.py), applied to each tensor's "
           f"stacked task vectors; theta = base + {lam} * merged_tv.")
 
 # --- TSV-M: FusionBench compute_and_sum_svd_mem_reduction --------------------------------------
@@ -76,16 +73,7 @@ import fusion_bench
 from importlib.metadata import version as pkg_version
 alpha = 0.7
 new_tv = compute_and_sum_svd_mem_reduction([dict(tv) for tv in tvs], accelerator="cpu")
-write("tsv", f"""merge_method: tsv
-base_model: ../merge/models/base
-dtype: float32
-parameters:
-  alpha: {alpha}
-models:
-- model: ../merge/models/task1
-- model: ../merge/models/task2
-- model: ../merge/models/task3
-""", {k: base[k] + alpha * new_tv[k] for k in names},
+write("tsv", config("tsv", {"alpha": alpha}), {k: base[k] + alpha * new_tv[k] for k in names},
       f"FusionBench {pkg_version('fusion-bench')} "
       "fusion_bench/method/task_singular_vector/utils/TSVM_utils.py compute_and_sum_svd_mem_reduction; "
       f"theta = base + {alpha} * merged (TaskSingularVectorMerging with scalar alpha).")
@@ -146,15 +134,6 @@ for t in tasks[1:]:
         merged_model[k] = base[k] + (merged_model[k] - base[k]) * (avg / tvn)
     state.previous_lambda_t = state.lambda_t
     state.lambda_t = None
-write("opcm", f"""merge_method: opcm
-base_model: ../merge/models/base
-dtype: float32
-parameters:
-  alpha: {alpha}
-models:
-- model: ../merge/models/task1
-- model: ../merge/models/task2
-- model: ../merge/models/task3
-""", merged_model, "FusionBench fusion_bench/method/opcm/opcm.py: OPCMForCLIP.merge_linear_weights for nn.Linear "
+write("opcm", config("opcm", {"alpha": alpha}), merged_model, "FusionBench fusion_bench/method/opcm/opcm.py: OPCMForCLIP.merge_linear_weights for nn.Linear "
                    "weights, merge_other_parameters otherwise, the run() loop's norm rescaling; models in order task1, task2, task3.")
 print("wrote", out_root)

@@ -88,6 +88,35 @@ public final class LoRAAdapter: @unchecked Sendable {
         return out
     }
 
+    /// Which tensor of `checkpoint` each module updates (tensor name → module). Every module must find
+    /// a weight of the shape its ΔW has; otherwise the error names the module and what the model has.
+    public func targets(in checkpoint: Checkpoint) throws -> [String: Module] {
+        var target: [String: Module] = [:]
+        for n in checkpoint.names { if let m = module(forTensor: n) { target[n] = m } }
+        let hit = Set(target.values.map(\.name))
+        let known = checkpoint.names.filter { $0.hasSuffix(".weight") }.map { String($0.dropLast(7)) }
+        for name in modules.keys.sorted() where !hit.contains(name) {
+            throw LoRAError("\(path): module '\(name)' is not in \(checkpoint.path) (modules there include: \(known.prefix(8).joined(separator: ", "))…)")
+        }
+        for (n, m) in target.sorted(by: { $0.key < $1.key }) {
+            let shape = checkpoint.info(n)!.shape
+            let want = config.fanInFanOut ? [m.a.shape[1], m.b.shape[0]] : [m.b.shape[0], m.a.shape[1]]
+            guard shape == want else {
+                throw LoRAError("\(path): module '\(m.name)' gives a \(want) update but \(checkpoint.path) has '\(n)' of shape \(shape) (adapter for a different base?)")
+            }
+        }
+        return target
+    }
+
+    /// W + ΔW for the module's weight `w`.
+    public func updated(_ w: FloatBuffer, _ m: Module) -> FloatBuffer {
+        let d = delta(m)
+        let out = FloatBuffer(count: w.count)
+        let (o, wv, dv) = (out.mutable, w.values, d.values)
+        parallelFor(count: w.count) { r in for j in r { o[j] = wv[j] + dv[j] } }
+        return out
+    }
+
     /// Finds the adapter module for a base tensor named `tensorName` (e.g. `encoder.layer.0.attention.self.query.weight`).
     /// PEFT module paths may carry the task model's prefix (`bert.`, `model.`) that a bare base checkpoint
     /// lacks, so a module matches when its path equals the tensor's module path or ends with "." + it.
