@@ -6,7 +6,7 @@ import GraftText
 public struct BertForSequenceClassification: Sendable {
     public var encoder: BertModel
     public let tokenizer: any Tokenizer
-    public let head: Linear
+    public var head: Linear
 
     public init(encoder: BertModel, tokenizer: any Tokenizer, head: Linear) throws {
         guard head.inFeatures == encoder.config.hidden else {

@@ -98,6 +98,14 @@ public struct BertModel: Sendable {
         return true
     }
 
+    /// The linear layer at a module path, if any.
+    public func linear(_ module: String) -> Linear? {
+        var copy = self
+        var found: Linear?
+        _ = copy.updateLinear(module) { found = $0 }
+        return found
+    }
+
     /// Attaches low-rank updates (e.g. a LoRA adapter's) to the linear layers they name. Module paths may
     /// carry a task-model prefix (`bert.`); an update for a module this model lacks, or of the wrong
     /// shape, is an error naming it.
@@ -155,7 +163,7 @@ public struct BertModel: Sendable {
     }
 
     /// y += x
-    private func add(_ y: FloatBuffer, _ x: FloatBuffer) {
+    func add(_ y: FloatBuffer, _ x: FloatBuffer) {
         let yv = y.mutable, xv = x.values
         parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += xv[i] } }
     }

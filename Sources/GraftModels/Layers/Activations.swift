@@ -18,6 +18,50 @@ public enum Activation {
         }
     }
 
+    /// Backward of `gelu`: dy ← dy · (Φ(x) + x·φ(x)), in place, with x the input of the forward pass.
+    public static func geluBackward(_ dy: FloatBuffer, input x: FloatBuffer) {
+        let d = dy.mutable, xv = x.values
+        parallelFor(count: d.count, minChunk: 1 << 14) { r in
+            var i = r.lowerBound
+            typealias V = SIMD16<Float>
+            while i + 16 <= r.upperBound {
+                let a = UnsafeRawPointer(xv.baseAddress! + i).loadUnaligned(as: V.self)
+                let p = UnsafeMutableRawPointer(d.baseAddress! + i)
+                let cdf = 0.5 * (1 + erf16(a * 0.70710678118654752))
+                let pdf = exp16(-0.5 * a * a) * 0.3989422804014327
+                p.storeBytes(of: p.loadUnaligned(as: V.self) * (cdf + a * pdf), as: V.self)
+                i += 16
+            }
+            while i < r.upperBound {
+                let a = xv[i]
+                d[i] *= 0.5 * (1 + erf(a * 0.70710678118654752)) + a * exp(-0.5 * a * a) * 0.3989422804014327
+                i += 1
+            }
+        }
+    }
+
+    /// SwiGLU: out = silu(gate) ⊙ up (a new buffer).
+    public static func swiglu(gate: FloatBuffer, up: FloatBuffer) -> FloatBuffer {
+        let out = FloatBuffer(count: gate.count)
+        let o = out.mutable, g = gate.values, u = up.values
+        parallelFor(count: o.count, minChunk: 1 << 14) { r in for i in r { let a = g[i]; o[i] = a / (1 + exp(-a)) * u[i] } }
+        return out
+    }
+
+    /// Backward of `swiglu`: (d gate, d up) from d out; silu'(a) = σ(a)·(1 + a·(1 − σ(a))).
+    public static func swigluBackward(_ dOut: FloatBuffer, gate: FloatBuffer, up: FloatBuffer) -> (dGate: FloatBuffer, dUp: FloatBuffer) {
+        let dg = FloatBuffer(count: gate.count), du = FloatBuffer(count: gate.count)
+        let dgv = dg.mutable, duv = du.mutable, d = dOut.values, g = gate.values, u = up.values
+        parallelFor(count: d.count, minChunk: 1 << 14) { r in
+            for i in r {
+                let a = g[i], sig = 1 / (1 + exp(-a))
+                duv[i] = d[i] * a * sig
+                dgv[i] = d[i] * u[i] * sig * (1 + a * (1 - sig))
+            }
+        }
+        return (dg, du)
+    }
+
     @inline(__always)
     static func erf16(_ z: SIMD16<Float>) -> SIMD16<Float> {
         let sign = SIMD16<Float>(repeating: 1).replacing(with: -1, where: z .< 0)

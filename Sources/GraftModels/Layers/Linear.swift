@@ -1,7 +1,7 @@
 import GraftTensor
 
 /// y = x·Wᵀ + b (+ a low-rank update) for a batch of rows. W is [out × in] as PyTorch stores it.
-/// (The training issue adds `backward` here, next to `forward`.)
+/// `forward` is inference; `forwardTraining` / `backward` (below) are the training pair.
 public struct Linear: Sendable {
     public let weight: FloatBuffer
     public let bias: FloatBuffer?
@@ -14,6 +14,11 @@ public struct Linear: Sendable {
     /// Quantise the input to 8 bits for those products (llama.cpp's decode arithmetic) instead of
     /// multiplying in float.
     public var int8Activations = false
+    /// Where `backward` accumulates the gradients of the trainable parts; nil when the layer is frozen
+    /// (the input gradient is still computed for the layers below).
+    public var gradients: LinearGradients?
+    /// Dropout probability on the low-rank branch's input (LoRA dropout), in training only.
+    public var loraDropout: Float = 0
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
         precondition(weight.count == inFeatures * outFeatures)
@@ -30,6 +35,7 @@ public struct Linear: Sendable {
 
     /// x: [rows × in] → [rows × out]
     public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer {
+        if lowRank?.magnitude != nil { return forwardTraining(x, rows: rows, rng: nil).y }
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
         if let q = quantized, rows <= 2 {
@@ -51,60 +57,13 @@ public struct Linear: Sendable {
         return y
     }
 
-    private func addLowRank(_ x: FloatBuffer, rows: Int, into yp: UnsafeMutablePointer<Float>) {
+    func addLowRank(_ x: FloatBuffer, rows: Int, into yp: UnsafeMutablePointer<Float>) {
         if let lr = lowRank {
             let t = FloatBuffer(count: rows * lr.rank)
             Linalg.gemm(m: rows, n: lr.rank, k: inFeatures, a: x.values.baseAddress!, b: lr.a.values.baseAddress!, transB: true,
                         c: t.mutable.baseAddress!)
             Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!,
                         b: lr.b.values.baseAddress!, transB: true, beta: 1, c: yp)
-        }
-    }
-}
-
-/// Layer normalisation over the last dimension: (x − mean) / sqrt(var + eps) · γ + β.
-public struct LayerNorm: Sendable {
-    public let gamma: FloatBuffer
-    public let beta: FloatBuffer
-    public let eps: Float
-
-    public init(gamma: FloatBuffer, beta: FloatBuffer, eps: Float) { self.gamma = gamma; self.beta = beta; self.eps = eps }
-
-    /// In place over `rows` rows of width γ.count.
-    public func forward(_ x: FloatBuffer, rows: Int) {
-        let d = gamma.count
-        let xv = x.mutable, g = gamma.values, b = beta.values
-        parallelFor(count: rows, minChunk: 16) { rr in
-            for r in rr {
-                let row = xv.baseAddress! + r * d
-                var mean = 0.0
-                for j in 0..<d { mean += Double(row[j]) }
-                mean /= Double(d)
-                var varSum = 0.0
-                for j in 0..<d { let c = Double(row[j]) - mean; varSum += c * c }
-                let inv = Float(1 / (varSum / Double(d) + Double(eps)).squareRoot())
-                let m = Float(mean)
-                for j in 0..<d { row[j] = (row[j] - m) * inv * g[j] + b[j] }
-            }
-        }
-    }
-}
-
-/// Token-id lookup into an embedding table [vocabulary × width].
-public struct Embedding: Sendable {
-    public let table: FloatBuffer
-    public let width: Int
-
-    public init(table: FloatBuffer, width: Int) { self.table = table; self.width = width }
-
-    public var count: Int { table.count / width }
-
-    /// Adds the rows of `ids` into `out` (rows × width), or copies them when `accumulate` is false.
-    public func gather(_ ids: [Int], into out: FloatBuffer, accumulate: Bool) {
-        let t = table.values, o = out.mutable
-        for (r, id) in ids.enumerated() {
-            let src = t.baseAddress! + id * width, dst = o.baseAddress! + r * width
-            if accumulate { for j in 0..<width { dst[j] += src[j] } } else { dst.update(from: src, count: width) }
         }
     }
 }

@@ -20,6 +20,46 @@ public struct RMSNorm: Sendable {
     }
 }
 
+extension RMSNorm {
+    /// out = RMSNorm(x) (a new buffer) and the per-row 1/rms `backward` needs.
+    public func forwardTraining(_ x: FloatBuffer, rows: Int) -> (y: FloatBuffer, rstd: [Float]) {
+        let d = weight.count
+        let y = FloatBuffer(count: rows * d)
+        var rstd = [Float](repeating: 0, count: rows)
+        let xv = x.values, ov = y.mutable, w = weight.values
+        rstd.withUnsafeMutableBufferPointer { rp in
+            let st = UncheckedSendable(rp)
+            parallelFor(count: rows, minChunk: 16) { rr in
+                for r in rr {
+                    var ss: Float = 0
+                    for j in 0..<d { let v = xv[r * d + j]; ss += v * v }
+                    let inv = 1 / (ss / Float(d) + eps).squareRoot()
+                    st.value[r] = inv
+                    for j in 0..<d { ov[r * d + j] = xv[r * d + j] * inv * w[j] }
+                }
+            }
+        }
+        return (y, rstd)
+    }
+
+    /// dL/dx (weight frozen): with g = dy ⊙ w and r = 1/rms, dx = r·g − x · r³ · mean(g ⊙ x).
+    public func backward(_ dy: FloatBuffer, input x: FloatBuffer, rstd: [Float], rows: Int) -> FloatBuffer {
+        let d = weight.count
+        let dx = FloatBuffer(count: rows * d)
+        let dyv = dy.values, xv = x.values, dxv = dx.mutable, w = weight.values
+        parallelFor(count: rows, minChunk: 16) { rr in
+            for r in rr {
+                let inv = rstd[r]
+                var dot: Float = 0
+                for j in 0..<d { dot += dyv[r * d + j] * w[j] * xv[r * d + j] }
+                let c = dot / Float(d) * inv * inv * inv
+                for j in 0..<d { dxv[r * d + j] = dyv[r * d + j] * w[j] * inv - xv[r * d + j] * c }
+            }
+        }
+        return dx
+    }
+}
+
 /// Rotary position embedding as transformers applies it (`rotate_half`: dimension j pairs with j + d/2).
 public struct RoPE: Sendable {
     public let headDim: Int
@@ -33,11 +73,12 @@ public struct RoPE: Sendable {
     }
 
     /// Rotates `heads` heads of one token at `position`, in place (row = heads × headDim).
-    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+    /// `inverse` rotates back (the backward pass: the transpose of a rotation is its inverse).
+    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int, inverse: Bool = false) {
         let half = headDim / 2
         for j in 0..<half {
             let angle = Float(Double(position) * invFreq[j])
-            let c = cosf(angle), s = sinf(angle)
+            let c = cosf(angle), s = inverse ? -sinf(angle) : sinf(angle)
             for h in 0..<heads {
                 let p = x + h * headDim
                 let a = p[j], b = p[j + half]

@@ -190,21 +190,35 @@ public struct LlamaModel: Sendable {
     public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
         let known = linearModuleNames
         for (name, u) in updates {
-            let path = try matchModule(name, in: known, source: source)
-            let parts = path.split(separator: ".")
-            let i = Int(parts[2])!
-            let which = parts[3...].joined(separator: ".")
-            func set(_ l: inout Linear) throws { try l.attach(u, module: name, source: source) }
-            switch which {
-            case "self_attn.q_proj": try set(&layers[i].q)
-            case "self_attn.k_proj": try set(&layers[i].k)
-            case "self_attn.v_proj": try set(&layers[i].v)
-            case "self_attn.o_proj": try set(&layers[i].o)
-            case "mlp.gate_proj": try set(&layers[i].gate)
-            case "mlp.up_proj": try set(&layers[i].up)
-            default: try set(&layers[i].down)
-            }
+            _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }
         }
+    }
+
+    /// Edits the linear layer at a module path (`model.layers.3.self_attn.q_proj`); false if none.
+    public mutating func updateLinear(_ module: String, _ edit: (inout Linear) throws -> Void) rethrows -> Bool {
+        let parts = module.split(separator: ".")
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let i = Int(parts[2]), i >= 0, i < layers.count else {
+            return false
+        }
+        switch parts.dropFirst(3).joined(separator: ".") {
+        case "self_attn.q_proj": try edit(&layers[i].q)
+        case "self_attn.k_proj": try edit(&layers[i].k)
+        case "self_attn.v_proj": try edit(&layers[i].v)
+        case "self_attn.o_proj": try edit(&layers[i].o)
+        case "mlp.gate_proj": try edit(&layers[i].gate)
+        case "mlp.up_proj": try edit(&layers[i].up)
+        case "mlp.down_proj": try edit(&layers[i].down)
+        default: return false
+        }
+        return true
+    }
+
+    /// The linear layer at a module path, if any.
+    public func linear(_ module: String) -> Linear? {
+        var copy = self
+        var found: Linear?
+        _ = copy.updateLinear(module) { found = $0 }
+        return found
     }
 
     // MARK: - Forward
@@ -301,7 +315,7 @@ public struct LlamaModel: Sendable {
         return (0..<rows.count).map { Array(logits.values[($0 * config.vocab)..<(($0 + 1) * config.vocab)]) }
     }
 
-    private func add(_ a: FloatBuffer, into x: FloatBuffer) {
+    func add(_ a: FloatBuffer, into x: FloatBuffer) {
         let xv = x.mutable, av = a.values
         parallelFor(count: xv.count, minChunk: 1 << 15) { r in for i in r { xv[i] += av[i] } }
     }

@@ -1,0 +1,131 @@
+import Foundation
+import GraftTensor
+
+/// BERT's training pass: `forwardTraining` keeps every activation the backward pass needs (the
+/// "tape"), `backward` walks the layers in reverse, accumulating into the gradients of the trainable
+/// linear layers (`Linear.gradients`). Base weights are frozen: only input gradients flow, and the
+/// walk stops at the lowest layer that has something to train.
+extension BertModel {
+    struct LayerTape {
+        let x: FloatBuffer
+        let q: Linear.Saved, k: Linear.Saved, v: Linear.Saved
+        let qOut: FloatBuffer, kOut: FloatBuffer, vOut: FloatBuffer, probs: FloatBuffer
+        let attnOut: Linear.Saved, attnNorm: LayerNorm.Saved
+        let up: Linear.Saved, preGelu: FloatBuffer, down: Linear.Saved, outNorm: LayerNorm.Saved
+    }
+
+    /// Activations of one training forward pass.
+    public struct Tape: @unchecked Sendable {
+        let layers: [LayerTape]
+        public let batch: Int, length: Int, lengths: [Int]
+    }
+
+    /// Whether layer `i` holds a linear layer with gradients attached.
+    func isTrainable(_ i: Int) -> Bool {
+        let l = layers[i]
+        return [l.query, l.key, l.value, l.attnOut, l.up, l.down].contains { $0.gradients != nil }
+    }
+
+    /// Last hidden states [batch·length × hidden] (right-padded to the longest sequence) and the tape.
+    /// `rng` draws LoRA dropout masks.
+    public func forwardTraining(_ batch: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?) throws -> (hidden: FloatBuffer, tape: Tape) {
+        guard let t = batch.map(\.count).max(), t > 0 else { throw ModelError("empty batch") }
+        guard t <= config.maxPositions else { throw ModelError("sequence of \(t) tokens exceeds the model's \(config.maxPositions) positions") }
+        for ids in batch { for id in ids where id < 0 || id >= words.count { throw ModelError("token id \(id) outside the vocabulary (\(words.count))") } }
+        let b = batch.count, h = config.hidden, rows = b * t
+        let lengths = batch.map(\.count)
+        var x = FloatBuffer(count: rows * h)
+        words.gather(batch.flatMap { $0 + [Int](repeating: 0, count: t - $0.count) }, into: x, accumulate: false)
+        positions.gather((0..<b).flatMap { _ in Array(0..<t) }, into: x, accumulate: true)
+        tokenTypes.gather([Int](repeating: 0, count: rows), into: x, accumulate: true)
+        embNorm.forward(x, rows: rows)
+        let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
+        var tapes: [LayerTape] = []
+        for layer in layers {
+            let (q, qs) = layer.query.forwardTraining(x, rows: rows, rng: rng)
+            let (k, ks) = layer.key.forwardTraining(x, rows: rows, rng: rng)
+            let (v, vs) = layer.value.forwardTraining(x, rows: rows, rng: rng)
+            let (ctx, probs) = attention.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
+            let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: rows, rng: rng)
+            add(ao, x)
+            let (a, ans) = layer.attnNorm.forwardTraining(ao, rows: rows)
+            let (u, ups) = layer.up.forwardTraining(a, rows: rows, rng: rng)
+            let pre = FloatBuffer(count: u.count)
+            pre.mutable.baseAddress!.update(from: u.values.baseAddress!, count: u.count)
+            Activation.gelu(u)
+            let (d, ds) = layer.down.forwardTraining(u, rows: rows, rng: rng)
+            add(d, a)
+            let (out, ons) = layer.outNorm.forwardTraining(d, rows: rows)
+            tapes.append(LayerTape(x: x, q: qs, k: ks, v: vs, qOut: q, kOut: k, vOut: v, probs: probs, attnOut: aos,
+                                   attnNorm: ans, up: ups, preGelu: pre, down: ds, outNorm: ons))
+            x = out
+        }
+        return (x, Tape(layers: tapes, batch: b, length: t, lengths: lengths))
+    }
+
+    /// Backward from dL/d(last hidden states) [batch·length × hidden].
+    public func backward(_ dHidden: FloatBuffer, tape: Tape) {
+        let rows = tape.batch * tape.length, h = config.hidden
+        guard let lowest = (0..<layers.count).first(where: isTrainable) else { return }
+        let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
+        var dx = dHidden
+        for i in stride(from: layers.count - 1, through: lowest, by: -1) {
+            let l = layers[i], s = tape.layers[i]
+            let ds2 = l.outNorm.backward(dx, saved: s.outNorm, rows: rows)
+            let dg = l.down.backward(ds2, saved: s.down, rows: rows)!
+            Activation.geluBackward(dg, input: s.preGelu)
+            let da = l.up.backward(dg, saved: s.up, rows: rows)!
+            add(da, ds2)  // residual: a feeds both the MLP and the second sum
+            let ds1 = l.attnNorm.backward(da, saved: s.attnNorm, rows: rows)
+            let dctx = l.attnOut.backward(ds1, saved: s.attnOut, rows: rows)!
+            let (dq, dk, dv) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, probs: s.probs, batch: tape.batch,
+                                                  length: tape.length, lengths: tape.lengths)
+            let needInput = i > lowest
+            let dxq = l.query.backward(dq, saved: s.q, rows: rows, needInput: needInput)
+            let dxk = l.key.backward(dk, saved: s.k, rows: rows, needInput: needInput)
+            let dxv = l.value.backward(dv, saved: s.v, rows: rows, needInput: needInput)
+            guard needInput, let dxq, let dxk, let dxv else { break }
+            add(ds1, dxq); add(ds1, dxk); add(ds1, dxv)
+            dx = ds1
+        }
+    }
+
+    /// The rows of the [CLS] (first) token of each sequence: [batch × hidden].
+    func firstTokens(_ hidden: FloatBuffer, batch b: Int, length t: Int) -> FloatBuffer {
+        let h = config.hidden, out = FloatBuffer(count: b * h)
+        for s in 0..<b { (out.mutable.baseAddress! + s * h).update(from: hidden.values.baseAddress! + s * t * h, count: h) }
+        return out
+    }
+}
+
+/// Training pass of `BertForSequenceClassification`: logits = head(tanh(pooler(h[CLS]))).
+extension BertForSequenceClassification {
+    public struct Tape: @unchecked Sendable {
+        let encoder: BertModel.Tape
+        let pooler: Linear.Saved, pooled: FloatBuffer, head: Linear.Saved
+    }
+
+    /// Logits [batch × classes] for token-id sequences (special tokens included).
+    public func forwardTraining(_ ids: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?) throws -> (logits: FloatBuffer, tape: Tape) {
+        guard let pooler = encoder.pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
+        let (hidden, tape) = try encoder.forwardTraining(ids, rng: rng)
+        let cls = encoder.firstTokens(hidden, batch: tape.batch, length: tape.length)
+        let (p, ps) = pooler.forwardTraining(cls, rows: tape.batch, rng: rng)
+        let pv = p.mutable
+        for i in 0..<pv.count { pv[i] = tanh(pv[i]) }
+        let (logits, hs) = head.forwardTraining(p, rows: tape.batch, rng: rng)
+        return (logits, Tape(encoder: tape, pooler: ps, pooled: p, head: hs))
+    }
+
+    /// Backward from dL/dlogits.
+    public func backward(_ dLogits: FloatBuffer, tape: Tape) {
+        let b = tape.encoder.batch, t = tape.encoder.length, h = encoder.config.hidden
+        let dp = head.backward(dLogits, saved: tape.head, rows: b)!
+        let dpv = dp.mutable, pv = tape.pooled.values
+        for i in 0..<dpv.count { dpv[i] *= 1 - pv[i] * pv[i] }
+        let dcls = encoder.pooler!.backward(dp, saved: tape.pooler, rows: b)!
+        let dHidden = FloatBuffer(repeating: 0, count: b * t * h)
+        for s in 0..<b { (dHidden.mutable.baseAddress! + s * t * h).update(from: dcls.values.baseAddress! + s * h, count: h) }
+        encoder.backward(dHidden, tape: tape.encoder)
+    }
+}

@@ -1,0 +1,36 @@
+import Foundation
+import GraftTensor
+
+/// Losses and their gradients.
+public enum Loss {
+    /// Mean softmax cross-entropy over the rows of `logits` [rows × classes] whose target is not nil,
+    /// as PyTorch's `cross_entropy` (ignore_index rows excluded from the mean). Returns the loss summed
+    /// over counted rows, the count, and dL/dlogits for L = sum / `normaliser` (default: the count).
+    public static func crossEntropy(_ logits: FloatBuffer, classes: Int, targets: [Int?], normaliser: Int? = nil)
+        -> (sum: Double, count: Int, grad: FloatBuffer) {
+        let rows = targets.count
+        let grad = FloatBuffer(repeating: 0, count: rows * classes)
+        let count = targets.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
+        let denom = Float(max(1, normaliser ?? count))
+        var losses = [Double](repeating: 0, count: rows)
+        let lv = logits.values, gv = grad.mutable
+        losses.withUnsafeMutableBufferPointer { lp in
+            let out = UncheckedSendable(lp)
+            parallelFor(count: rows, minChunk: 4) { rr in
+                for r in rr {
+                    guard let y = targets[r] else { continue }
+                    let row = lv.baseAddress! + r * classes, g = gv.baseAddress! + r * classes
+                    var m = -Float.infinity
+                    for j in 0..<classes where row[j] > m { m = row[j] }
+                    var sum: Double = 0
+                    for j in 0..<classes { let e = exp(row[j] - m); g[j] = e; sum += Double(e) }
+                    out.value[r] = log(sum) + Double(m) - Double(row[y])
+                    let inv = Float(1 / sum) / denom
+                    for j in 0..<classes { g[j] *= inv }
+                    g[y] -= 1 / denom
+                }
+            }
+        }
+        return (losses.reduce(0, +), count, grad)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import GraftTensor
+
+/// Llama's training pass: `forwardTraining` keeps the activations the backward pass needs, `backward`
+/// walks the layers in reverse into the gradients of the trainable linear layers (`Linear.gradients`),
+/// stopping at the lowest layer with something to train. `causalLMLoss` runs forward, the language-
+/// model head on the positions that have a target only, cross-entropy, and backward.
+extension LlamaModel {
+    struct LayerTape {
+        let x: FloatBuffer, rstd1: [Float], normed1: FloatBuffer
+        let q: Linear.Saved, k: Linear.Saved, v: Linear.Saved
+        let qRot: FloatBuffer, kRot: FloatBuffer, vOut: FloatBuffer, probs: FloatBuffer
+        let o: Linear.Saved
+        let x2: FloatBuffer, rstd2: [Float]
+        let gate: Linear.Saved, up: Linear.Saved, gateOut: FloatBuffer, upOut: FloatBuffer, down: Linear.Saved
+    }
+
+    public struct Tape: @unchecked Sendable {
+        let layers: [LayerTape]
+        let final: FloatBuffer, finalRstd: [Float]
+        public let batch: Int, length: Int, lengths: [Int]
+    }
+
+    func isTrainable(_ i: Int) -> Bool {
+        let l = layers[i]
+        return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.gradients != nil }
+    }
+
+    var attention: SelfAttention { SelfAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim, causal: true) }
+
+    private func rotate(_ x: FloatBuffer, heads: Int, batch b: Int, length t: Int, inverse: Bool) {
+        let w = heads * config.headDim, p = x.mutable.baseAddress!
+        for s in 0..<b { for i in 0..<t { rope.apply(p + (s * t + i) * w, heads: heads, position: i, inverse: inverse) } }
+    }
+
+    /// Hidden states after the final norm [batch·length × hidden] (sequences right-padded; positions
+    /// from 0) and the tape.
+    public func forwardTraining(_ batch: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?) throws -> (hidden: FloatBuffer, tape: Tape) {
+        guard let t = batch.map(\.count).max(), t > 0 else { throw ModelError("empty batch") }
+        guard t <= config.contextLength else { throw ModelError("sequence of \(t) tokens exceeds the model's context of \(config.contextLength)") }
+        for ids in batch { for id in ids where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") } }
+        let b = batch.count, h = config.hidden, rows = b * t, lengths = batch.map(\.count)
+        var x = FloatBuffer(repeating: 0, count: rows * h)
+        for (s, ids) in batch.enumerated() {
+            for (i, id) in ids.enumerated() {
+                (x.mutable.baseAddress! + (s * t + i) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+            }
+        }
+        let attn = attention
+        var tapes: [LayerTape] = []
+        for layer in layers {
+            let (n1, r1) = layer.attnNorm.forwardTraining(x, rows: rows)
+            let (q, qs) = layer.q.forwardTraining(n1, rows: rows, rng: rng)
+            let (k, ks) = layer.k.forwardTraining(n1, rows: rows, rng: rng)
+            let (v, vs) = layer.v.forwardTraining(n1, rows: rows, rng: rng)
+            rotate(q, heads: config.heads, batch: b, length: t, inverse: false)
+            rotate(k, heads: config.kvHeads, batch: b, length: t, inverse: false)
+            let (ctx, probs) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
+            let (o, os) = layer.o.forwardTraining(ctx, rows: rows, rng: rng)
+            add(x, into: o)  // o ← x + attention: the residual stream after attention
+            let x2 = o
+            let (n2, r2) = layer.mlpNorm.forwardTraining(x2, rows: rows)
+            let (g, gs) = layer.gate.forwardTraining(n2, rows: rows, rng: rng)
+            let (u, us) = layer.up.forwardTraining(n2, rows: rows, rng: rng)
+            let hmid = Activation.swiglu(gate: g, up: u)
+            let (d, ds) = layer.down.forwardTraining(hmid, rows: rows, rng: rng)
+            add(x2, into: d)
+            tapes.append(LayerTape(x: x, rstd1: r1, normed1: n1, q: qs, k: ks, v: vs, qRot: q, kRot: k, vOut: v, probs: probs, o: os,
+                                   x2: x2, rstd2: r2, gate: gs, up: us, gateOut: g, upOut: u, down: ds))
+            x = d
+        }
+        let (out, rf) = norm.forwardTraining(x, rows: rows)
+        return (out, Tape(layers: tapes, final: x, finalRstd: rf, batch: b, length: t, lengths: lengths))
+    }
+
+    /// Backward from dL/d(hidden states after the final norm).
+    public func backward(_ dHidden: FloatBuffer, tape: Tape) {
+        let rows = tape.batch * tape.length, b = tape.batch, t = tape.length
+        guard let lowest = (0..<layers.count).first(where: isTrainable) else { return }
+        let attn = attention
+        var dx = norm.backward(dHidden, input: tape.final, rstd: tape.finalRstd, rows: rows)
+        for i in stride(from: layers.count - 1, through: lowest, by: -1) {
+            let l = layers[i], s = tape.layers[i]
+            // MLP: x_out = x2 + down(silu(gate(n2)) ⊙ up(n2)), n2 = norm(x2)
+            let dh = l.down.backward(dx, saved: s.down, rows: rows)!
+            let (dg, du) = Activation.swigluBackward(dh, gate: s.gateOut, up: s.upOut)
+            let dn2 = l.gate.backward(dg, saved: s.gate, rows: rows)!
+            add(l.up.backward(du, saved: s.up, rows: rows)!, into: dn2)
+            let dx2 = l.mlpNorm.backward(dn2, input: s.x2, rstd: s.rstd2, rows: rows)
+            add(dx, into: dx2)
+            // Attention: x2 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x)
+            let dctx = l.o.backward(dx2, saved: s.o, rows: rows)!
+            let (dq, dk, dv) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, probs: s.probs, batch: b, length: t, lengths: tape.lengths)
+            rotate(dq, heads: config.heads, batch: b, length: t, inverse: true)
+            rotate(dk, heads: config.kvHeads, batch: b, length: t, inverse: true)
+            let needInput = i > lowest
+            let dq1 = l.q.backward(dq, saved: s.q, rows: rows, needInput: needInput)
+            let dk1 = l.k.backward(dk, saved: s.k, rows: rows, needInput: needInput)
+            let dv1 = l.v.backward(dv, saved: s.v, rows: rows, needInput: needInput)
+            guard needInput, let dq1, let dk1, let dv1 else { break }
+            add(dk1, into: dq1); add(dv1, into: dq1)
+            let dxn = l.attnNorm.backward(dq1, input: s.x, rstd: s.rstd1, rows: rows)
+            add(dx2, into: dxn)
+            dx = dxn
+        }
+    }
+
+    /// One forward + backward of next-token prediction: `targets[s][i]` is the token position i of
+    /// sequence s must predict (nil: no loss there). The head runs only on positions with a target.
+    /// Gradients are of (summed loss) / `normaliser` (default: the number of targets); returns the
+    /// summed loss and the number of targets.
+    public func causalLMLoss(_ batch: [[Int]], targets: [[Int?]], normaliser: Int? = nil,
+                             rng: UnsafeMutablePointer<SeededRNG>?, backward runBackward: Bool = true) throws -> (sum: Double, count: Int) {
+        let (hidden, tape) = try forwardTraining(batch, rng: rng)
+        let h = config.hidden, t = tape.length
+        var rows: [Int] = [], ys: [Int] = []
+        for (s, tg) in targets.enumerated() {
+            guard s < batch.count, tg.count <= batch[s].count else { throw ModelError("targets do not match the batch shape") }
+            for (i, y) in tg.enumerated() {
+                guard let y else { continue }
+                guard y >= 0 && y < config.vocab else { throw ModelError("target id \(y) outside the vocabulary (\(config.vocab))") }
+                rows.append(s * t + i); ys.append(y)
+            }
+        }
+        let total = normaliser ?? rows.count
+        let dHidden = FloatBuffer(repeating: 0, count: hidden.count)
+        var sum = 0.0
+        // The head in chunks of positions, so the logits never hold more than chunk × vocabulary floats.
+        let chunk = 64
+        var start = 0
+        while start < rows.count {
+            let n = min(chunk, rows.count - start)
+            let xs = FloatBuffer(count: n * h)
+            for j in 0..<n { (xs.mutable.baseAddress! + j * h).update(from: hidden.values.baseAddress! + rows[start + j] * h, count: h) }
+            let logits = FloatBuffer(count: n * config.vocab)
+            Linalg.gemm(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+                        c: logits.mutable.baseAddress!)
+            let (s, _, dl) = Loss.crossEntropy(logits, classes: config.vocab, targets: ys[start..<(start + n)].map { $0 }, normaliser: total)
+            sum += s
+            if runBackward {
+                let dxs = FloatBuffer(count: n * h)
+                Linalg.gemm(m: n, n: h, k: config.vocab, a: dl.values.baseAddress!, b: lmHead.values.baseAddress!, c: dxs.mutable.baseAddress!)
+                for j in 0..<n { (dHidden.mutable.baseAddress! + rows[start + j] * h).update(from: dxs.values.baseAddress! + j * h, count: h) }
+            }
+            start += n
+        }
+        if runBackward { backward(dHidden, tape: tape) }
+        return (sum, rows.count)
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import GraftAdapters
+import GraftFormats
+import GraftModels
+import GraftTensor
+import GraftText
+import XCTest
+
+/// Backward passes against PyTorch + PEFT: the loss and every adapter gradient of one batch
+/// (fixtures grad-minilm-seqcls, grad-smollm2-lora). Loss to 1e-5 relative, each gradient tensor to
+/// 1e-3 relative (‖g − g_ref‖ / ‖g_ref‖).
+final class GradientReferenceTests: XCTestCase {
+    /// Copies of the adapter's tensors (writable), attached to `model` with zeroed gradient buffers.
+    /// Returns the gradient buffers by PEFT tensor name.
+    static func attachTrainable(_ adapter: LoRAAdapter, update: (String, LowRankUpdate, LinearGradients) throws -> Void) throws
+        -> [String: FloatBuffer] {
+        var grads: [String: FloatBuffer] = [:]
+        for (name, u) in adapter.lowRankUpdates() {
+            let a = FloatBuffer(u.a.array), b = FloatBuffer(u.b.array)
+            let g = LinearGradients(a: FloatBuffer(repeating: 0, count: a.count), b: FloatBuffer(repeating: 0, count: b.count))
+            try update(name, LowRankUpdate(a: a, b: b, rank: u.rank, scale: u.scale), g)
+            grads[LoRAAdapter.prefix + name + ".lora_A.weight"] = g.a
+            grads[LoRAAdapter.prefix + name + ".lora_B.weight"] = g.b
+        }
+        return grads
+    }
+
+    static func compare(_ grads: [String: FloatBuffer], reference path: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let ref = try SafetensorsFile(path: path)
+        XCTAssertEqual(Set(ref.tensors.map(\.name)), Set(grads.keys), file: file, line: line)
+        var worst = 0.0
+        for info in ref.tensors {
+            guard let g = grads[info.name] else { continue }
+            let r = FloatBuffer(try ref.tensor(info.name)).values, v = g.values
+            XCTAssertEqual(r.count, v.count, info.name, file: file, line: line)
+            var num = 0.0, den = 0.0
+            for i in 0..<min(r.count, v.count) { let d = Double(v[i] - r[i]); num += d * d; den += Double(r[i]) * Double(r[i]) }
+            let rel = (num / max(den, 1e-30)).squareRoot()
+            worst = max(worst, rel)
+            XCTAssertLessThan(rel, 1e-3, "\(info.name): relative error \(rel)", file: file, line: line)
+        }
+        print("worst relative gradient error: \(worst)")
+    }
+
+    func testMiniLMSequenceClassificationGradientsMatchPEFT() throws {
+        let folder = try fetchedModel("minilm")
+        let dir = referenceRoot + "/models/grad-minilm-seqcls"
+        let adapter = try LoRAAdapter(path: dir)
+        var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        var grads = try Self.attachTrainable(adapter) { name, u, g in
+            try bert.attach([(name, u)], source: dir)
+            _ = bert.updateLinear(String(name.dropFirst("bert.".count))) { $0.gradients = g }
+        }
+        guard let (w, b) = try adapter.classificationHead() else { return XCTFail("no classifier") }
+        var head = Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: b.map { FloatBuffer(FloatBuffer($0).array) },
+                          inFeatures: w.shape[1], outFeatures: w.shape[0])
+        let hg = LinearGradients.zeros(for: head, lowRank: false, full: true)
+        head.gradients = hg
+        grads[LoRAAdapter.prefix + "classifier.weight"] = hg.weight
+        grads[LoRAAdapter.prefix + "classifier.bias"] = hg.bias
+        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
+
+        let batch = try fixtureJSON("models/grad-minilm-seqcls/batch.json")
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let labels = ints(batch["labels"])
+        let (logits, tape) = try clf.forwardTraining(ids, rng: Optional<UnsafeMutablePointer<SeededRNG>>.none)
+        let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: labels)
+        let loss = sum / Double(count)
+        let want = try fixtureJSON("models/grad-minilm-seqcls/expected.json")["loss"]?.doubleValue ?? .nan
+        XCTAssertEqual(loss, want, accuracy: 1e-5 * abs(want))
+        clf.backward(dLogits, tape: tape)
+        try Self.compare(grads, reference: dir + "/grads.safetensors")
+    }
+}
+
+extension GradientReferenceTests {
+    func testSmolLM2CausalLMGradientsMatchPEFT() throws {
+        let dir = referenceRoot + "/models/grad-smollm2-lora"
+        let adapter = try LoRAAdapter(path: dir)
+        var lm = try CausalLM(path: try fetchedModel("smollm2") + "/SmolLM2-135M-Instruct.Q4_1.gguf")
+        let grads = try Self.attachTrainable(adapter) { name, u, g in
+            try lm.model.attach([(name, u)], source: dir)
+            _ = lm.model.updateLinear(name) { $0.gradients = g }
+        }
+        let batch = try fixtureJSON("models/grad-smollm2-lora/batch.json")
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        // HF shifts: position i predicts label i + 1; -100 is no target.
+        let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
+        let targets = zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } }
+        let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
+        let want = try fixtureJSON("models/grad-smollm2-lora/expected.json")["loss"]?.doubleValue ?? .nan
+        XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
+        try Self.compare(grads, reference: dir + "/grads.safetensors")
+    }
+}
