@@ -45,4 +45,23 @@ public struct ChatTemplate: Sendable {
         if addGenerationPrompt { s += "<|im_start|>assistant\n" }
         return s
     }
+
+    /// The conversation as consecutive pieces of text, each marked when it is the assistant's own
+    /// output (its content and end-of-turn marker) — what supervised fine-tuning puts the loss on.
+    /// Concatenated, the pieces equal `render(messages, addGenerationPrompt: false)`.
+    public func segments(_ messages: [ChatMessage]) -> [(text: String, assistant: Bool)] {
+        var msgs = messages
+        if let sys = defaultSystem, msgs.first?.role != "system" { msgs.insert(ChatMessage(role: "system", content: sys), at: 0) }
+        var out: [(String, Bool)] = []
+        for m in msgs {
+            if m.role == "assistant" {
+                out.append(("<|im_start|>assistant\n", false))
+                out.append((m.content + "<|im_end|>", true))
+                out.append(("\n", false))
+            } else {
+                out.append(("<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n", false))
+            }
+        }
+        return out
+    }
 }

@@ -12,6 +12,8 @@ public final class LoRAAdapter: @unchecked Sendable {
         public let a: Tensor  // [r, in]
         public let b: Tensor  // [out, r]
         public let scaling: Double
+        /// DoRA's magnitude vector m [out] (nil for plain LoRA).
+        public let magnitude: Tensor?
     }
 
     public let path: String
@@ -34,15 +36,12 @@ public final class LoRAAdapter: @unchecked Sendable {
         guard config.peftType == "LORA" else {
             throw FormatError(configPath, "peft_type", "'\(config.peftType)' is not supported here (only LORA)")
         }
-        guard !config.useDoRA else {
-            throw FormatError(configPath, "use_dora", "DoRA adapters cannot be applied as a plain low-rank delta yet")
-        }
         let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
         guard FileManager.default.fileExists(atPath: weights) else {
             throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
         }
         file = try SafetensorsFile(path: weights)
-        var a: [String: Tensor] = [:], b: [String: Tensor] = [:]
+        var a: [String: Tensor] = [:], b: [String: Tensor] = [:], mag: [String: Tensor] = [:]
         var saved: [(String, Tensor)] = []
         for info in file.tensors {
             var name = info.name
@@ -51,6 +50,8 @@ public final class LoRAAdapter: @unchecked Sendable {
                 a[String(name[..<r.lowerBound])] = try file.tensor(info.name)
             } else if let r = name.range(of: ".lora_B.weight"), r.upperBound == name.endIndex {
                 b[String(name[..<r.lowerBound])] = try file.tensor(info.name)
+            } else if let r = name.range(of: ".lora_magnitude_vector"), r.upperBound == name.endIndex || name[r.upperBound...] == ".weight" {
+                mag[String(name[..<r.lowerBound])] = try file.tensor(info.name)
             } else if name.contains(".lora_") {
                 throw FormatError(weights, info.name, "unsupported LoRA tensor (bias or embedding LoRA is not supported yet)")
             } else {
@@ -64,8 +65,13 @@ public final class LoRAAdapter: @unchecked Sendable {
                 throw FormatError(weights, name, "lora_A \(at.shape) and lora_B \(bt.shape) do not form a low-rank pair")
             }
             guard at.dtype.isFloatingPoint, bt.dtype.isFloatingPoint else { throw FormatError(weights, name, "LoRA tensors must be floating point") }
-            mods[name] = Module(name: name, a: at, b: bt, scaling: config.scaling(module: name))
+            let m = mag[name]
+            if let m { guard m.shape == [bt.shape[0]], m.dtype.isFloatingPoint else { throw FormatError(weights, name, "lora_magnitude_vector \(m.shape) does not fit lora_B \(bt.shape)") } }
+            if m != nil && config.fanInFanOut { throw FormatError(configPath, "fan_in_fan_out", "DoRA with fan_in_fan_out is not supported") }
+            if config.useDoRA && m == nil { throw FormatError(weights, name, "use_dora is set but the module has no lora_magnitude_vector") }
+            mods[name] = Module(name: name, a: at, b: bt, scaling: config.scaling(module: name), magnitude: m)
         }
+        for name in mag.keys where a[name] == nil { throw FormatError(weights, name, "has lora_magnitude_vector but no lora_A") }
         for name in b.keys where a[name] == nil { throw FormatError(weights, name, "has lora_B but no lora_A") }
         guard !mods.isEmpty || !saved.isEmpty else { throw FormatError(weights, nil, "holds no LoRA or saved tensors") }
         modules = mods
@@ -108,12 +114,22 @@ public final class LoRAAdapter: @unchecked Sendable {
         return target
     }
 
-    /// W + ΔW for the module's weight `w`.
+    /// The module's weight after the update: W + ΔW, or for DoRA m ⊙ (W + ΔW) / ‖W + ΔW‖ (row norms),
+    /// as PEFT's merge_and_unload.
     public func updated(_ w: FloatBuffer, _ m: Module) -> FloatBuffer {
         let d = delta(m)
         let out = FloatBuffer(count: w.count)
         let (o, wv, dv) = (out.mutable, w.values, d.values)
         parallelFor(count: w.count) { r in for j in r { o[j] = wv[j] + dv[j] } }
+        if let mt = m.magnitude {
+            let mag = FloatBuffer(mt), rows = m.b.shape[0], cols = w.count / rows
+            for r in 0..<rows {
+                var ss: Float = 0
+                for j in 0..<cols { ss += o[r * cols + j] * o[r * cols + j] }
+                let f = mag[r] / ss.squareRoot()
+                for j in 0..<cols { o[r * cols + j] *= f }
+            }
+        }
         return out
     }
 

@@ -5,7 +5,8 @@ extension LoRAAdapter {
     /// `base_model.model.` prefix), for a model to attach to its linear layers at inference.
     public func lowRankUpdates() -> [(module: String, update: LowRankUpdate)] {
         modules.sorted { $0.key < $1.key }.map { name, m in
-            (name, LowRankUpdate(a: FloatBuffer(m.a), b: FloatBuffer(m.b), rank: m.a.shape[0], scale: Float(m.scaling)))
+            (name, LowRankUpdate(a: FloatBuffer(m.a), b: FloatBuffer(m.b), rank: m.a.shape[0], scale: Float(m.scaling),
+                                  magnitude: m.magnitude.map { FloatBuffer($0) }))
         }
     }
 

@@ -5,13 +5,13 @@ import GraftTensor
 public enum Loss {
     /// Mean softmax cross-entropy over the rows of `logits` [rows × classes] whose target is not nil,
     /// as PyTorch's `cross_entropy` (ignore_index rows excluded from the mean). Returns the loss summed
-    /// over counted rows, the count, and dL/dlogits for L = sum / `normaliser` (default: the count).
-    public static func crossEntropy(_ logits: FloatBuffer, classes: Int, targets: [Int?], normaliser: Int? = nil)
+    /// over counted rows, the count, and dL/dlogits for L = sum · `gradScale` (default 1/count: the mean).
+    public static func crossEntropy(_ logits: FloatBuffer, classes: Int, targets: [Int?], gradScale: Float? = nil)
         -> (sum: Double, count: Int, grad: FloatBuffer) {
         let rows = targets.count
         let grad = FloatBuffer(repeating: 0, count: rows * classes)
         let count = targets.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
-        let denom = Float(max(1, normaliser ?? count))
+        let gs = gradScale ?? 1 / Float(max(1, count))
         var losses = [Double](repeating: 0, count: rows)
         let lv = logits.values, gv = grad.mutable
         losses.withUnsafeMutableBufferPointer { lp in
@@ -25,9 +25,9 @@ public enum Loss {
                     var sum: Double = 0
                     for j in 0..<classes { let e = exp(row[j] - m); g[j] = e; sum += Double(e) }
                     out.value[r] = log(sum) + Double(m) - Double(row[y])
-                    let inv = Float(1 / sum) / denom
+                    let inv = Float(1 / sum) * gs
                     for j in 0..<classes { g[j] *= inv }
-                    g[y] -= 1 / denom
+                    g[y] -= gs
                 }
             }
         }

@@ -107,9 +107,9 @@ extension LlamaModel {
 
     /// One forward + backward of next-token prediction: `targets[s][i]` is the token position i of
     /// sequence s must predict (nil: no loss there). The head runs only on positions with a target.
-    /// Gradients are of (summed loss) / `normaliser` (default: the number of targets); returns the
-    /// summed loss and the number of targets.
-    public func causalLMLoss(_ batch: [[Int]], targets: [[Int?]], normaliser: Int? = nil,
+    /// Gradients are of (summed loss) · `gradScale` (default 1/number of targets: the mean); returns
+    /// the summed loss and the number of targets.
+    public func causalLMLoss(_ batch: [[Int]], targets: [[Int?]], gradScale: Float? = nil,
                              rng: UnsafeMutablePointer<SeededRNG>?, backward runBackward: Bool = true) throws -> (sum: Double, count: Int) {
         let (hidden, tape) = try forwardTraining(batch, rng: rng)
         let h = config.hidden, t = tape.length
@@ -122,7 +122,7 @@ extension LlamaModel {
                 rows.append(s * t + i); ys.append(y)
             }
         }
-        let total = normaliser ?? rows.count
+        let gs = gradScale ?? 1 / Float(max(1, rows.count))
         let dHidden = FloatBuffer(repeating: 0, count: hidden.count)
         var sum = 0.0
         // The head in chunks of positions, so the logits never hold more than chunk × vocabulary floats.
@@ -135,7 +135,7 @@ extension LlamaModel {
             let logits = FloatBuffer(count: n * config.vocab)
             Linalg.gemm(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
                         c: logits.mutable.baseAddress!)
-            let (s, _, dl) = Loss.crossEntropy(logits, classes: config.vocab, targets: ys[start..<(start + n)].map { $0 }, normaliser: total)
+            let (s, _, dl) = Loss.crossEntropy(logits, classes: config.vocab, targets: ys[start..<(start + n)].map { $0 }, gradScale: gs)
             sum += s
             if runBackward {
                 let dxs = FloatBuffer(count: n * h)

@@ -1,0 +1,221 @@
+import Foundation
+import GraftAdapters
+import GraftData
+import GraftFormats
+import GraftModels
+import GraftTensor
+import GraftText
+
+/// The training objectives `graft train` offers.
+public enum TaskKind: String, Sendable, CaseIterable {
+    case classification, causalLM = "causal-lm", embedding
+
+    /// PEFT's task_type for the saved adapter.
+    public var peftTaskType: String {
+        switch self { case .classification: "SEQ_CLS"; case .causalLM: "CAUSAL_LM"; case .embedding: "FEATURE_EXTRACTION" }
+    }
+}
+
+/// Everything a training run needs: model, task, data, adapter and trainer settings, output.
+public struct TrainSpec: Sendable {
+    public var model: String
+    public var task: TaskKind
+    public var data: String
+    public var validation: String? = nil, test: String? = nil
+    /// Fractions of `data` held out when no validation / test file is given.
+    public var validationSplit = 0.1, testSplit = 0.0
+    public var csvHeader = true
+    public var textColumn = "text", labelColumn = "label"
+    /// Longest sequence in tokens (nil: the model's limit).
+    public var maxLength: Int? = nil
+    public var truncate = true
+    public var skipBadRows = false
+    public var lora: LoRAConfig
+    public var trainer = TrainerOptions()
+    /// A PEFT adapter folder to continue training from.
+    public var initAdapter: String? = nil
+    public var output: String
+    public var overwrite = false
+    /// Checkpoint folder to resume from, or "latest" for the newest in the checkpoint folder.
+    public var resume: String? = nil
+
+    public init(model: String, task: TaskKind, data: String, lora: LoRAConfig, output: String) {
+        self.model = model; self.task = task; self.data = data; self.lora = lora; self.output = output
+    }
+
+    /// Where resumable checkpoints go: beside the output folder.
+    public var checkpointDir: String { output + ".checkpoints" }
+
+    /// The settings that decide the loss curve (stored in checkpoints, compared on resume).
+    public var fingerprint: JSONValue {
+        func file(_ p: String?) -> JSONValue {
+            guard let p else { return .null }
+            let size = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? nil
+            return .object([("path", .string((p as NSString).standardizingPath)), ("bytes", size.map { .int(Int64($0)) } ?? .null)])
+        }
+        return .object([
+            ("model", .string((model as NSString).standardizingPath)), ("task", .string(task.rawValue)),
+            ("data", file(data)), ("validation", file(validation)), ("test", file(test)),
+            ("validation_split", .double(validationSplit)), ("test_split", .double(testSplit)),
+            ("text_column", .string(textColumn)), ("label_column", .string(labelColumn)),
+            ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
+            ("skip_bad_rows", .bool(skipBadRows)),
+            ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
+            ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("trainer", trainer.json),
+        ])
+    }
+}
+
+/// What a finished run reports.
+public struct TrainOutcome: Sendable {
+    public let adapterPath: String
+    public let history: [JSONValue]
+    public let test: (loss: Double, accuracy: Double?)?
+    public let trainExamples: Int, validationExamples: Int, testExamples: Int
+    public let trainableParameters: Int
+}
+
+/// A whole `graft train` run as a library call: load the model and data, attach the adapter, train,
+/// evaluate, and write the PEFT adapter folder (atomically) with its metrics log and loss curve.
+public enum TrainingRun {
+    public static func run(_ spec: TrainSpec, log: (String) -> Void, onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
+        let out = try OutputDirectory(spec.output, overwrite: spec.overwrite)
+        do {
+            let outcome = try train(spec, into: out, log: log, onEvent: onEvent)
+            try out.commit()
+            return outcome
+        } catch {
+            out.abandon()
+            throw error
+        }
+    }
+
+    /// Reads the training file and splits it (or reads the given validation/test files).
+    static func records(_ spec: TrainSpec, stratify: ((Record) -> String?)?) throws -> (train: [Record], validation: [Record], test: [Record]) {
+        let all = try Table.read(spec.data, header: spec.csvHeader)
+        guard !all.isEmpty else { throw DataError(spec.data, "the dataset is empty") }
+        let val = try spec.validation.map { try Table.read($0, header: spec.csvHeader) }
+        let tst = try spec.test.map { try Table.read($0, header: spec.csvHeader) }
+        let vFrac = val == nil ? spec.validationSplit : 0, tFrac = tst == nil ? spec.testSplit : 0
+        let strata = stratify.map { f in all.map { f($0) ?? "" } }
+        let s = Split.indices(count: all.count, validation: vFrac, test: tFrac, seed: spec.trainer.seed, strata: strata)
+        return (s.train.map { all[$0] }, val ?? s.validation.map { all[$0] }, tst ?? s.test.map { all[$0] })
+    }
+
+    static func train(_ spec: TrainSpec, into out: OutputDirectory, log: (String) -> Void, onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
+        let resumePath: String? = try spec.resume.map { r in
+            guard r == "latest" else { return r }
+            guard let last = Trainer<ClassificationTask>.checkpoints(in: spec.checkpointDir).last else {
+                throw TrainingError("--resume: no checkpoint in \(spec.checkpointDir)")
+            }
+            return last.path
+        }
+        let existing = try spec.initAdapter.map { try LoRAAdapter(path: $0) }
+        func report(_ name: String, _ r: DataReport) {
+            var s = "\(name): \(r.examples) examples"
+            if r.skipped > 0 { s += ", \(r.skipped) bad rows skipped (first: \(r.firstSkipped ?? ""))" }
+            if r.truncated > 0 { s += ", \(r.truncated) truncated to the maximum length" }
+            log(s)
+        }
+        switch spec.task {
+        case .classification:
+            let folder = spec.model
+            var encoder = try BertModel(checkpoint: try Checkpoint(path: folder))
+            let tokenizer = try TokenizerLoader.load(model: folder)
+            let (trainR, valR, testR) = try records(spec, stratify: { $0.text(spec.labelColumn) })
+            let labels = Datasets.labels(trainR, column: spec.labelColumn)
+            guard !labels.isEmpty else { throw DataError(spec.data, "no labels found in column '\(spec.labelColumn)'") }
+            guard labels.count >= 2 else { throw DataError(spec.data, "only one class ('\(labels[0])') in column '\(spec.labelColumn)': classification needs two or more") }
+            var o = DataOptions(maxLength: spec.maxLength ?? encoder.config.maxPositions)
+            o.textColumn = spec.textColumn; o.labelColumn = spec.labelColumn; o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
+            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
+            let train = try Datasets.classification(trainR, tokenizer: tokenizer, labels: labels, options: o, report: &r1)
+            let val = try Datasets.classification(valR, tokenizer: tokenizer, labels: labels, options: o, report: &r2)
+            let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
+            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed, from: existing)
+            var head = try classifierHead(existing, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
+            adapter.trainFully(&head, name: "classifier")
+            let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
+            let outcome = try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
+                                     resume: resumePath, out: out, log: log, onEvent: onEvent)
+            let labelJSON = JSONValue.object([("label_column", .string(spec.labelColumn)), ("labels", .array(labels.map { .string($0) }))])
+            try Data((labelJSON.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("labels.json")))
+            return outcome
+        case .causalLM:
+            var lm = try CausalLM(path: spec.model)
+            let (trainR, valR, testR) = try records(spec, stratify: nil)
+            var o = DataOptions(maxLength: spec.maxLength ?? lm.model.config.contextLength)
+            o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
+            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
+            func conv(_ rs: [Record], _ r: inout DataReport) throws -> [CausalLMTask.Example] {
+                try Datasets.causalLM(rs, tokenizer: lm.tokenizer, chatTemplate: lm.chatTemplate, eos: lm.eosId, options: o, report: &r)
+            }
+            let train = try conv(trainR, &r1), val = try conv(valR, &r2), test = try conv(testR, &r3)
+            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            let adapter = try TrainableAdapter.attach(to: &lm.model, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
+            return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
+                              resume: resumePath, out: out, log: log, onEvent: onEvent)
+        case .embedding:
+            let enc = try SentenceEncoder(folder: spec.model)
+            var bert = enc.model
+            let (trainR, valR, testR) = try records(spec, stratify: nil)
+            var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)
+            o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
+            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
+            let train = try Datasets.pairs(trainR, tokenizer: enc.tokenizer, options: o, report: &r1)
+            let val = try Datasets.pairs(valR, tokenizer: enc.tokenizer, options: o, report: &r2)
+            let test = try Datasets.pairs(testR, tokenizer: enc.tokenizer, options: o, report: &r3)
+            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            let adapter = try TrainableAdapter.attach(to: &bert, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
+            return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
+                              resume: resumePath, out: out, log: log, onEvent: onEvent)
+        }
+    }
+
+    /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in
+    /// the adapter being continued.
+    static func classifierHead(_ existing: LoRAAdapter?, classes: Int, hidden: Int, seed: UInt64) throws -> Linear {
+        if let existing, let (w, b) = try existing.classificationHead() {
+            guard w.shape == [classes, hidden] else {
+                throw TrainingError("\(existing.path): its classifier is \(w.shape) but the data has \(classes) classes and the model \(hidden) features")
+            }
+            return Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: FloatBuffer(b.map { FloatBuffer($0).array } ?? [Float](repeating: 0, count: classes)),
+                          inFeatures: hidden, outFeatures: classes)
+        }
+        var rng = SeededRNG(seed: seed, key: "classifier")
+        let w = (0..<(classes * hidden)).map { _ -> Float in
+            // Box–Muller
+            let u1 = max(rng.nextUnitFloat(), 1e-7), u2 = rng.nextUnitFloat()
+            return 0.02 * (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+        }
+        return Linear(weight: FloatBuffer(w), bias: FloatBuffer(repeating: 0, count: classes), inFeatures: hidden, outFeatures: classes)
+    }
+
+    static func finish<T: TrainingTask>(task: T, adapter: TrainableAdapter, spec: TrainSpec, train: [T.Example], val: [T.Example],
+                                        test: [T.Example], resume: String?, out: OutputDirectory, log: (String) -> Void,
+                                        onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
+        let trainer = try Trainer(task: task, adapter: adapter, options: spec.trainer, train: train, validation: val)
+        log("training \(adapter.modules.count) modules, \(adapter.trainableCount) trainable parameters, \(trainer.totalSteps) steps")
+        try trainer.run(checkpoints: spec.trainer.saveEvery == nil ? nil : spec.checkpointDir, resumeFrom: resume, fingerprint: spec.fingerprint,
+                        baseModel: spec.model, taskType: spec.task.peftTaskType, onEvent: onEvent)
+        var history = trainer.history
+        var testResult: (Double, Double?)? = nil
+        if !test.isEmpty {
+            let r = try trainer.evaluate(test)
+            let acc = task.reportsAccuracy ? Double(r.correct) / Double(test.count) : nil
+            testResult = (r.meanLoss, acc)
+            var rec: [(String, JSONValue)] = [("step", .int(Int64(trainer.step))), ("test_loss", .double(r.meanLoss))]
+            if let acc { rec.append(("test_accuracy", .double(acc))) }
+            history.append(.object(rec))
+        }
+        try adapter.save(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
+        let metrics = history.map { $0.serialized() }.joined(separator: "\n") + "\n"
+        try Data(metrics.utf8).write(to: URL(fileURLWithPath: out.path("metrics.jsonl")))
+        let title = "\(spec.task.rawValue) · \((spec.model as NSString).lastPathComponent) · LoRA r=\(spec.lora.rank)"
+        try Data(LossCurve.svg(history, title: title).utf8).write(to: URL(fileURLWithPath: out.path("loss_curve.svg")))
+        try Data((spec.fingerprint.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("training_config.json")))
+        return TrainOutcome(adapterPath: spec.output, history: history, test: testResult, trainExamples: train.count,
+                            validationExamples: val.count, testExamples: test.count, trainableParameters: adapter.trainableCount)
+    }
+}

@@ -1,0 +1,141 @@
+import GraftModels
+import GraftTensor
+import XCTest
+
+/// Each layer's backward against central finite differences of its forward, on small random shapes.
+/// The scalar checked is L = Σ y ⊙ R for a fixed random R, so dL/dy = R.
+final class LayerGradientTests: XCTestCase {
+    var rng = SeededRNG(seed: 7)
+
+    func random(_ n: Int, scale: Float = 1) -> FloatBuffer {
+        FloatBuffer((0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale })
+    }
+
+    func dot(_ a: FloatBuffer, _ b: FloatBuffer) -> Double {
+        zip(a.values, b.values).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    }
+
+    /// Compares `analytic` with (L(p + ε) − L(p − ε)) / 2ε for every element of `param`.
+    func assertGradient(_ name: String, param: FloatBuffer, analytic: FloatBuffer, eps: Float = 1e-2, tolerance: Double = 2e-2,
+                        loss: () -> Double, file: StaticString = #filePath, line: UInt = #line) {
+        var num = 0.0, den = 0.0
+        let p = param.mutable
+        for i in 0..<param.count {
+            let keep = p[i]
+            p[i] = keep + eps; let up = loss()
+            p[i] = keep - eps; let down = loss()
+            p[i] = keep
+            let fd = (up - down) / Double(2 * eps)
+            num += (fd - Double(analytic[i])) * (fd - Double(analytic[i])); den += fd * fd
+        }
+        let rel = (num / max(den, 1e-20)).squareRoot()
+        XCTAssertLessThan(rel, tolerance, "\(name): relative error \(rel)", file: file, line: line)
+    }
+
+    func testLinearWithLoRADoRADropoutAndFullHead() {
+        let rows = 3, inF = 6, outF = 5, r = 2
+        for (dora, dropout) in [(false, Float(0)), (true, Float(0)), (false, Float(0.3)), (true, Float(0.3))] {
+            var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            let m = dora ? random(outF, scale: 0.5) : nil
+            if let m { for j in 0..<outF { m.mutable[j] += 1.5 } }
+            l.lowRank = LowRankUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.7, magnitude: m)
+            l.loraDropout = dropout
+            let g = LinearGradients.zeros(for: l, lowRank: true, full: !dora)
+            l.gradients = g
+            let x = random(rows * inF), dy = random(rows * outF)
+            // The same dropout mask for every evaluation: a fresh generator from one seed each time.
+            func run() -> (FloatBuffer, Linear.Saved) {
+                var gen = SeededRNG(seed: 11)
+                return withUnsafeMutablePointer(to: &gen) { l.forwardTraining(x, rows: rows, rng: $0) }
+            }
+            let (_, saved) = run()
+            let dx = l.backward(dy, saved: saved, rows: rows)!
+            let L = { self.dot(run().0, dy) }
+            let tag = "dora \(dora) dropout \(dropout)"
+            assertGradient("dx \(tag)", param: x, analytic: dx, loss: L)
+            if let m {
+                // DoRA treats the row norms ‖W + s·B·A‖ as constants (as PEFT does), so finite differences
+                // of A and B (which move the norms) are not its gradient; x and m do not enter the norms.
+                assertGradient("dm \(tag)", param: m, analytic: g.magnitude!, loss: L)
+            } else {
+                assertGradient("dA \(tag)", param: l.lowRank!.a, analytic: g.a!, loss: L)
+                assertGradient("dB \(tag)", param: l.lowRank!.b, analytic: g.b!, loss: L)
+                assertGradient("dW \(tag)", param: l.weight, analytic: g.weight!, loss: L)
+                assertGradient("db \(tag)", param: l.bias!, analytic: g.bias!, loss: L)
+            }
+        }
+    }
+
+    func testLayerNormAndRMSNorm() {
+        let rows = 4, d = 8
+        let ln = LayerNorm(gamma: random(d), beta: random(d), eps: 1e-5)
+        let x = random(rows * d), dy = random(rows * d)
+        let (_, saved) = ln.forwardTraining(x, rows: rows)
+        assertGradient("layernorm dx", param: x, analytic: ln.backward(dy, saved: saved, rows: rows), eps: 1e-3,
+                       loss: { self.dot(ln.forwardTraining(x, rows: rows).y, dy) })
+        let rms = RMSNorm(weight: random(d), eps: 1e-5)
+        let (_, rstd) = rms.forwardTraining(x, rows: rows)
+        assertGradient("rmsnorm dx", param: x, analytic: rms.backward(dy, input: x, rstd: rstd, rows: rows), eps: 1e-3,
+                       loss: { self.dot(rms.forwardTraining(x, rows: rows).y, dy) })
+    }
+
+    func testGELUAndSwiGLU() {
+        let n = 40
+        let x = random(n, scale: 3), dy = random(n)
+        let g = FloatBuffer(dy.array)
+        Activation.geluBackward(g, input: x)
+        assertGradient("gelu", param: x, analytic: g, eps: 1e-3, loss: {
+            let y = FloatBuffer(x.array); Activation.gelu(y); return self.dot(y, dy)
+        })
+        let gate = random(n, scale: 3), up = random(n)
+        let (dg, du) = Activation.swigluBackward(dy, gate: gate, up: up)
+        let L = { self.dot(Activation.swiglu(gate: gate, up: up), dy) }
+        assertGradient("swiglu gate", param: gate, analytic: dg, eps: 1e-3, loss: L)
+        assertGradient("swiglu up", param: up, analytic: du, eps: 1e-3, loss: L)
+    }
+
+    func testRoPEBackwardIsTheInverseRotation() {
+        let rope = RoPE(headDim: 8, theta: 10000)
+        let x = random(16), dy = random(16)
+        let g = FloatBuffer(dy.array)
+        rope.apply(g.mutable.baseAddress!, heads: 2, position: 5, inverse: true)
+        assertGradient("rope", param: x, analytic: g, eps: 1e-3, loss: {
+            let y = FloatBuffer(x.array); rope.apply(y.mutable.baseAddress!, heads: 2, position: 5); return self.dot(y, dy)
+        })
+    }
+
+    func testAttentionWithPaddingCausalMaskAndGroupedHeads() {
+        let b = 2, t = 4, dh = 4, lengths = [4, 3]
+        for (heads, kv, causal) in [(2, 2, false), (4, 2, true)] {
+            let attn = SelfAttention(heads: heads, kvHeads: kv, headDim: dh, causal: causal)
+            let q = random(b * t * heads * dh), k = random(b * t * kv * dh), v = random(b * t * kv * dh)
+            let dctx = random(b * t * heads * dh)
+            // Padding rows carry no output and no gradient.
+            for j in 0..<(heads * dh) { dctx.mutable[(1 * t + 3) * heads * dh + j] = 0 }
+            let (_, probs) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
+            let (dq, dk, dv) = attn.backward(dctx, q: q, k: k, v: v, probs: probs, batch: b, length: t, lengths: lengths)
+            let L = { self.dot(attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths).ctx, dctx) }
+            assertGradient("attention dq \(heads)/\(kv)", param: q, analytic: dq, eps: 1e-3, loss: L)
+            assertGradient("attention dk \(heads)/\(kv)", param: k, analytic: dk, eps: 1e-3, loss: L)
+            assertGradient("attention dv \(heads)/\(kv)", param: v, analytic: dv, eps: 1e-3, loss: L)
+        }
+    }
+
+    func testCrossEntropyAndEmbedding() {
+        let rows = 4, classes = 6
+        let logits = random(rows * classes, scale: 3)
+        let targets: [Int?] = [1, nil, 5, 0]
+        let (_, count, grad) = Loss.crossEntropy(logits, classes: classes, targets: targets)
+        XCTAssertEqual(count, 3)
+        assertGradient("cross-entropy", param: logits, analytic: grad, eps: 1e-3, loss: {
+            let (s, c, _) = Loss.crossEntropy(logits, classes: classes, targets: targets); return s / Double(c)
+        })
+        let table = random(5 * 3), emb = Embedding(table: table, width: 3)
+        let ids = [4, 1, 4], dy = random(9)
+        let g = FloatBuffer(repeating: 0, count: 15)
+        emb.backward(ids, dy, into: g)
+        assertGradient("embedding", param: table, analytic: g, eps: 1e-3, loss: {
+            let out = FloatBuffer(count: 9); emb.gather(ids, into: out, accumulate: false); return self.dot(out, dy)
+        })
+    }
+}
