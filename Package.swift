@@ -49,6 +49,8 @@ let package = Package(
         .testTarget(name: "GraftTensorTests", dependencies: ["GraftTensor"]),
         .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats"]),
         .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats", "GraftAdapters"]),
+        .testTarget(name: "GraftTrainingTests",
+                    dependencies: ["GraftTraining", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft"]),
         .testTarget(name: "GraftMergingTests",
                     dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft"]),
     ]

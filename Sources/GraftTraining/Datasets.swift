@@ -71,7 +71,8 @@ public enum Datasets {
         let out = try convert(records, o, &report) { r -> ClassificationTask.Example in
             let text = try field(r, o.textColumn), label = try field(r, o.labelColumn)
             guard let y = index[label] else {
-                throw r.error("label '\(label)' is not one of the training data's classes (\(labels.joined(separator: ", ")))")
+                // Not a row-level slip that --skip-bad-rows may hide: the splits disagree on the classes.
+                throw TrainingError(r.error("label '\(label)' is not one of the training data's classes (\(labels.joined(separator: ", ")))").description)
             }
             let ids = try limit(tokenizer.encode(text, addSpecialTokens: true), r, o, &truncated, keepLast: true)
             return ClassificationTask.Example(ids: ids, label: y)

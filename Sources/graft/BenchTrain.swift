@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import GraftAdapters
+import GraftFormats
+import GraftModels
+import GraftTensor
+import GraftText
+import GraftTraining
+
+/// Peak resident memory of this process so far, in bytes.
+func peakRSSBytes() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_maxrss) * 1024
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "LoRA training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch when installed.",
+        discussion: """
+        Examples (the issue's two reference points):
+          graft bench train --model smollm2 --task causal-lm --batch 4 --seq 128 --rank 8 --targets q_proj,v_proj
+          graft bench train --model minilm --task classification --batch 32 --seq 64 --rank 8 --targets query,value
+        Random token ids of exactly --seq tokens (no padding), dropout off, one untimed warm-up step.
+        """)
+
+    @Option(help: "Model (folder, .gguf or short name).") var model: String = "minilm"
+    @Option(help: "classification | causal-lm.") var task: String = "classification"
+    @Option(help: "Sequences per step.") var batch: Int = 32
+    @Option(help: "Tokens per sequence.") var seq: Int = 64
+    @Option(help: "LoRA rank.") var rank: Int = 8
+    @Option(help: "Target modules, comma-separated.") var targets: String = "query,value"
+    @Option(help: "Timed optimizer steps.") var steps: Int = 5
+    @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func validate() throws {
+        guard batch > 0, seq > 1, rank > 0, steps > 0 else { throw ValidationError("--batch, --seq, --rank and --steps must be positive (--seq ≥ 2)") }
+        guard TaskKind(rawValue: task) == .classification || TaskKind(rawValue: task) == .causalLM else {
+            throw ValidationError("--task must be classification or causal-lm")
+        }
+    }
+
+    func run() throws {
+        let path = try ModelLocator.resolve(model)
+        let kind = TaskKind(rawValue: task)!
+        let lora = LoRAConfig(rank: rank, alpha: Double(2 * rank), targetModules: targets.split(separator: ",").map(String.init))
+        var rng = SeededRNG(seed: 1)
+        let ours: (tps: Double, flopsPerStep: Double)
+        var ids: [[Int]] = []
+        switch kind {
+        case .classification:
+            var encoder = try BertModel(checkpoint: try Checkpoint(path: path))
+            let v = encoder.vocabularySize, h = encoder.config.hidden
+            ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
+            var adapter = try TrainableAdapter.attach(to: &encoder, config: lora, peftPrefix: "bert.", seed: 1)
+            var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
+            adapter.trainFully(&head, name: "classifier")
+            let t = ClassificationTask(model: try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: path), head: head))
+            let ex = ids.enumerated().map { ClassificationTask.Example(ids: $1, label: $0 % 2) }
+            let c = encoder.config
+            let linear = Double(c.layers * (4 * h * h + 2 * h * c.intermediate))
+            ours = (try timeSteps(t, adapter, ex), flops(linearParams: linear, layers: c.layers, hidden: h, head: 0))
+        case .causalLM:
+            var lm = try CausalLM(path: path)
+            let c = lm.model.config
+            ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
+            let adapter = try TrainableAdapter.attach(to: &lm.model, config: lora, peftPrefix: "", seed: 1)
+            let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
+            let h = c.hidden, kv = c.kvHeads * c.headDim
+            let linear = Double(c.layers * (2 * h * h + 2 * h * kv + 3 * h * c.intermediate))
+            ours = (try timeSteps(CausalLMTask(model: lm.model), adapter, ex), flops(linearParams: linear, layers: c.layers, hidden: h, head: Double(c.vocab * h)))
+        case .embedding: return
+        }
+        let gflops = ours.flopsPerStep * ours.tps / Double(batch * seq) / 1e9
+        let rss = peakRSSBytes() / 1e6
+        var result: [(String, JSONValue)] = [("tokens_per_second", .double(ours.tps.rounded())), ("gflops", .double((gflops * 10).rounded() / 10)),
+                                             ("peak_rss_mb", .double(rss.rounded()))]
+        var line = String(format: "graft: %.0f tokens/s, ≈%.0f GFLOPS (%.0f%% of the 232 GFLOPS FP32 peak of 2 cores), peak RSS %.0f MB",
+                          ours.tps, gflops, gflops / 232 * 100, rss)
+        if !noPeer, let r = try runPeer(Self.peerScript, input: ["path": path, "task": task, "ids": ids, "rank": rank, "targets": targets,
+                                                                "steps": steps]),
+           let tps = r["tokens_per_second"] as? Double {
+            let prss = (r["peak_rss_mb"] as? Double) ?? .nan
+            line += String(format: " | PyTorch+PEFT: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", tps, prss, ours.tps / tps, rss / prss)
+            result += [("peer_tokens_per_second", .double(tps.rounded())), ("peer_peak_rss_mb", .double(prss.rounded())),
+                       ("speedup", .double((ours.tps / tps * 100).rounded() / 100))]
+        } else if !noPeer { line += " | PyTorch+PEFT not installed (../shared/tools/peer-env.sh)" }
+        print(json ? JSONValue.object(result).serialized() : line)
+    }
+
+    /// Approximate FLOPs of one step: forward = 2·(linear weights + head)·tokens + attention 4·t²·h per
+    /// sequence and layer; backward with frozen weights = input gradients only (≈ the forward's
+    /// linear FLOPs again, attention twice).
+    func flops(linearParams: Double, layers: Int, hidden: Int, head: Double) -> Double {
+        let tokens = Double(batch * seq)
+        let fwdLinear = 2 * (linearParams + head) * tokens
+        let fwdAttn = 4 * Double(seq * seq * hidden * layers * batch)
+        return 2 * fwdLinear + 3 * fwdAttn
+    }
+
+    func timeSteps<T: TrainingTask>(_ task: T, _ adapter: TrainableAdapter, _ examples: [T.Example]) throws -> Double {
+        let opt = AdamW(adapter.parameters, weightDecay: 0)
+        func step() throws {
+            adapter.zeroGrad()
+            _ = try task.step(examples, lossScale: 1, rng: nil, backward: true)
+            opt.update(lr: 1e-4)
+        }
+        try step()
+        let t0 = Date()
+        for _ in 0..<steps { try step() }
+        return Double(batch * seq * steps) / Date().timeIntervalSince(t0)
+    }
+
+    static let peerScript = """
+    import json, sys, time, resource, torch
+    from peft import LoraConfig, get_peft_model
+    a = json.load(sys.stdin); torch.set_num_threads(2); torch.manual_seed(0)
+    ids = torch.tensor(a["ids"]); targets = a["targets"].split(",")
+    if a["task"] == "classification":
+        from transformers import AutoModelForSequenceClassification
+        m = AutoModelForSequenceClassification.from_pretrained(a["path"], num_labels=2)
+        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="SEQ_CLS", lora_dropout=0.0)
+        labels = torch.arange(ids.shape[0]) % 2
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+    else:
+        import os
+        from transformers import AutoModelForCausalLM
+        d, f = os.path.split(a["path"])
+        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="CAUSAL_LM", lora_dropout=0.0)
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+    m = get_peft_model(m, cfg); m.train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    def step():
+        loss = m(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()
+    step()
+    t = time.time()
+    for _ in range(a["steps"]): step()
+    tps = ids.numel() * a["steps"] / (time.time() - t)
+    print(json.dumps({"tokens_per_second": tps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    """
+}
