@@ -16,6 +16,21 @@ public enum LinalgError: Error, CustomStringConvertible {
 
 /// Dense linear algebra on row-major float32 matrices, through BLAS and LAPACK.
 public enum Linalg {
+    nonisolated(unsafe) private static var singleThreaded = false
+
+    /// Makes BLAS run each call on the calling thread (OpenBLAS; a no-op with Accelerate). For work
+    /// that parallelises itself across the cores — bf16 training products and per-head attention —
+    /// BLAS's own worker threads would only spin and compete for the same two cores.
+    public static func useSingleThreadedBLAS() {
+        #if !canImport(Accelerate)
+        openblas_set_num_threads(1)
+        #endif
+        singleThreaded = true
+    }
+
+    /// Whether callers may run BLAS calls from several threads at once without oversubscribing.
+    public static var blasIsSingleThreaded: Bool { singleThreaded }
+
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major. `transA`: A is stored [k×m]; `transB`: B is [n×k].
     public static func gemm(m: Int, n: Int, k: Int, alpha: Float = 1,
                             a: UnsafePointer<Float>, transA: Bool = false,

@@ -30,6 +30,8 @@ public struct TrainSpec: Sendable {
     public var maxLength: Int? = nil
     public var truncate = true
     public var skipBadRows = false
+    /// Products with the frozen weights in bf16 (float32 accumulation), or all float32.
+    public var bf16 = false
     public var lora: LoRAConfig
     public var trainer = TrainerOptions()
     /// A PEFT adapter folder to continue training from.
@@ -59,7 +61,7 @@ public struct TrainSpec: Sendable {
             ("validation_split", .double(validationSplit)), ("test_split", .double(testSplit)),
             ("text_column", .string(textColumn)), ("label_column", .string(labelColumn)),
             ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
-            ("skip_bad_rows", .bool(skipBadRows)),
+            ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")),
             ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
             ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("trainer", trainer.json),
         ])
@@ -103,6 +105,8 @@ public enum TrainingRun {
     }
 
     static func train(_ spec: TrainSpec, into out: OutputDirectory, log: (String) -> Void, onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
+        // bf16 products split themselves over the cores; BLAS (attention, adapters) then runs per thread.
+        if spec.bf16 { Linalg.useSingleThreadedBLAS() }
         let resumePath: String? = try spec.resume.map { r in
             guard r == "latest" else { return r }
             guard let last = Trainer<ClassificationTask>.checkpoints(in: spec.checkpointDir).last else {
@@ -133,6 +137,7 @@ public enum TrainingRun {
             let val = try Datasets.classification(valR, tokenizer: tokenizer, labels: labels, options: o, report: &r2)
             let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            if spec.bf16 { encoder.enableBF16() }
             var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed, from: existing)
             var head = try classifierHead(existing, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
             adapter.trainFully(&head, name: "classifier")
@@ -153,12 +158,14 @@ public enum TrainingRun {
             }
             let train = try conv(trainR, &r1), val = try conv(valR, &r2), test = try conv(testR, &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            if spec.bf16 { lm.model.enableBF16() }
             let adapter = try TrainableAdapter.attach(to: &lm.model, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .embedding:
             let enc = try SentenceEncoder(folder: spec.model)
             var bert = enc.model
+            if spec.bf16 { bert.enableBF16() }
             let (trainR, valR, testR) = try records(spec, stratify: nil)
             var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)
             o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows

@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks against the peers, measured in the same run.",
-        subcommands: [BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self])
+        subcommands: [BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self])
 }
 
 struct BenchMerge: ParsableCommand {

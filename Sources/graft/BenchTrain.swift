@@ -35,11 +35,13 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "LoRA rank.") var rank: Int = 8
     @Option(help: "Target modules, comma-separated.") var targets: String = "query,value"
     @Option(help: "Timed optimizer steps.") var steps: Int = 5
+    @Option(help: "f32 | bf16: precision of the products with the frozen weights (float32 accumulation either way).") var precision: String = "f32"
     @Flag(help: "Print one JSON object.") var json = false
     @Flag(help: "Skip the peer.") var noPeer = false
 
     func validate() throws {
         guard batch > 0, seq > 1, rank > 0, steps > 0 else { throw ValidationError("--batch, --seq, --rank and --steps must be positive (--seq ≥ 2)") }
+        guard precision == "f32" || precision == "bf16" else { throw ValidationError("--precision must be f32 or bf16") }
         guard TaskKind(rawValue: task) == .classification || TaskKind(rawValue: task) == .causalLM else {
             throw ValidationError("--task must be classification or causal-lm")
         }
@@ -47,6 +49,7 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         let path = try ModelLocator.resolve(model)
+        if precision == "bf16" { Linalg.useSingleThreadedBLAS() }
         let kind = TaskKind(rawValue: task)!
         let lora = LoRAConfig(rank: rank, alpha: Double(2 * rank), targetModules: targets.split(separator: ",").map(String.init))
         var rng = SeededRNG(seed: 1)
@@ -57,6 +60,7 @@ struct BenchTrain: ParsableCommand {
             var encoder = try BertModel(checkpoint: try Checkpoint(path: path))
             let v = encoder.vocabularySize, h = encoder.config.hidden
             ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
+            if precision == "bf16" { encoder.enableBF16() }
             var adapter = try TrainableAdapter.attach(to: &encoder, config: lora, peftPrefix: "bert.", seed: 1)
             var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
             adapter.trainFully(&head, name: "classifier")
@@ -69,6 +73,7 @@ struct BenchTrain: ParsableCommand {
             var lm = try CausalLM(path: path)
             let c = lm.model.config
             ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
+            if precision == "bf16" { lm.model.enableBF16() }
             let adapter = try TrainableAdapter.attach(to: &lm.model, config: lora, peftPrefix: "", seed: 1)
             let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
             let h = c.hidden, kv = c.kvHeads * c.headDim
@@ -80,7 +85,7 @@ struct BenchTrain: ParsableCommand {
         let rss = peakRSSBytes() / 1e6
         var result: [(String, JSONValue)] = [("tokens_per_second", .double(ours.tps.rounded())), ("gflops", .double((gflops * 10).rounded() / 10)),
                                              ("peak_rss_mb", .double(rss.rounded()))]
-        var line = String(format: "graft: %.0f tokens/s, ≈%.0f GFLOPS (%.0f%% of the 232 GFLOPS FP32 peak of 2 cores), peak RSS %.0f MB",
+        var line = String(format: "graft (\(precision)): %.0f tokens/s, ≈%.0f GFLOPS (%.0f%% of the 232 GFLOPS FP32 peak of 2 cores), peak RSS %.0f MB",
                           ours.tps, gflops, gflops / 232 * 100, rss)
         if !noPeer, let r = try runPeer(Self.peerScript, input: ["path": path, "task": task, "ids": ids, "rank": rank, "targets": targets,
                                                                 "steps": steps]),
@@ -134,7 +139,7 @@ struct BenchTrain: ParsableCommand {
         m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
         cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="CAUSAL_LM", lora_dropout=0.0)
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
-    m = get_peft_model(m, cfg); m.train()
+    m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     def step():
         loss = m(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()
@@ -144,4 +149,41 @@ struct BenchTrain: ParsableCommand {
     tps = ids.numel() * a["steps"] / (time.time() - t)
     print(json.dumps({"tokens_per_second": tps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     """
+}
+
+struct BenchGemm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm",
+        abstract: "bf16 products (AVX512-BF16, packed frozen weights) against OpenBLAS SGEMM on the training shapes, in GFLOPS.")
+
+    @Option(help: "Shapes m×k×n, comma-separated.") var shapes: String = "2048x384x384,2048x384x1536,2048x1536x384,512x576x576,512x576x1536,512x1536x576,64x576x49152,64x49152x576"
+
+    func run() throws {
+        Linalg.useSingleThreadedBLAS()
+        print("bf16 on this CPU: \(BF16Matrix.hardwareAccelerated ? "AVX512-BF16" : "portable fallback")")
+        for spec in shapes.split(separator: ",") {
+            let d = spec.split(separator: "x").compactMap { Int($0) }
+            guard d.count == 3, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("bad shape '\(spec)' (use m×k×n as 2048x384x384)") }
+            let (m, k, n) = (d[0], d[1], d[2])
+            let a = FloatBuffer(repeating: 0.5, count: m * k), b = FloatBuffer(repeating: 0.25, count: k * n), c = FloatBuffer(repeating: 0, count: m * n)
+            let mat = BF16Matrix(b.values.baseAddress!, k: k, n: n, transposed: false)
+            let reps = max(2, 4_000_000_000 / (2 * m * n * k))
+            func time(_ f: () -> Void) -> Double {
+                f()
+                let t0 = Date()
+                for _ in 0..<reps { f() }
+                return 2 * Double(m * n * k) * Double(reps) / Date().timeIntervalSince(t0) / 1e9
+            }
+            let bf = time { mat.multiply(a.values.baseAddress!, m: m, into: c.mutable.baseAddress!) }
+            // SGEMM split over the cores by columns, as the bf16 product is.
+            let work = UncheckedSendable((a.values.baseAddress!, b.values.baseAddress!, c.mutable.baseAddress!))
+            let f32 = time {
+                parallelFor(count: n, minChunk: 64) { r in
+                    let (ap, bp, cp) = work.value
+                    Linalg.gemm(m: m, n: r.count, k: k, a: ap, lda: k, b: bp + r.lowerBound, ldb: n, c: cp + r.lowerBound, ldc: n)
+                }
+            }
+            print(String(format: "%6d×%6d×%6d  bf16 %4.0f GFLOPS  f32 %4.0f GFLOPS  %.2f×", m, k, n, bf, f32, bf / f32))
+        }
+    }
 }

@@ -158,3 +158,42 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 }
+
+/// bf16 products: equal (to float32 summation order) to a double-precision product of the
+/// bf16-rounded inputs, for shapes that exercise every edge (odd k, partial panels and row blocks,
+/// several k blocks), with and without transposed packing and beta.
+final class BF16MatrixTests: XCTestCase {
+    func bf16(_ x: Float) -> Double {
+        var u = x.bitPattern
+        u = (u &+ 0x7fff &+ ((u >> 16) & 1)) & 0xffff_0000
+        return Double(Float(bitPattern: u))
+    }
+
+    func testProductsMatchRoundedInputsInDouble() {
+        var rng = SeededRNG(seed: 5)
+        for (m, k, n) in [(1, 1, 1), (7, 5, 3), (13, 33, 70), (100, 300, 130), (6, 257, 64)] {
+            let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() * 2 - 1 }
+            let b = (0..<(k * n)).map { _ in rng.nextUnitFloat() * 2 - 1 }
+            let bt = (0..<(n * k)).map { i in b[(i % k) * n + i / k] }  // [n × k]
+            let c0 = (0..<(m * n)).map { _ in rng.nextUnitFloat() }
+            for (transposed, beta) in [(false, Float(0)), (true, Float(0.5))] {
+                let mat = transposed ? bt.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: true) }
+                                     : b.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: false) }
+                var c = c0
+                a.withUnsafeBufferPointer { ap in c.withUnsafeMutableBufferPointer { cp in
+                    mat.multiply(ap.baseAddress!, m: m, into: cp.baseAddress!, beta: beta)
+                } }
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s = 0.0, mag = 0.0
+                        for l in 0..<k { let p = bf16(a[i * k + l]) * bf16(b[l * n + j]); s += p; mag += abs(p) }
+                        s += Double(beta) * Double(c0[i * n + j])
+                        worst = max(worst, abs(Double(c[i * n + j]) - s) / max(mag, 1e-6))
+                    }
+                }
+                XCTAssertLessThan(worst, 1e-6, "m \(m) k \(k) n \(n) transposed \(transposed)")
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 // Hand-written SIMD kernels that Swift cannot express: integer dot products (AVX-512 VNNI).
 #ifndef GRAFT_CKERNELS_H
 #define GRAFT_CKERNELS_H
+#include <stddef.h>
 #include <stdint.h>
 
 // 1 when the integer kernels below use VNNI instructions, 0 for the portable fallback.
@@ -15,3 +16,12 @@ void graft_quantize_q8(const float *x, int n, int8_t *q, float *d, int32_t *s);
 void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
                      const int8_t *xq, const float *xd, const int32_t *xs, float *y);
 #endif
+
+// bf16 products with float accumulation (AVX512-BF16 where the host has it; portable C otherwise).
+// B [k × n] is packed once (`transposed`: the source is stored [n × k], e.g. a PyTorch weight for x·Wᵀ);
+// then C[m × n] = A[m × k] · B + beta · C for B's 64-column panels [panel_begin, panel_end).
+int graft_has_bf16(void);
+size_t graft_bf16_packed_size(int k, int n);
+void graft_bf16_pack_b(const float *src, int k, int n, int transposed, uint16_t *dst);
+void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_t *b, float *c, int ldc, float beta,
+                     int panel_begin, int panel_end);

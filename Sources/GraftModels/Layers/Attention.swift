@@ -15,69 +15,77 @@ public struct SelfAttention: Sendable {
 
     var scale: Float { 1 / Float(headDim).squareRoot() }
 
-    /// q [b·t × heads·dh], k and v [b·t × kvHeads·dh] → context [b·t × heads·dh] and probabilities
-    /// [b × heads × t × t].
+    /// q [b·tq × heads·dh], k and v [b·t × kvHeads·dh] → context [b·tq × heads·dh] and probabilities
+    /// [b × heads × tq × t]. The queries are each sequence's first `queries` positions (tq; default all
+    /// t) — a classifier reading only the first token needs just that one query in the last layer.
     public func forwardTraining(q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, batch b: Int, length t: Int,
-                                lengths: [Int]) -> (ctx: FloatBuffer, probs: FloatBuffer) {
-        let qw = heads * headDim, kw = kvHeads * headDim, group = heads / kvHeads, dh = headDim
-        let ctx = FloatBuffer(repeating: 0, count: b * t * qw)
-        let probs = FloatBuffer(repeating: 0, count: b * heads * t * t)
+                                lengths: [Int], queries: Int? = nil) -> (ctx: FloatBuffer, probs: FloatBuffer) {
+        let qw = heads * headDim, kw = kvHeads * headDim, group = heads / kvHeads, dh = headDim, tq = queries ?? t
+        precondition(tq == t || !causal, "query subsets are for bidirectional attention")
+        let ctx = FloatBuffer(repeating: 0, count: b * tq * qw)
+        let probs = FloatBuffer(repeating: 0, count: b * heads * tq * t)
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!
         let cp = ctx.mutable.baseAddress!, pp = probs.mutable.baseAddress!
-        for s in 0..<b {
-            let len = lengths[s]
-            guard len > 0 else { continue }
-            for head in 0..<heads {
-                let g = head / group
-                let p = pp + (s * heads + head) * t * t
-                Linalg.gemm(m: len, n: len, k: dh, alpha: scale, a: qp + s * t * qw + head * dh, lda: qw,
-                            b: kp + s * t * kw + g * dh, ldb: kw, transB: true, c: p, ldc: t)
-                if causal { for r in 0..<len { for c in (r + 1)..<max(len, r + 1) { p[r * t + c] = -.infinity } } }
-                for r in 0..<len { Activation.softmaxRows(p + r * t, rows: 1, width: len) }
-                Linalg.gemm(m: len, n: dh, k: len, a: p, lda: t, b: vp + s * t * kw + g * dh, ldb: kw,
-                            c: cp + s * t * qw + head * dh, ldc: qw)
-            }
+        let work = UncheckedSendable((qp, kp, vp, cp, pp))
+        let scale = scale, causal = causal, heads = heads
+        // One job per (sequence, head); in parallel only when BLAS runs on the calling thread.
+        let job = { (j: Int) in
+            let (qp, kp, vp, cp, pp) = work.value
+            let s = j / heads, head = j % heads, len = lengths[s], g = head / group, mq = min(tq, len)
+            guard len > 0 else { return }
+            let p = pp + (s * heads + head) * tq * t
+            Linalg.gemm(m: mq, n: len, k: dh, alpha: scale, a: qp + s * tq * qw + head * dh, lda: qw,
+                        b: kp + s * t * kw + g * dh, ldb: kw, transB: true, c: p, ldc: t)
+            if causal { for r in 0..<mq { for c in (r + 1)..<max(len, r + 1) { p[r * t + c] = -.infinity } } }
+            for r in 0..<mq { Activation.softmaxRows(p + r * t, rows: 1, width: len) }
+            Linalg.gemm(m: mq, n: dh, k: len, a: p, lda: t, b: vp + s * t * kw + g * dh, ldb: kw,
+                        c: cp + s * tq * qw + head * dh, ldc: qw)
         }
+        if Linalg.blasIsSingleThreaded { parallelEach(b * heads, job) } else { for j in 0..<(b * heads) { job(j) } }
         return (ctx, probs)
     }
 
     /// Given dL/dcontext: dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale·dS·K,
     /// dK = scale·dSᵀ·Q (summed over the query heads sharing a key/value head).
     public func backward(_ dCtx: FloatBuffer, q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, probs: FloatBuffer,
-                         batch b: Int, length t: Int, lengths: [Int]) -> (dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
-        let qw = heads * headDim, kw = kvHeads * headDim, group = heads / kvHeads, dh = headDim
-        let dq = FloatBuffer(repeating: 0, count: b * t * qw)
+                         batch b: Int, length t: Int, lengths: [Int], queries: Int? = nil) -> (dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
+        let qw = heads * headDim, kw = kvHeads * headDim, group = heads / kvHeads, dh = headDim, tq = queries ?? t
+        let dq = FloatBuffer(repeating: 0, count: b * tq * qw)
         let dk = FloatBuffer(repeating: 0, count: b * t * kw), dv = FloatBuffer(repeating: 0, count: b * t * kw)
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, op = dCtx.values.baseAddress!
         let dqp = dq.mutable.baseAddress!, dkp = dk.mutable.baseAddress!, dvp = dv.mutable.baseAddress!
         let pp = probs.values.baseAddress!
-        let ds = UnsafeMutablePointer<Float>.allocate(capacity: max(1, t * t))
-        defer { ds.deallocate() }
-        for s in 0..<b {
-            let len = lengths[s]
-            guard len > 0 else { continue }
-            for head in 0..<heads {
-                let g = head / group
-                let p = pp + (s * heads + head) * t * t
-                let dO = op + s * t * qw + head * dh
+        let work = UncheckedSendable((qp, kp, vp, op, dqp, dkp, dvp, pp))
+        let scale = scale, kvHeads = kvHeads
+        // One job per (sequence, key/value head): the query heads sharing it add into the same dK, dV.
+        let job = { (j: Int) in
+            let (qp, kp, vp, op, dqp, dkp, dvp, pp) = work.value
+            let s = j / kvHeads, g = j % kvHeads, len = lengths[s], mq = min(tq, len)
+            guard len > 0 else { return }
+            let ds = UnsafeMutablePointer<Float>.allocate(capacity: mq * len)
+            defer { ds.deallocate() }
+            for head in (g * group)..<((g + 1) * group) {
+                let p = pp + (s * heads + head) * tq * t
+                let dO = op + s * tq * qw + head * dh
                 // dV[g] += Pᵀ · dO
-                Linalg.gemm(m: len, n: dh, k: len, a: p, lda: t, transA: true, b: dO, ldb: qw,
+                Linalg.gemm(m: len, n: dh, k: mq, a: p, lda: t, transA: true, b: dO, ldb: qw,
                             beta: 1, c: dvp + s * t * kw + g * dh, ldc: kw)
                 // dP = dO · Vᵀ, then dS in place.
-                Linalg.gemm(m: len, n: len, k: dh, a: dO, lda: qw, b: vp + s * t * kw + g * dh, ldb: kw, transB: true,
+                Linalg.gemm(m: mq, n: len, k: dh, a: dO, lda: qw, b: vp + s * t * kw + g * dh, ldb: kw, transB: true,
                             c: ds, ldc: len)
-                for r in 0..<len {
+                for r in 0..<mq {
                     let pr = p + r * t, dr = ds + r * len
                     var dot: Float = 0
                     for c in 0..<len { dot += pr[c] * dr[c] }
                     for c in 0..<len { dr[c] = pr[c] * (dr[c] - dot) }
                 }
-                Linalg.gemm(m: len, n: dh, k: len, alpha: scale, a: ds, lda: len, b: kp + s * t * kw + g * dh, ldb: kw,
-                            c: dqp + s * t * qw + head * dh, ldc: qw)
-                Linalg.gemm(m: len, n: dh, k: len, alpha: scale, a: ds, lda: len, transA: true, b: qp + s * t * qw + head * dh, ldb: qw,
+                Linalg.gemm(m: mq, n: dh, k: len, alpha: scale, a: ds, lda: len, b: kp + s * t * kw + g * dh, ldb: kw,
+                            c: dqp + s * tq * qw + head * dh, ldc: qw)
+                Linalg.gemm(m: len, n: dh, k: mq, alpha: scale, a: ds, lda: len, transA: true, b: qp + s * tq * qw + head * dh, ldb: qw,
                             beta: 1, c: dkp + s * t * kw + g * dh, ldc: kw)
             }
         }
+        if Linalg.blasIsSingleThreaded { parallelEach(b * kvHeads, job) } else { for j in 0..<(b * kvHeads) { job(j) } }
         return (dq, dk, dv)
     }
 }

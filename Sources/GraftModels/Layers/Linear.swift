@@ -19,6 +19,15 @@ public struct Linear: Sendable {
     public var gradients: LinearGradients?
     /// Dropout probability on the low-rank branch's input (LoRA dropout), in training only.
     public var loraDropout: Float = 0
+    /// The frozen weight packed in bf16 for training's products (x·Wᵀ forward, dy·W backward), when
+    /// bf16 precision is on; nil: float32 BLAS.
+    public var bf16: (forward: BF16Matrix, backward: BF16Matrix)?
+
+    /// Packs the weight for bf16 products (training's `forwardTraining` and `backward` then use them).
+    public mutating func enableBF16() {
+        bf16 = (BF16Matrix(weight.values.baseAddress!, k: inFeatures, n: outFeatures, transposed: true),
+                BF16Matrix(weight.values.baseAddress!, k: outFeatures, n: inFeatures, transposed: false))
+    }
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {
         precondition(weight.count == inFeatures * outFeatures)

@@ -38,8 +38,12 @@ extension Linear {
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
         if let bias { for r in 0..<rows { (yp + r * outFeatures).update(from: bias.values.baseAddress!, count: outFeatures) } }
-        Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
-                    beta: bias == nil ? 0 : 1, c: yp)
+        if let packed = bf16?.forward {
+            packed.multiply(x.values.baseAddress!, m: rows, into: yp, beta: bias == nil ? 0 : 1)
+        } else {
+            Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
+                        beta: bias == nil ? 0 : 1, c: yp)
+        }
         guard let lr = lowRank else { return (y, Saved(x: x, dropScale: nil, t: nil, doraScale: nil, doraPre: nil)) }
         // The low-rank branch's input: x, or x with dropout.
         var xt = x, dropScale: FloatBuffer? = nil
@@ -144,7 +148,11 @@ extension Linear {
         guard needInput else { return nil }
         let dx = FloatBuffer(count: rows * inFeatures)
         let dxp = dx.mutable.baseAddress!
-        Linalg.gemm(m: rows, n: inFeatures, k: outFeatures, a: dyp, b: weight.values.baseAddress!, c: dxp)
+        if let packed = bf16?.backward {
+            packed.multiply(dyp, m: rows, into: dxp)
+        } else {
+            Linalg.gemm(m: rows, n: inFeatures, k: outFeatures, a: dyp, b: weight.values.baseAddress!, c: dxp)
+        }
         guard let lr = lowRank, let u else { return dx }
         // The low-rank branch's input gradient: s·u·A (+ DoRA's (g−1)⊙dy through W), times the dropout mask.
         let branch = FloatBuffer(count: rows * inFeatures)

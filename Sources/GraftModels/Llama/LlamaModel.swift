@@ -23,6 +23,8 @@ public struct LlamaModel: Sendable {
     let norm: RMSNorm
     let lmHead: FloatBuffer  // [vocab × hidden] (the embedding when tied)
     var lmHeadQuantized: QuantizedMatrix?
+    /// The head packed in bf16 for training (forward x·Eᵀ, backward d·E), when enabled.
+    var lmHeadBF16: (forward: BF16Matrix, backward: BF16Matrix)?
     let rope: RoPE
 
     public static let supportedArchitectures = ["llama (GGUF)", "LlamaForCausalLM (HF folder)"]

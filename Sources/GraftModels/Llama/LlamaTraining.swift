@@ -21,6 +21,18 @@ extension LlamaModel {
         public let batch: Int, length: Int, lengths: [Int]
     }
 
+    /// Training products with the frozen weights (and the language-model head) in bf16, float32
+    /// accumulation: about twice the multiply-adds per instruction on CPUs with AVX512-BF16.
+    public mutating func enableBF16() {
+        for i in layers.indices {
+            layers[i].q.enableBF16(); layers[i].k.enableBF16(); layers[i].v.enableBF16(); layers[i].o.enableBF16()
+            layers[i].gate.enableBF16(); layers[i].up.enableBF16(); layers[i].down.enableBF16()
+        }
+        let h = config.hidden, v = config.vocab
+        lmHeadBF16 = (BF16Matrix(lmHead.values.baseAddress!, k: h, n: v, transposed: true),
+                      BF16Matrix(lmHead.values.baseAddress!, k: v, n: h, transposed: false))
+    }
+
     func isTrainable(_ i: Int) -> Bool {
         let l = layers[i]
         return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.gradients != nil }
@@ -133,13 +145,21 @@ extension LlamaModel {
             let xs = FloatBuffer(count: n * h)
             for j in 0..<n { (xs.mutable.baseAddress! + j * h).update(from: hidden.values.baseAddress! + rows[start + j] * h, count: h) }
             let logits = FloatBuffer(count: n * config.vocab)
-            Linalg.gemm(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
-                        c: logits.mutable.baseAddress!)
+            if let packed = lmHeadBF16?.forward {
+                packed.multiply(xs.values.baseAddress!, m: n, into: logits.mutable.baseAddress!)
+            } else {
+                Linalg.gemm(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+                            c: logits.mutable.baseAddress!)
+            }
             let (s, _, dl) = Loss.crossEntropy(logits, classes: config.vocab, targets: ys[start..<(start + n)].map { $0 }, gradScale: gs)
             sum += s
             if runBackward {
                 let dxs = FloatBuffer(count: n * h)
-                Linalg.gemm(m: n, n: h, k: config.vocab, a: dl.values.baseAddress!, b: lmHead.values.baseAddress!, c: dxs.mutable.baseAddress!)
+                if let packed = lmHeadBF16?.backward {
+                    packed.multiply(dl.values.baseAddress!, m: n, into: dxs.mutable.baseAddress!)
+                } else {
+                    Linalg.gemm(m: n, n: h, k: config.vocab, a: dl.values.baseAddress!, b: lmHead.values.baseAddress!, c: dxs.mutable.baseAddress!)
+                }
                 for j in 0..<n { (dHidden.mutable.baseAddress! + rows[start + j] * h).update(from: dxs.values.baseAddress! + j * h, count: h) }
             }
             start += n
