@@ -51,6 +51,21 @@ public enum Linalg {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// C = alpha·A·op(B) + beta·C like `gemm`, split over the cores by column blocks when BLAS is
+    /// single-threaded (`useSingleThreadedBLAS`), so large products still use every core.
+    public static func gemmParallel(m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>,
+                                    b: UnsafePointer<Float>, transB: Bool = false, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+        guard singleThreaded, m * n * k >= 1 << 21 else {
+            return gemm(m: m, n: n, k: k, alpha: alpha, a: a, b: b, transB: transB, beta: beta, c: c)
+        }
+        let work = UncheckedSendable((a, b, c))
+        parallelFor(count: n, minChunk: 64) { r in
+            let (a, b, c) = work.value
+            gemm(m: m, n: r.count, k: k, alpha: alpha, a: a, lda: k, b: transB ? b + r.lowerBound * k : b + r.lowerBound,
+                 ldb: transB ? k : n, transB: transB, beta: beta, c: c + r.lowerBound, ldc: n)
+        }
+    }
+
     /// Convenience: C = A·B for arrays (A [m×k], B [k×n]).
     public static func matmul(_ a: [Float], _ b: [Float], m: Int, k: Int, n: Int,
                               transA: Bool = false, transB: Bool = false) -> [Float] {

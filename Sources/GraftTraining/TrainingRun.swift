@@ -105,8 +105,9 @@ public enum TrainingRun {
     }
 
     static func train(_ spec: TrainSpec, into out: OutputDirectory, log: (String) -> Void, onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
-        // bf16 products split themselves over the cores; BLAS (attention, adapters) then runs per thread.
-        if spec.bf16 { Linalg.useSingleThreadedBLAS() }
+        // Training splits its products over the cores itself (by columns, per attention head); BLAS's own
+        // worker threads would only spin and compete for the same cores.
+        Linalg.useSingleThreadedBLAS()
         let resumePath: String? = try spec.resume.map { r in
             guard r == "latest" else { return r }
             guard let last = Trainer<ClassificationTask>.checkpoints(in: spec.checkpointDir).last else {

@@ -25,7 +25,8 @@ final class GradientReferenceTests: XCTestCase {
         return grads
     }
 
-    static func compare(_ grads: [String: FloatBuffer], reference path: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    static func compare(_ grads: [String: FloatBuffer], reference path: String, tolerance: Double = 1e-3,
+                        file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try SafetensorsFile(path: path)
         XCTAssertEqual(Set(ref.tensors.map(\.name)), Set(grads.keys), file: file, line: line)
         var worst = 0.0
@@ -37,16 +38,23 @@ final class GradientReferenceTests: XCTestCase {
             for i in 0..<min(r.count, v.count) { let d = Double(v[i] - r[i]); num += d * d; den += Double(r[i]) * Double(r[i]) }
             let rel = (num / max(den, 1e-30)).squareRoot()
             worst = max(worst, rel)
-            XCTAssertLessThan(rel, 1e-3, "\(info.name): relative error \(rel)", file: file, line: line)
+            XCTAssertLessThan(rel, tolerance, "\(info.name): relative error \(rel)", file: file, line: line)
         }
         print("worst relative gradient error: \(worst)")
     }
 
-    func testMiniLMSequenceClassificationGradientsMatchPEFT() throws {
+    func testMiniLMSequenceClassificationGradientsMatchPEFT() throws { try miniLM(bf16: false) }
+
+    /// bf16 products (inputs rounded to 8 mantissa bits, float32 sums) stay close to float32 PyTorch:
+    /// loss to 1e-3, gradients to 3e-2 relative — the rounding, not a wiring error (which would be O(1)).
+    func testMiniLMGradientsWithBF16ProductsStayClose() throws { try miniLM(bf16: true) }
+
+    func miniLM(bf16: Bool) throws {
         let folder = try fetchedModel("minilm")
         let dir = referenceRoot + "/models/grad-minilm-seqcls"
         let adapter = try LoRAAdapter(path: dir)
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        if bf16 { bert.enableBF16() }
         var grads = try Self.attachTrainable(adapter) { name, u, g in
             try bert.attach([(name, u)], source: dir)
             _ = bert.updateLinear(String(name.dropFirst("bert.".count))) { $0.gradients = g }
@@ -68,9 +76,9 @@ final class GradientReferenceTests: XCTestCase {
         let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: labels)
         let loss = sum / Double(count)
         let want = try fixtureJSON("models/grad-minilm-seqcls/expected.json")["loss"]?.doubleValue ?? .nan
-        XCTAssertEqual(loss, want, accuracy: 1e-5 * abs(want))
+        XCTAssertEqual(loss, want, accuracy: (bf16 ? 1e-3 : 1e-5) * abs(want))
         clf.backward(dLogits, tape: tape)
-        try Self.compare(grads, reference: dir + "/grads.safetensors")
+        try Self.compare(grads, reference: dir + "/grads.safetensors", tolerance: bf16 ? 3e-2 : 1e-3)
     }
 }
 

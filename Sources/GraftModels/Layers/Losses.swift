@@ -23,7 +23,16 @@ public enum Loss {
                     var m = -Float.infinity
                     for j in 0..<classes where row[j] > m { m = row[j] }
                     var sum: Double = 0
-                    for j in 0..<classes { let e = exp(row[j] - m); g[j] = e; sum += Double(e) }
+                    var j = 0
+                    var acc = SIMD16<Float>(repeating: 0)
+                    while j + 16 <= classes {
+                        let e = Activation.exp16(UnsafeRawPointer(row + j).loadUnaligned(as: SIMD16<Float>.self) - m)
+                        UnsafeMutableRawPointer(g + j).storeBytes(of: e, as: SIMD16<Float>.self)
+                        acc += e
+                        j += 16
+                    }
+                    sum = Double(acc.sum())
+                    while j < classes { let e = exp(row[j] - m); g[j] = e; sum += Double(e); j += 1 }
                     out.value[r] = log(sum) + Double(m) - Double(row[y])
                     let inv = Float(1 / sum) * gs
                     for j in 0..<classes { g[j] *= inv }

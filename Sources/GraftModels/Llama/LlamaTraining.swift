@@ -148,8 +148,8 @@ extension LlamaModel {
             if let packed = lmHeadBF16?.forward {
                 packed.multiply(xs.values.baseAddress!, m: n, into: logits.mutable.baseAddress!)
             } else {
-                Linalg.gemm(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
-                            c: logits.mutable.baseAddress!)
+                Linalg.gemmParallel(m: n, n: config.vocab, k: h, a: xs.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+                                    c: logits.mutable.baseAddress!)
             }
             let (s, _, dl) = Loss.crossEntropy(logits, classes: config.vocab, targets: ys[start..<(start + n)].map { $0 }, gradScale: gs)
             sum += s
@@ -158,7 +158,7 @@ extension LlamaModel {
                 if let packed = lmHeadBF16?.backward {
                     packed.multiply(dl.values.baseAddress!, m: n, into: dxs.mutable.baseAddress!)
                 } else {
-                    Linalg.gemm(m: n, n: h, k: config.vocab, a: dl.values.baseAddress!, b: lmHead.values.baseAddress!, c: dxs.mutable.baseAddress!)
+                    Linalg.gemmParallel(m: n, n: h, k: config.vocab, a: dl.values.baseAddress!, b: lmHead.values.baseAddress!, c: dxs.mutable.baseAddress!)
                 }
                 for j in 0..<n { (dHidden.mutable.baseAddress! + rows[start + j] * h).update(from: dxs.values.baseAddress! + j * h, count: h) }
             }
