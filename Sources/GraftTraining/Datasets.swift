@@ -118,6 +118,23 @@ public enum Datasets {
         return out
     }
 
+    /// Packing for causal-LM training: consecutive examples concatenated into sequences of at most
+    /// `maxLength` tokens (fewer, fuller rows: no padding). As TRL's classic packing, attention runs
+    /// across the joined examples; each keeps its own targets, and the join point is never a target.
+    public static func pack(_ examples: [CausalLMTask.Example], maxLength: Int) -> [CausalLMTask.Example] {
+        var out: [CausalLMTask.Example] = []
+        var ids: [Int] = [], targets: [Int?] = []
+        for e in examples {
+            if !ids.isEmpty && ids.count + e.ids.count > maxLength {
+                out.append(CausalLMTask.Example(ids: ids, targets: targets))
+                ids = []; targets = []
+            }
+            ids += e.ids; targets += e.targets
+        }
+        if !ids.isEmpty { out.append(CausalLMTask.Example(ids: ids, targets: targets)) }
+        return out
+    }
+
     /// Retrieval pairs: `query` (or `anchor`), `positive`, optional `negative`.
     public static func pairs(_ records: [Record], tokenizer: any Tokenizer, options o: DataOptions, report: inout DataReport) throws
         -> [EmbeddingTask.Example] {

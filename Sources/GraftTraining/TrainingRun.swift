@@ -30,6 +30,8 @@ public struct TrainSpec: Sendable {
     public var maxLength: Int? = nil
     public var truncate = true
     public var skipBadRows = false
+    /// Causal LM: join consecutive examples into rows of up to the maximum length.
+    public var packing = false
     /// Products with the frozen weights in bf16 (float32 accumulation), or all float32.
     public var bf16 = false
     public var lora: LoRAConfig
@@ -61,7 +63,7 @@ public struct TrainSpec: Sendable {
             ("validation_split", .double(validationSplit)), ("test_split", .double(testSplit)),
             ("text_column", .string(textColumn)), ("label_column", .string(labelColumn)),
             ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
-            ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")),
+            ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")), ("packing", .bool(packing)),
             ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
             ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("trainer", trainer.json),
         ])
@@ -157,8 +159,14 @@ public enum TrainingRun {
             func conv(_ rs: [Record], _ r: inout DataReport) throws -> [CausalLMTask.Example] {
                 try Datasets.causalLM(rs, tokenizer: lm.tokenizer, chatTemplate: lm.chatTemplate, eos: lm.eosId, options: o, report: &r)
             }
-            let train = try conv(trainR, &r1), val = try conv(valR, &r2), test = try conv(testR, &r3)
+            var train = try conv(trainR, &r1), val = try conv(valR, &r2), test = try conv(testR, &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            if spec.packing {
+                let before = train.count
+                train = Datasets.pack(train, maxLength: o.maxLength)
+                val = Datasets.pack(val, maxLength: o.maxLength); test = Datasets.pack(test, maxLength: o.maxLength)
+                log("packing: \(before) training examples into \(train.count) rows of up to \(o.maxLength) tokens")
+            }
             if spec.bf16 { lm.model.enableBF16() }
             let adapter = try TrainableAdapter.attach(to: &lm.model, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,

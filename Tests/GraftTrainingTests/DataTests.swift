@@ -106,3 +106,16 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(ex[1].targets.compactMap { $0 }, tok.encode("4", addSpecialTokens: false) + [tok.eosId!])
     }
 }
+
+extension DataTests {
+    func testPackingJoinsExamplesAndKeepsTheirTargets() {
+        let a = CausalLMTask.Example(pieces: [([1, 2], false), ([3, 4], true)])
+        let b = CausalLMTask.Example(pieces: [([5], false), ([6, 7], true)])
+        let c = CausalLMTask.Example(pieces: [([8, 9, 10, 11, 12], true)])
+        let packed = Datasets.pack([a, b, c], maxLength: 8)
+        XCTAssertEqual(packed.map(\.ids), [[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12]])
+        // a's positions predict 3 and 4; b's predict 6 and 7; the join (4 → 5) is not a target.
+        XCTAssertEqual(packed[0].targets, [nil, 3, 4, nil, 6, 7, nil])
+        XCTAssertEqual(packed[1].targets, c.targets)
+    }
+}

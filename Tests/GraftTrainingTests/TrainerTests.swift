@@ -218,3 +218,49 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(e3.contains("unknown task 'regression'"), e3)
     }
 }
+
+extension TrainerTests {
+    /// Mean pooling + L2 normalisation (the embedding task's pooling) against finite differences.
+    func testEmbeddingPoolingBackward() throws {
+        let bert = try BertModel(checkpoint: try Checkpoint(path: try fetchedModel("minilm")))
+        let task = EmbeddingTask(encoder: bert)
+        let h = bert.config.hidden, t = 3, lengths = [3, 2]
+        var rng = SeededRNG(seed: 3)
+        let hidden = FloatBuffer((0..<(2 * t * h)).map { _ in rng.nextUnitFloat() - 0.5 })
+        let dy = FloatBuffer((0..<(2 * h)).map { _ in rng.nextUnitFloat() - 0.5 })
+        let (y, norms) = task.pool(hidden, lengths: lengths, length: t)
+        let analytic = task.poolBackward(dy, pooled: y, norms: norms, lengths: lengths, length: t)
+        let p = hidden.mutable
+        var worst = 0.0
+        for i in stride(from: 0, to: hidden.count, by: 7) {
+            let keep = p[i], eps: Float = 1e-3
+            func loss() -> Double { let (o, _) = task.pool(hidden, lengths: lengths, length: t); return zip(o.values, dy.values).reduce(0) { $0 + Double($1.0 * $1.1) } }
+            p[i] = keep + eps; let up = loss()
+            p[i] = keep - eps; let down = loss()
+            p[i] = keep
+            worst = max(worst, abs((up - down) / Double(2 * eps) - Double(analytic[i])))
+        }
+        XCTAssertLessThan(worst, 2e-3)
+        // Padding positions (sequence 1, position 2) get no gradient.
+        XCTAssertTrue((0..<h).allSatisfy { analytic[(1 * t + 2) * h + $0] == 0 })
+    }
+
+    /// `--adapter`: training continues from an HF PEFT adapter (its rank, alpha, targets and head).
+    func testContinuesTrainingAPEFTAdapter() throws {
+        let d = try temporaryDirectory(self)
+        var s = try spec(d, steps: 1)
+        try write(toySentiment(32).replacingOccurrences(of: "\"positive\"", with: "1").replacingOccurrences(of: "\"negative\"", with: "0"),
+                  to: d + "/train.jsonl")
+        s.initAdapter = referenceRoot + "/models/peft-minilm-seqcls"
+        s.trainer.learningRate = 1e-9
+        _ = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let ref = try SafetensorsFile(path: referenceRoot + "/models/peft-minilm-seqcls/adapter_model.safetensors")
+        let ours = try SafetensorsFile(path: d + "/out/adapter_model.safetensors")
+        XCTAssertEqual(Set(ours.tensors.map(\.name)), Set(ref.tensors.map(\.name)))
+        for t in ref.tensors {
+            let a = FloatBuffer(try ref.tensor(t.name)).values, b = FloatBuffer(try ours.tensor(t.name)).values
+            let diff = zip(a, b).map { abs($0 - $1) }.max() ?? 1
+            XCTAssertLessThan(diff, 1e-6, "\(t.name) moved by \(diff) with a 1e-9 learning rate: it did not start from the adapter")
+        }
+    }
+}
