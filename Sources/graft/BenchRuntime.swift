@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraftModels
+import GraftTensor
 import GraftText
 
 /// The peer environment's Python (../shared/tools/peer-env.sh): GRAFT_PEER_PYTHON, else its default place.
@@ -46,6 +47,7 @@ struct BenchEmbed: ParsableCommand {
 
     func run() throws {
         let folder = try ModelLocator.resolve(model)
+        Linalg.useSingleThreadedBLAS()  // as graft embed
         let enc = try SentenceEncoder(folder: folder)
         let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house", "with", "red", "door", "in", "town"]
         let texts = (0..<batch).map { i in (0..<(tokens - 2)).map { words[(i * 7 + $0 * 3) % words.count] }.joined(separator: " ") }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GraftFormats
 import GraftModels
+import GraftTensor
 import GraftText
 
 /// Texts from arguments, or one per line from standard input when none are given.
@@ -76,6 +77,7 @@ struct EmbedCommand: ParsableCommand {
     func validate() throws { if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") } }
 
     func run() throws {
+        Linalg.useSingleThreadedBLAS()  // the encoder splits its products and attention over the cores itself
         let enc = try SentenceEncoder(folder: try ModelLocator.resolve(model))
         let texts = try readTexts(text)
         let embs = try enc.embed(texts, batchSize: batchSize)

@@ -197,3 +197,22 @@ final class BF16MatrixTests: XCTestCase {
         }
     }
 }
+
+final class ParallelGemmTests: XCTestCase {
+    /// The column-split product equals one BLAS call, for both layouts of B and with beta.
+    func testColumnSplitEqualsOneCall() {
+        Linalg.useSingleThreadedBLAS()
+        var rng = SeededRNG(seed: 9)
+        let (m, k, n) = (150, 130, 700)
+        let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let c0 = (0..<(m * n)).map { _ in rng.nextUnitFloat() }
+        for transB in [false, true] {
+            var want = c0, got = c0
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+                want.withUnsafeMutableBufferPointer { Linalg.gemm(m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!, transB: transB, beta: 0.5, c: $0.baseAddress!) }
+                got.withUnsafeMutableBufferPointer { Linalg.gemmParallel(m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!, transB: transB, beta: 0.5, c: $0.baseAddress!) }
+            } }
+            for i in 0..<(m * n) { XCTAssertEqual(got[i], want[i], accuracy: 1e-4) }
+        }
+    }
+}

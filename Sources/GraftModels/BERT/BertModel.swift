@@ -177,13 +177,13 @@ public struct BertModel: Sendable {
         let scale = 1 / Float(dh).squareRoot()
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
         let work = UncheckedSendable((qp, kp, vp, cp))
-        // Sequential over (sequence, head): each product is small, and running them beside OpenBLAS's
-        // own worker threads oversubscribes the cores.
-        for job in 0..<(b * nh) {
+        // One job per (sequence, head): in parallel when BLAS runs on the calling thread, otherwise
+        // sequential (each product is small, and OpenBLAS's own workers would oversubscribe the cores).
+        let job = { (job: Int) in
             let (qp, kp, vp, cp) = work.value
             let s = job / nh, head = job % nh
             let len = lengths[s]
-            guard len > 0 else { continue }
+            guard len > 0 else { return }
             let base = s * t * h + head * dh
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: len * len)
             defer { scores.deallocate() }
@@ -192,6 +192,7 @@ public struct BertModel: Sendable {
             Activation.softmaxRows(scores, rows: len, width: len)
             Linalg.gemm(m: len, n: dh, k: len, a: scores, lda: len, b: vp + base, ldb: h, c: cp + base, ldc: h)
         }
+        if Linalg.blasIsSingleThreaded { parallelEach(b * nh, job) } else { for j in 0..<(b * nh) { job(j) } }
         return ctx
     }
 }
