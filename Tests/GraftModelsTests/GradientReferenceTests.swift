@@ -16,11 +16,13 @@ final class GradientReferenceTests: XCTestCase {
         -> [String: FloatBuffer] {
         var grads: [String: FloatBuffer] = [:]
         for (name, u) in adapter.lowRankUpdates() {
-            let a = FloatBuffer(u.a.array), b = FloatBuffer(u.b.array)
-            let g = LinearGradients(a: FloatBuffer(repeating: 0, count: a.count), b: FloatBuffer(repeating: 0, count: b.count))
-            try update(name, LowRankUpdate(a: a, b: b, rank: u.rank, scale: u.scale), g)
+            let a = FloatBuffer(u.a.array), b = FloatBuffer(u.b.array), m = u.magnitude.map { FloatBuffer($0.array) }
+            let g = LinearGradients(a: FloatBuffer(repeating: 0, count: a.count), b: FloatBuffer(repeating: 0, count: b.count),
+                                    magnitude: m.map { FloatBuffer(repeating: 0, count: $0.count) })
+            try update(name, LowRankUpdate(a: a, b: b, rank: u.rank, scale: u.scale, magnitude: m), g)
             grads[LoRAAdapter.prefix + name + ".lora_A.weight"] = g.a
             grads[LoRAAdapter.prefix + name + ".lora_B.weight"] = g.b
+            if let gm = g.magnitude { grads[LoRAAdapter.prefix + name + ".lora_magnitude_vector"] = gm }
         }
         return grads
     }
@@ -45,13 +47,17 @@ final class GradientReferenceTests: XCTestCase {
 
     func testMiniLMSequenceClassificationGradientsMatchPEFT() throws { try miniLM(bf16: false) }
 
+    /// DoRA (PEFT's use_dora, magnitudes moved off their initial norms): loss and A, B, magnitude and
+    /// classifier gradients (fixture made by scripts/reference/make-dora-grad-reference.py).
+    func testMiniLMDoRAGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-dora") }
+
     /// bf16 products (inputs rounded to 8 mantissa bits, float32 sums) stay close to float32 PyTorch:
     /// loss to 1e-3, gradients to 3e-2 relative — the rounding, not a wiring error (which would be O(1)).
     func testMiniLMGradientsWithBF16ProductsStayClose() throws { try miniLM(bf16: true) }
 
-    func miniLM(bf16: Bool) throws {
+    func miniLM(bf16: Bool, fixture: String = "grad-minilm-seqcls") throws {
         let folder = try fetchedModel("minilm")
-        let dir = referenceRoot + "/models/grad-minilm-seqcls"
+        let dir = referenceRoot + "/models/" + fixture
         let adapter = try LoRAAdapter(path: dir)
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         if bf16 { bert.enableBF16() }
@@ -68,14 +74,14 @@ final class GradientReferenceTests: XCTestCase {
         grads[LoRAAdapter.prefix + "classifier.bias"] = hg.bias
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
 
-        let batch = try fixtureJSON("models/grad-minilm-seqcls/batch.json")
+        let batch = try fixtureJSON("models/\(fixture)/batch.json")
         let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
         let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
         let labels = ints(batch["labels"])
         let (logits, tape) = try clf.forwardTraining(ids, rng: Optional<UnsafeMutablePointer<SeededRNG>>.none)
         let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: labels)
         let loss = sum / Double(count)
-        let want = try fixtureJSON("models/grad-minilm-seqcls/expected.json")["loss"]?.doubleValue ?? .nan
+        let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(loss, want, accuracy: (bf16 ? 1e-3 : 1e-5) * abs(want))
         clf.backward(dLogits, tape: tape)
         try Self.compare(grads, reference: dir + "/grads.safetensors", tolerance: bf16 ? 3e-2 : 1e-3)
