@@ -44,11 +44,13 @@ struct BenchEmbed: ParsableCommand {
     @Option(help: "Tokens per sentence, [CLS] and [SEP] included.") var tokens: Int = 64
     @Option(help: "Timed batches.") var iterations: Int = 10
     @Flag(help: "Skip the peer.") var noPeer = false
+    @Flag(help: "Graft multiplies in bf16 (graft embed --bf16).") var bf16 = false
 
     func run() throws {
         let folder = try ModelLocator.resolve(model)
         Linalg.useSingleThreadedBLAS()  // as graft embed
-        let enc = try SentenceEncoder(folder: folder)
+        var enc = try SentenceEncoder(folder: folder)
+        if bf16 { enc.enableBF16() }
         let words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house", "with", "red", "door", "in", "town"]
         let texts = (0..<batch).map { i in (0..<(tokens - 2)).map { words[(i * 7 + $0 * 3) % words.count] }.joined(separator: " ") }
         let counts = Set(texts.map { enc.tokenize($0).count })
@@ -57,7 +59,7 @@ struct BenchEmbed: ParsableCommand {
         let t0 = Date()
         for _ in 0..<iterations { _ = try enc.embed(texts, batchSize: batch) }
         let ours = Double(batch * iterations) / Date().timeIntervalSince(t0)
-        var line = String(format: "graft: %.0f sentences/s (%.0f tokens/s)", ours, ours * Double(tokens))
+        var line = String(format: "graft%@: %.0f sentences/s (%.0f tokens/s)", bf16 ? " (bf16)" : "", ours, ours * Double(tokens))
         if !noPeer, let r = try runPeer(Self.peerScript, input: ["folder": folder, "texts": texts, "batch": batch, "iterations": iterations]),
            let st = r["sentences_per_second"] as? Double {
             line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ours / st)

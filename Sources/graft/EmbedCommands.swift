@@ -71,6 +71,9 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Texts per forward pass.")
     var batchSize: Int = 32
 
+    @Flag(help: "Multiply in bf16 (float32 sums): faster on CPUs with AVX512-BF16; embeddings move by ~1e-3 (cosine ≈ 0.9999 to float32).")
+    var bf16 = false
+
     @Argument(help: "Text(s) to embed (default: lines of standard input).")
     var text: [String] = []
 
@@ -78,7 +81,8 @@ struct EmbedCommand: ParsableCommand {
 
     func run() throws {
         Linalg.useSingleThreadedBLAS()  // the encoder splits its products and attention over the cores itself
-        let enc = try SentenceEncoder(folder: try ModelLocator.resolve(model))
+        var enc = try SentenceEncoder(folder: try ModelLocator.resolve(model))
+        if bf16 { enc.enableBF16() }
         let texts = try readTexts(text)
         let embs = try enc.embed(texts, batchSize: batchSize)
         for (t, e) in zip(texts, embs) {

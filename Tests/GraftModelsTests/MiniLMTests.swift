@@ -55,6 +55,22 @@ final class MiniLMTests: XCTestCase {
 
     func norm(_ v: [Float]) -> Float { v.reduce(0) { $0 + $1 * $1 }.squareRoot() }
 
+    /// The opt-in bf16 products (graft embed --bf16): embeddings stay within cosine 0.9999 of
+    /// sentence-transformers' float32 ones.
+    func testBF16EmbeddingsStayClose() throws {
+        var enc = try SentenceEncoder(folder: try fetchedModel("minilm"))
+        enc.enableBF16()
+        let texts = try fixtureJSON("models/minilm/tokens.json")["texts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let embRef = try Checkpoint(path: referenceRoot + "/models/minilm/embeddings.safetensors")
+        var worst: Float = 1
+        for (i, e) in try enc.embed(texts, batchSize: 4).enumerated() {
+            let want = try embRef.tensor("t\(i)").floats()
+            worst = min(worst, zip(e, want).reduce(0) { $0 + $1.0 * $1.1 } / (norm(e) * norm(want)))
+        }
+        XCTAssertGreaterThanOrEqual(worst, 0.9999)
+        XCTAssertLessThan(worst, 0.9999999, "bf16 rounding must show: otherwise the bf16 path did not run")
+    }
+
     func testLongInputIsTruncatedToTheModelsLength() throws {
         let enc = try SentenceEncoder(folder: try fetchedModel("minilm"))
         let ids = enc.tokenize(String(repeating: "word ", count: 1000))

@@ -9,7 +9,7 @@ public struct SentenceEncoder: Sendable {
     public enum Pooling: String, Sendable { case mean, cls, max }
 
     public let tokenizer: any Tokenizer
-    public let model: BertModel
+    public private(set) var model: BertModel
     public let pooling: Pooling
     public let normalize: Bool
     /// Longest input in tokens (sentence-transformers' max_seq_length, else the model's positions).
@@ -39,6 +39,10 @@ public struct SentenceEncoder: Sendable {
            let j = try? JSONValue.parse([UInt8](d)), let m = j["max_seq_length"]?.intValue { maxLen = min(maxLen, Int(m)) }
         maxLength = maxLen
     }
+
+    /// Products with the weights in bf16 (float32 sums): faster on CPUs with AVX512-BF16, embeddings
+    /// within ~1e-3 of float32 instead of ~1e-7.
+    public mutating func enableBF16() { model.enableBF16() }
 
     /// Token ids as the model sees them (special tokens added, truncated to `maxLength` keeping the final [SEP]).
     public func tokenize(_ text: String) -> [Int] {

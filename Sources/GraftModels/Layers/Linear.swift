@@ -60,8 +60,12 @@ public struct Linear: Sendable {
             let b = bias.values
             for r in 0..<rows { (yp + r * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
         }
-        Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!,
-                            b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
+        if let packed = bf16?.forward {
+            packed.multiply(x.values.baseAddress!, m: rows, into: yp, beta: bias == nil ? 0 : 1)
+        } else {
+            Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!,
+                                b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
+        }
         addLowRank(x, rows: rows, into: yp)
         return y
     }
