@@ -30,6 +30,9 @@ public struct TrainSpec: Sendable {
     public var maxLength: Int? = nil
     public var truncate = true
     public var skipBadRows = false
+    /// BERT's own dropout in training (hidden and attention rates); nil: the model config's rates, as
+    /// transformers' train mode uses them.
+    public var modelDropout: Double? = nil
     /// Causal LM: join consecutive examples into rows of up to the maximum length.
     public var packing = false
     /// Products with the frozen weights in bf16 (float32 accumulation), or all float32.
@@ -63,7 +66,7 @@ public struct TrainSpec: Sendable {
             ("validation_split", .double(validationSplit)), ("test_split", .double(testSplit)),
             ("text_column", .string(textColumn)), ("label_column", .string(labelColumn)),
             ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
-            ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")), ("packing", .bool(packing)),
+            ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")), ("packing", .bool(packing)), ("model_dropout", modelDropout.map { .double($0) } ?? .null),
             ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
             ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("trainer", trainer.json),
         ])
@@ -141,6 +144,8 @@ public enum TrainingRun {
             let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
             if spec.bf16 { encoder.enableBF16() }
+            encoder.trainingDropout = spec.modelDropout.map { (Float($0), Float($0)) }
+                ?? (encoder.config.hiddenDropout, encoder.config.attentionDropout)
             var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed, from: existing)
             var head = try classifierHead(existing, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
             adapter.trainFully(&head, name: "classifier")
@@ -175,6 +180,7 @@ public enum TrainingRun {
             let enc = try SentenceEncoder(folder: spec.model)
             var bert = enc.model
             if spec.bf16 { bert.enableBF16() }
+            bert.trainingDropout = spec.modelDropout.map { (Float($0), Float($0)) } ?? (bert.config.hiddenDropout, bert.config.attentionDropout)
             let (trainR, valR, testR) = try records(spec, stratify: nil)
             var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)
             o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows

@@ -59,6 +59,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Longest sequence in tokens (default: the model's limit).") var maxLength: Int?
     @Flag(help: "Make a sequence longer than --max-length an error instead of truncating it.") var noTruncate = false
     @Flag(help: "Skip rows that do not fit the task's schema (counted and reported) instead of stopping.") var skipBadRows = false
+    @Option(help: "BERT's own dropout while training (hidden and attention probabilities); default: the model config's rates, as transformers' train mode; 0 turns it off.") var modelDropout: Double?
     @Flag(help: "causal-lm: join consecutive examples into rows of up to --max-length tokens (no padding; attention crosses the joins, as TRL's packing).") var packing = false
     @Option(help: "f32 | bf16: precision of the products with the frozen base weights (float32 accumulation and float32 adapters either way; bf16 is about 1.5× faster on CPUs with AVX512-BF16). Default f32.") var precision: String?
 
@@ -94,7 +95,7 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Print the final summary as JSON on standard output.") var json = false
 
     static let fileKeys = ["model", "task", "data", "validation", "test", "validation_split", "test_split", "no_header", "text_column",
-                           "label_column", "max_length", "no_truncate", "skip_bad_rows", "precision", "packing", "rank", "alpha", "dropout", "rslora", "dora",
+                           "label_column", "max_length", "no_truncate", "skip_bad_rows", "precision", "packing", "model_dropout", "rank", "alpha", "dropout", "rslora", "dora",
                            "targets", "layers", "adapter", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
                            "schedule", "warmup_steps", "warmup_ratio", "max_grad_norm", "log_every", "eval_every", "save_every",
                            "keep_checkpoints", "seed", "no_bucket", "resume", "output"]
@@ -180,6 +181,8 @@ struct TrainCommand: ParsableCommand {
         guard prec == "f32" || prec == "bf16" else { throw ValidationError("--precision must be f32 or bf16 (got '\(prec)')") }
         spec.bf16 = prec == "bf16"
         spec.packing = try packing || (f?.bool("packing") ?? false)
+        spec.modelDropout = try modelDropout ?? f?.double("model_dropout")
+        if let p = spec.modelDropout, !(0..<1).contains(p) { throw ValidationError("--model-dropout must be in [0, 1)") }
         if spec.packing && kind != .causalLM { throw ValidationError("--packing is for --task causal-lm") }
         spec.initAdapter = try path(adapter ?? f?.string("adapter"))
         spec.trainer = t

@@ -109,3 +109,60 @@ extension GradientReferenceTests {
         try Self.compare(grads, reference: dir + "/grads.safetensors")
     }
 }
+
+extension GradientReferenceTests {
+    /// With BERT's train-mode dropout on (hidden 0.1, attention 0.1, classifier 0.1), backward is the
+    /// gradient of the loss the forward computed with the same masks: central differences on adapter
+    /// entries of the first and last layers and the head, the masks fixed by the generator's seed.
+    func testMiniLMGradientsWithModelDropoutMatchFiniteDifferences() throws {
+        let folder = try fetchedModel("minilm")
+        let dir = referenceRoot + "/models/grad-minilm-seqcls"
+        let adapter = try LoRAAdapter(path: dir)
+        var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        bert.trainingDropout = (0.1, 0.1)
+        let grads = try Self.attachTrainable(adapter) { name, u, g in
+            try bert.attach([(name, u)], source: dir)
+            _ = bert.updateLinear(String(name.dropFirst("bert.".count))) { $0.gradients = g }
+        }
+        guard let (w, b) = try adapter.classificationHead() else { return XCTFail("no classifier") }
+        var head = Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: b.map { FloatBuffer(FloatBuffer($0).array) },
+                          inFeatures: w.shape[1], outFeatures: w.shape[0])
+        head.gradients = LinearGradients.zeros(for: head, lowRank: false, full: true)
+        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
+        let batch = try fixtureJSON("models/grad-minilm-seqcls/batch.json")
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let labels = ints(batch["labels"])
+        func loss(backward: Bool) throws -> Double {
+            var rng = SeededRNG(seed: 77)
+            return try withUnsafeMutablePointer(to: &rng) { r in
+                let (logits, tape) = try clf.forwardTraining(ids, rng: r)
+                let (sum, count, dl) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: labels)
+                if backward { clf.backward(dl, tape: tape) }
+                return sum / Double(count)
+            }
+        }
+        let dropped = try loss(backward: true)
+        XCTAssertNotEqual(dropped, try fixtureJSON("models/grad-minilm-seqcls/expected.json")["loss"]?.doubleValue ?? 0, "dropout changed the loss")
+        var checked = 0
+        for name in ["base_model.model.bert.encoder.layer.0.attention.self.value.lora_A.weight",
+                     "base_model.model.bert.encoder.layer.5.attention.self.query.lora_B.weight"] {
+            guard let g = grads[name] else { return XCTFail("no gradient for \(name)") }
+            // The live parameter is the buffer the model holds: find it through the update attached.
+            let module = String(name.dropFirst(LoRAAdapter.prefix.count + "bert.".count).dropLast(".lora_X.weight".count))
+            guard let lr = clf.encoder.linear(module)?.lowRank else { return XCTFail("no update on \(module)") }
+            let param = name.hasSuffix("lora_A.weight") ? lr.a : lr.b
+            let order = (0..<g.count).sorted { abs(g[$0]) > abs(g[$1]) }.prefix(3)
+            for i in order {
+                let keep = param[i], eps: Float = 2e-3
+                param.mutable[i] = keep + eps; let up = try loss(backward: false)
+                param.mutable[i] = keep - eps; let down = try loss(backward: false)
+                param.mutable[i] = keep
+                let fd = (up - down) / Double(2 * eps)
+                XCTAssertEqual(Double(g[i]), fd, accuracy: 0.03 * abs(fd) + 1e-5, "\(name)[\(i)]")
+                checked += 1
+            }
+        }
+        XCTAssertEqual(checked, 6)
+    }
+}

@@ -113,21 +113,39 @@ final class LayerGradientTests: XCTestCase {
         })
     }
 
-    func testAttentionWithPaddingCausalMaskAndGroupedHeads() {
+    func testAttentionWithPaddingCausalMaskGroupedHeadsAndDropout() {
         let b = 2, t = 4, dh = 4, lengths = [4, 3]
-        for (heads, kv, causal) in [(2, 2, false), (4, 2, true)] {
+        for (heads, kv, causal, dropout) in [(2, 2, false, Float(0)), (4, 2, true, Float(0)), (2, 2, false, Float(0.3))] {
             let attn = SelfAttention(heads: heads, kvHeads: kv, headDim: dh, causal: causal)
             let q = random(b * t * heads * dh), k = random(b * t * kv * dh), v = random(b * t * kv * dh)
             let dctx = random(b * t * heads * dh)
             // Padding rows carry no output and no gradient.
             for j in 0..<(heads * dh) { dctx.mutable[(1 * t + 3) * heads * dh + j] = 0 }
-            let (_, probs) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
-            let (dq, dk, dv) = attn.backward(dctx, q: q, k: k, v: v, probs: probs, batch: b, length: t, lengths: lengths)
-            let L = { self.dot(attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths).ctx, dctx) }
-            assertGradient("attention dq \(heads)/\(kv)", param: q, analytic: dq, eps: 1e-3, loss: L)
-            assertGradient("attention dk \(heads)/\(kv)", param: k, analytic: dk, eps: 1e-3, loss: L)
-            assertGradient("attention dv \(heads)/\(kv)", param: v, analytic: dv, eps: 1e-3, loss: L)
+            // The same mask on every evaluation: a fixed seed.
+            let run = { attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths, dropout: dropout, seed: 5) }
+            let (_, saved) = run()
+            if dropout > 0 { XCTAssertTrue(saved.dropScale!.values.contains(0), "some probabilities dropped") }
+            let (dq, dk, dv) = attn.backward(dctx, q: q, k: k, v: v, saved: saved, batch: b, length: t, lengths: lengths)
+            let L = { self.dot(run().ctx, dctx) }
+            let tag = "\(heads)/\(kv) causal \(causal) dropout \(dropout)"
+            assertGradient("attention dq \(tag)", param: q, analytic: dq, eps: 1e-3, loss: L)
+            assertGradient("attention dk \(tag)", param: k, analytic: dk, eps: 1e-3, loss: L)
+            assertGradient("attention dv \(tag)", param: v, analytic: dv, eps: 1e-3, loss: L)
         }
+    }
+
+    func testDropoutScalesKeptElementsAndIsSeeded() {
+        let x = FloatBuffer(repeating: 1, count: 200_000)
+        let scale = Dropout.apply(x, p: 0.25, seed: 3)!
+        let kept = x.values.filter { $0 != 0 }
+        XCTAssertEqual(Double(kept.count) / 200_000, 0.75, accuracy: 0.01)
+        XCTAssertTrue(kept.allSatisfy { abs($0 - 4 / 3) < 1e-6 })
+        let y = FloatBuffer(repeating: 1, count: 200_000)
+        _ = Dropout.apply(y, p: 0.25, seed: 3)
+        XCTAssertEqual(x.array, y.array, "same seed, same mask")
+        let d = FloatBuffer(repeating: 2, count: 200_000)
+        Dropout.backward(d, scale: scale)
+        XCTAssertEqual(d.array, x.array.map { $0 * 2 })
     }
 
     func testCrossEntropyAndEmbedding() {

@@ -8,6 +8,8 @@ import GraftTensor
 public struct BertModel: Sendable {
     public struct Config: Sendable {
         public let hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, eps: Float
+        /// transformers' dropout rates (hidden_dropout_prob, attention_probs_dropout_prob), used in training.
+        public var hiddenDropout: Float = 0, attentionDropout: Float = 0
     }
 
     struct Layer: Sendable {
@@ -18,6 +20,10 @@ public struct BertModel: Sendable {
     }
 
     public let config: Config
+    /// Dropout in training passes (forwardTraining with a generator), as transformers' train mode:
+    /// after the embeddings, on the attention probabilities, and on each sublayer's output before its
+    /// residual sum. Defaults to 0 (off); training sets it from the config unless told otherwise.
+    public var trainingDropout: (hidden: Float, attention: Float) = (0, 0)
     let words: Embedding, positions: Embedding, tokenTypes: Embedding
     let embNorm: LayerNorm
     var layers: [Layer]
@@ -31,9 +37,11 @@ public struct BertModel: Sendable {
             guard let v = cfg.json[k]?.intValue, v > 0 else { throw ModelError("\(checkpoint.path)/config.json: missing or invalid '\(k)'") }
             return Int(v)
         }
-        let config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
+        var config = Config(hidden: try int("hidden_size"), layers: try int("num_hidden_layers"), heads: try int("num_attention_heads"),
                         intermediate: try int("intermediate_size"), maxPositions: try int("max_position_embeddings"),
                         eps: Float(cfg.json["layer_norm_eps"]?.doubleValue ?? 1e-12))
+        config.hiddenDropout = Float(cfg.json["hidden_dropout_prob"]?.doubleValue ?? 0.1)
+        config.attentionDropout = Float(cfg.json["attention_probs_dropout_prob"]?.doubleValue ?? 0.1)
         guard config.hidden % config.heads == 0 else { throw ModelError("\(checkpoint.path): hidden_size not divisible by num_attention_heads") }
         let prefix = checkpoint.info("embeddings.word_embeddings.weight") != nil ? "" : "bert."
         let h = config.hidden

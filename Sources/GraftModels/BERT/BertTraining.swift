@@ -9,9 +9,11 @@ extension BertModel {
     struct LayerTape {
         let x: FloatBuffer
         let q: Linear.Saved, k: Linear.Saved, v: Linear.Saved
-        let qOut: FloatBuffer, kOut: FloatBuffer, vOut: FloatBuffer, probs: FloatBuffer
+        let qOut: FloatBuffer, kOut: FloatBuffer, vOut: FloatBuffer, attention: SelfAttention.Saved
         let attnOut: Linear.Saved, attnNorm: LayerNorm.Saved
         let up: Linear.Saved, preGelu: FloatBuffer, down: Linear.Saved, outNorm: LayerNorm.Saved
+        /// Dropout scales on the attention output and the feed-forward output (nil without dropout).
+        let attnDrop: FloatBuffer?, outDrop: FloatBuffer?
         /// Only each sequence's first position was computed past the keys and values (the last layer
         /// of a [CLS] classifier).
         let firstOnly: Bool
@@ -54,6 +56,10 @@ extension BertModel {
         positions.gather((0..<b).flatMap { _ in Array(0..<t) }, into: x, accumulate: true)
         tokenTypes.gather([Int](repeating: 0, count: rows), into: x, accumulate: true)
         embNorm.forward(x, rows: rows)
+        // transformers' train-mode dropout, drawn only when a generator is given.
+        let (pHidden, pAttn) = rng == nil ? (Float(0), Float(0)) : trainingDropout
+        func seed() -> UInt64 { rng?.pointee.next() ?? 0 }
+        _ = Dropout.apply(x, p: pHidden, seed: seed())
         let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
         var tapes: [LayerTape] = []
         for (i, layer) in layers.enumerated() {
@@ -62,9 +68,10 @@ extension BertModel {
             let (q, qs) = layer.query.forwardTraining(xq, rows: qRows, rng: rng)
             let (k, ks) = layer.key.forwardTraining(x, rows: rows, rng: rng)
             let (v, vs) = layer.value.forwardTraining(x, rows: rows, rng: rng)
-            let (ctx, probs) = attention.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths,
-                                                         queries: firstOnly ? 1 : nil)
+            let (ctx, att) = attention.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths,
+                                                       queries: firstOnly ? 1 : nil, dropout: pAttn, seed: seed())
             let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng)
+            let attnDrop = Dropout.apply(ao, p: pHidden, seed: seed())
             add(ao, xq)
             let (a, ans) = layer.attnNorm.forwardTraining(ao, rows: qRows)
             let (u, ups) = layer.up.forwardTraining(a, rows: qRows, rng: rng)
@@ -72,10 +79,12 @@ extension BertModel {
             pre.mutable.baseAddress!.update(from: u.values.baseAddress!, count: u.count)
             Activation.gelu(u)
             let (d, ds) = layer.down.forwardTraining(u, rows: qRows, rng: rng)
+            let outDrop = Dropout.apply(d, p: pHidden, seed: seed())
             add(d, a)
             let (out, ons) = layer.outNorm.forwardTraining(d, rows: qRows)
-            tapes.append(LayerTape(x: x, q: qs, k: ks, v: vs, qOut: q, kOut: k, vOut: v, probs: probs, attnOut: aos,
-                                   attnNorm: ans, up: ups, preGelu: pre, down: ds, outNorm: ons, firstOnly: firstOnly))
+            tapes.append(LayerTape(x: x, q: qs, k: ks, v: vs, qOut: q, kOut: k, vOut: v, attention: att, attnOut: aos,
+                                   attnNorm: ans, up: ups, preGelu: pre, down: ds, outNorm: ons, attnDrop: attnDrop, outDrop: outDrop,
+                                   firstOnly: firstOnly))
             x = out
         }
         return (x, Tape(layers: tapes, batch: b, length: t, lengths: lengths))
@@ -92,13 +101,17 @@ extension BertModel {
             let l = layers[i], s = tape.layers[i]
             let qRows = s.firstOnly ? tape.batch : rows
             let ds2 = l.outNorm.backward(dx, saved: s.outNorm, rows: qRows)
-            let dg = l.down.backward(ds2, saved: s.down, rows: qRows)!
+            let dd = FloatBuffer(ds2.array)
+            Dropout.backward(dd, scale: s.outDrop)
+            let dg = l.down.backward(s.outDrop == nil ? ds2 : dd, saved: s.down, rows: qRows)!
             Activation.geluBackward(dg, input: s.preGelu)
             let da = l.up.backward(dg, saved: s.up, rows: qRows)!
             add(da, ds2)  // residual: a feeds both the MLP and the second sum
             let ds1 = l.attnNorm.backward(da, saved: s.attnNorm, rows: qRows)
-            let dctx = l.attnOut.backward(ds1, saved: s.attnOut, rows: qRows)!
-            let (dq, dk, dv) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, probs: s.probs, batch: tape.batch,
+            let dao = FloatBuffer(ds1.array)
+            Dropout.backward(dao, scale: s.attnDrop)
+            let dctx = l.attnOut.backward(s.attnDrop == nil ? ds1 : dao, saved: s.attnOut, rows: qRows)!
+            let (dq, dk, dv) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, saved: s.attention, batch: tape.batch,
                                                   length: tape.length, lengths: tape.lengths, queries: s.firstOnly ? 1 : nil)
             let needInput = i > lowest
             let dxq = l.query.backward(dq, saved: s.q, rows: qRows, needInput: needInput)
@@ -131,6 +144,7 @@ extension BertForSequenceClassification {
     public struct Tape: @unchecked Sendable {
         let encoder: BertModel.Tape
         let pooler: Linear.Saved, pooled: FloatBuffer, head: Linear.Saved
+        let poolDrop: FloatBuffer?
     }
 
     /// Logits [batch × classes] for token-id sequences (special tokens included).
@@ -140,14 +154,18 @@ extension BertForSequenceClassification {
         let (p, ps) = pooler.forwardTraining(cls, rows: tape.batch, rng: rng)
         let pv = p.mutable
         for i in 0..<pv.count { pv[i] = tanh(pv[i]) }
-        let (logits, hs) = head.forwardTraining(p, rows: tape.batch, rng: rng)
-        return (logits, Tape(encoder: tape, pooler: ps, pooled: p, head: hs))
+        // transformers' classifier dropout (hidden_dropout_prob) on the pooled output, in training.
+        let dropped = FloatBuffer(p.array)
+        let scale = Dropout.apply(dropped, p: rng == nil ? 0 : encoder.trainingDropout.hidden, seed: rng?.pointee.next() ?? 0)
+        let (logits, hs) = head.forwardTraining(dropped, rows: tape.batch, rng: rng)
+        return (logits, Tape(encoder: tape, pooler: ps, pooled: p, head: hs, poolDrop: scale))
     }
 
     /// Backward from dL/dlogits.
     public func backward(_ dLogits: FloatBuffer, tape: Tape) {
         let b = tape.encoder.batch
         let dp = head.backward(dLogits, saved: tape.head, rows: b)!
+        Dropout.backward(dp, scale: tape.poolDrop)
         let dpv = dp.mutable, pv = tape.pooled.values
         for i in 0..<dpv.count { dpv[i] *= 1 - pv[i] * pv[i] }
         let dcls = encoder.pooler!.backward(dp, saved: tape.pooler, rows: b)!

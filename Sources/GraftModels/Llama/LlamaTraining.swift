@@ -9,7 +9,7 @@ extension LlamaModel {
     struct LayerTape {
         let x: FloatBuffer, rstd1: [Float], normed1: FloatBuffer
         let q: Linear.Saved, k: Linear.Saved, v: Linear.Saved
-        let qRot: FloatBuffer, kRot: FloatBuffer, vOut: FloatBuffer, probs: FloatBuffer
+        let qRot: FloatBuffer, kRot: FloatBuffer, vOut: FloatBuffer, attention: SelfAttention.Saved
         let o: Linear.Saved
         let x2: FloatBuffer, rstd2: [Float]
         let gate: Linear.Saved, up: Linear.Saved, gateOut: FloatBuffer, upOut: FloatBuffer, down: Linear.Saved
@@ -67,7 +67,7 @@ extension LlamaModel {
             let (v, vs) = layer.v.forwardTraining(n1, rows: rows, rng: rng)
             rotate(q, heads: config.heads, batch: b, length: t, inverse: false)
             rotate(k, heads: config.kvHeads, batch: b, length: t, inverse: false)
-            let (ctx, probs) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
+            let (ctx, att) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
             let (o, os) = layer.o.forwardTraining(ctx, rows: rows, rng: rng)
             add(x, into: o)  // o ← x + attention: the residual stream after attention
             let x2 = o
@@ -77,7 +77,7 @@ extension LlamaModel {
             let hmid = Activation.swiglu(gate: g, up: u)
             let (d, ds) = layer.down.forwardTraining(hmid, rows: rows, rng: rng)
             add(x2, into: d)
-            tapes.append(LayerTape(x: x, rstd1: r1, normed1: n1, q: qs, k: ks, v: vs, qRot: q, kRot: k, vOut: v, probs: probs, o: os,
+            tapes.append(LayerTape(x: x, rstd1: r1, normed1: n1, q: qs, k: ks, v: vs, qRot: q, kRot: k, vOut: v, attention: att, o: os,
                                    x2: x2, rstd2: r2, gate: gs, up: us, gateOut: g, upOut: u, down: ds))
             x = d
         }
@@ -102,7 +102,7 @@ extension LlamaModel {
             add(dx, into: dx2)
             // Attention: x2 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x)
             let dctx = l.o.backward(dx2, saved: s.o, rows: rows)!
-            let (dq, dk, dv) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, probs: s.probs, batch: b, length: t, lengths: tape.lengths)
+            let (dq, dk, dv) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, saved: s.attention, batch: b, length: t, lengths: tape.lengths)
             rotate(dq, heads: config.heads, batch: b, length: t, inverse: true)
             rotate(dk, heads: config.kvHeads, batch: b, length: t, inverse: true)
             let needInput = i > lowest
