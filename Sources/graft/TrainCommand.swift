@@ -14,28 +14,38 @@ struct TrainCommand: ParsableCommand {
         abstract: "Train a LoRA (or DoRA) adapter on a model and a JSONL/CSV dataset; saves an HF PEFT adapter folder.",
         discussion: """
         Tasks and the rows they read:
-          classification  {"text": …, "label": …}  (columns via --text-column/--label-column; CSV too).
-                          BERT encoder + pooler + a new linear head, saved as modules_to_save "classifier".
-          causal-lm       {"messages": [{"role", "content"}…]} through the model's chat template (loss on
-                          assistant turns), {"prompt", "completion"} (loss on the completion), or {"text"}.
-          embedding       {"query", "positive"[, "negative"]}: in-batch-negatives contrastive loss
-                          (sentence-transformers' MultipleNegativesRankingLoss, scale 20).
+          classification  {"text", "label"} (or --text-column/--label-column;
+                          CSV too). BERT + pooler + a new linear head, saved
+                          as modules_to_save "classifier".
+          causal-lm       {"messages": [{"role", "content"}, ...]} through the
+                          model's chat template (loss on assistant turns),
+                          {"prompt", "completion"} (loss on the completion),
+                          or {"text"} (loss on every token).
+          embedding       {"query", "positive"[, "negative"]}: in-batch
+                          negatives, as sentence-transformers'
+                          MultipleNegativesRankingLoss (scale 20).
 
         Examples:
-          graft train --model minilm --task classification --data reviews.csv --no-header \\
-              --text-column 1 --label-column 0 --epochs 3 --output sentiment-lora
-          graft train --model smollm2 --task causal-lm --data chats.jsonl --targets q_proj,v_proj \\
-              --rank 8 --alpha 16 --max-steps 200 --save-every 50 --output smol-sft
-          graft train --config train.yaml --lr 1e-4      # flags override the file's values
-          graft train --config train.yaml --resume       # continue from the newest checkpoint
+          graft train --model minilm --task classification --data train.jsonl
+                      --epochs 3 --output sentiment-lora
+          graft train --model minilm --task classification --data reviews.csv
+                      --no-header --text-column 1 --label-column 0 --output out
+          graft train --model smollm2 --task causal-lm --data chats.jsonl
+                      --targets q_proj,v_proj --max-steps 200 --save-every 50
+                      --output smol-sft
+          graft train --config train.yaml --lr 1e-4   # flags win over the file
+          graft train --config train.yaml --resume latest
 
-        The output folder holds adapter_config.json and adapter_model.safetensors (loadable by HF PEFT,
-        `graft fuse`, `graft merge`, and `--adapter` of graft's runtime commands), metrics.jsonl,
-        loss_curve.svg, training_config.json, and labels.json for classification. It appears only when
-        training completes. Checkpoints (--save-every) go to OUTPUT.checkpoints/checkpoint-STEP; a resumed
-        run continues on exactly the loss curve of an uninterrupted one.
+        The output folder holds adapter_config.json and
+        adapter_model.safetensors (HF PEFT's format: PEFT, graft fuse, graft
+        merge and --adapter load it), metrics.jsonl, loss_curve.svg,
+        training_config.json, and labels.json for classification. It appears
+        only when training completes. --save-every writes checkpoints to
+        OUTPUT.checkpoints/checkpoint-STEP; a resumed run continues on exactly
+        the loss curve of an uninterrupted one.
 
-        A --config YAML file takes the same option names (snake_case or kebab-case), e.g.
+        --config takes a YAML file of the same option names (snake_case or
+        kebab-case), e.g.
           model: minilm
           task: classification
           data: train.csv
