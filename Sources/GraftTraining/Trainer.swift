@@ -130,7 +130,7 @@ public final class Trainer<Task: TrainingTask> {
                 result += r
                 tokens += r.tokens
             }
-            // The step's loss as HF Trainer logs it: the mean of the micro-batches' mean losses.
+            // The step's loss: the mean over all examples (or target tokens) of its micro-batches.
             let loss = result.meanLoss
             guard loss.isFinite else { throw TrainingError("loss became \(loss) at step \(step + 1); lower the learning rate") }
             let norm = clipGradients(adapter.parameters, maxNorm: options.maxGradNorm.map(Float.init))

@@ -196,8 +196,8 @@ struct TrainCommand: ParsableCommand {
         if spec.packing && kind != .causalLM { throw ValidationError("--packing is for --task causal-lm") }
         spec.initAdapter = try path(adapter ?? f?.string("adapter"))
         spec.trainer = t
-        spec.overwrite = force || resume != nil
         spec.resume = try resume ?? f?.string("resume")
+        spec.overwrite = force || spec.resume != nil  // a resumed run replaces the output it will complete
         return spec
     }
 
