@@ -1,9 +1,10 @@
 import GraftData
 import GraftTensor
 
-/// Length-bucketed batches: each epoch shuffles the examples with (seed, epoch), sorts windows of
-/// 50 batches by length so a batch holds similar lengths (little padding), then shuffles the batch
-/// order. The same seed gives the same batches on every run, which is what makes resuming exact.
+/// Batches for one epoch: the examples shuffled with (seed, epoch); with `bucketed` (group by length),
+/// windows of 50 batches are sorted by length so a batch holds similar lengths (little padding) and the
+/// batch order is shuffled again. The same seed gives the same batches on every run, which is what makes
+/// resuming exact.
 public enum Batching {
     public static func epoch(_ epoch: Int, lengths: [Int], batchSize: Int, seed: UInt64, bucketed: Bool = true) -> [[Int]] {
         var order = Array(lengths.indices)

@@ -23,7 +23,8 @@ public struct TrainerOptions: Sendable, Equatable {
     public var saveEvery: Int? = nil
     public var keepCheckpoints = 2
     public var seed: UInt64 = 42
-    public var bucketByLength = true
+    /// Batches of similar lengths (HF's group_by_length): less padding, but less varied batches.
+    public var groupByLength = false
 
     public init() {}
 
@@ -34,7 +35,7 @@ public struct TrainerOptions: Sendable, Equatable {
                  ("learning_rate", .double(learningRate)), ("weight_decay", .double(weightDecay)), ("schedule", .string(schedule.rawValue)),
                  ("warmup_steps", warmupSteps.map { .int(Int64($0)) } ?? .null), ("warmup_ratio", .double(warmupRatio)),
                  ("max_grad_norm", maxGradNorm.map { .double($0) } ?? .null), ("seed", .int(Int64(seed))),
-                 ("bucket_by_length", .bool(bucketByLength))])
+                 ("group_by_length", .bool(groupByLength))])
     }
 }
 
@@ -86,7 +87,7 @@ public final class Trainer<Task: TrainingTask> {
         let e = i / (stepsPerEpoch * options.gradientAccumulation), within = i % (stepsPerEpoch * options.gradientAccumulation)
         if epochCache?.0 != e {
             epochCache = (e, Batching.epoch(e, lengths: train.map(task.length), batchSize: options.batchSize, seed: options.seed,
-                                            bucketed: options.bucketByLength))
+                                            bucketed: options.groupByLength))
         }
         return epochCache!.1[within].map { train[$0] }
     }

@@ -97,7 +97,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Write a resumable checkpoint every N steps (default: none).") var saveEvery: Int?
     @Option(help: "Checkpoints kept (default 2).") var keepCheckpoints: Int?
     @Option(help: "Seed for initialisation, splits, data order and dropout (default 42).") var seed: UInt64?
-    @Flag(help: "Do not group similar lengths into batches.") var noBucket = false
+    @Flag(help: "Group examples of similar length into batches (less padding, faster; HF's group_by_length). Off by default: on the sentiment benchmark it cost ~1.5 points of accuracy.") var groupByLength = false
     @Option(help: "Resume from a checkpoint folder, or 'latest' (the newest in OUTPUT.checkpoints).") var resume: String?
 
     @Option(name: .shortAndLong, help: "Output adapter folder.") var output: String?
@@ -108,7 +108,7 @@ struct TrainCommand: ParsableCommand {
                            "label_column", "max_length", "no_truncate", "skip_bad_rows", "precision", "packing", "model_dropout", "rank", "alpha", "dropout", "rslora", "dora",
                            "targets", "layers", "adapter", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
                            "schedule", "warmup_steps", "warmup_ratio", "max_grad_norm", "log_every", "eval_every", "save_every",
-                           "keep_checkpoints", "seed", "no_bucket", "resume", "output"]
+                           "keep_checkpoints", "seed", "group_by_length", "resume", "output"]
 
     func spec() throws -> TrainSpec {
         let f = try config.map { try TrainConfigFile(path: $0, allowedKeys: Self.fileKeys) }
@@ -164,7 +164,7 @@ struct TrainCommand: ParsableCommand {
         t.saveEvery = try saveEvery ?? f?.int("save_every")
         t.keepCheckpoints = try keepCheckpoints ?? f?.int("keep_checkpoints") ?? 2
         t.seed = try seed ?? f?.int("seed").map(UInt64.init) ?? 42
-        t.bucketByLength = try !(noBucket || (f?.bool("no_bucket") ?? false))
+        t.groupByLength = try groupByLength || (f?.bool("group_by_length") ?? false)
         for (name, v) in [("epochs", t.epochs), ("batch-size", t.batchSize), ("grad-accum", t.gradientAccumulation), ("log-every", t.logEvery)] where v < 1 {
             throw ValidationError("--\(name) must be at least 1")
         }
