@@ -90,12 +90,16 @@ struct BenchTrain: ParsableCommand {
         var line = String(format: "graft (\(precision)): %.0f tokens/s, ≈%.0f effective GFLOPS (%.0f%% of the 232 GFLOPS FP32 peak of 2 cores), peak RSS %.0f MB",
                           ours.tps, gflops, gflops / 232 * 100, rss)
         if !noPeer, let r = try runPeer(Self.peerScript, input: ["path": path, "task": task, "ids": ids, "rank": rank, "targets": targets,
-                                                                "steps": steps]),
+                                                                "steps": steps, "autocast": precision == "bf16"]),
            let tps = r["tokens_per_second"] as? Double {
             let prss = (r["peak_rss_mb"] as? Double) ?? .nan
-            line += String(format: " | PyTorch+PEFT: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", tps, prss, ours.tps / tps, rss / prss)
+            line += String(format: " | PyTorch+PEFT float32: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", tps, prss, ours.tps / tps, rss / prss)
             result += [("peer_tokens_per_second", .double(tps.rounded())), ("peer_peak_rss_mb", .double(prss.rounded())),
                        ("speedup", .double((ours.tps / tps * 100).rounded() / 100))]
+            if let bf = r["autocast_tokens_per_second"] as? Double {
+                line += String(format: " | PyTorch bf16 autocast: %.0f tokens/s | %.2f×", bf, ours.tps / bf)
+                result += [("peer_autocast_tokens_per_second", .double(bf.rounded())), ("speedup_vs_autocast", .double((ours.tps / bf * 100).rounded() / 100))]
+            }
         } else if !noPeer { line += " | PyTorch+PEFT not installed (../shared/tools/peer-env.sh)" }
         print(json ? JSONValue.object(result).serialized() : line)
     }
@@ -143,13 +147,18 @@ struct BenchTrain: ParsableCommand {
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
     m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    def step():
-        loss = m(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()
-    step()
-    t = time.time()
-    for _ in range(a["steps"]): step()
-    tps = ids.numel() * a["steps"] / (time.time() - t)
-    print(json.dumps({"tokens_per_second": tps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    def step(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = m(**batch).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+    def measure(autocast):
+        step(autocast)
+        t = time.time()
+        for _ in range(a["steps"]): step(autocast)
+        return ids.numel() * a["steps"] / (time.time() - t)
+    out = {"tokens_per_second": measure(False), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if a["autocast"]: out["autocast_tokens_per_second"] = measure(True)  # the same bf16 products Graft's bf16 does
+    print(json.dumps(out))
     """
 }
 

@@ -18,6 +18,20 @@ public enum Activation {
         }
     }
 
+    /// out = GELU(x), leaving x as it is (the training pass keeps x for the backward).
+    public static func gelu(_ x: FloatBuffer, into out: FloatBuffer) {
+        let v = x.values, o = out.mutable
+        parallelFor(count: v.count, minChunk: 1 << 14) { r in
+            var i = r.lowerBound
+            while i + 16 <= r.upperBound {
+                let a = UnsafeRawPointer(v.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(o.baseAddress! + i).storeBytes(of: 0.5 * a * (1 + erf16(a * 0.70710678118654752)), as: SIMD16<Float>.self)
+                i += 16
+            }
+            while i < r.upperBound { let a = v[i]; o[i] = 0.5 * a * (1 + erf(a * 0.70710678118654752)); i += 1 }
+        }
+    }
+
     /// Backward of `gelu`: dy ← dy · (Φ(x) + x·φ(x)), in place, with x the input of the forward pass.
     public static func geluBackward(_ dy: FloatBuffer, input x: FloatBuffer) {
         let d = dy.mutable, xv = x.values

@@ -45,14 +45,20 @@ extension LayerNorm {
                 let (mp, rp) = st.value
                 for r in rr {
                     let row = xv.baseAddress! + r * d, out = yv.baseAddress! + r * d
-                    var m = 0.0
-                    for j in 0..<d { m += Double(row[j]) }
-                    m /= Double(d)
-                    var v = 0.0
-                    for j in 0..<d { let c = Double(row[j]) - m; v += c * c }
-                    let inv = Float(1 / (v / Double(d) + Double(eps)).squareRoot())
-                    mp[r] = Float(m); rp[r] = inv
-                    for j in 0..<d { out[j] = (row[j] - Float(m)) * inv * g[j] + b[j] }
+                    // Two passes in float with 16-lane partial sums (mean, then squared deviations).
+                    typealias V = SIMD16<Float>
+                    var acc = V(repeating: 0), j = 0
+                    while j + 16 <= d { acc += UnsafeRawPointer(row + j).loadUnaligned(as: V.self); j += 16 }
+                    var sum = acc.sum()
+                    while j < d { sum += row[j]; j += 1 }
+                    let m = sum / Float(d)
+                    acc = V(repeating: 0); j = 0
+                    while j + 16 <= d { let c = UnsafeRawPointer(row + j).loadUnaligned(as: V.self) - m; acc += c * c; j += 16 }
+                    var v = acc.sum()
+                    while j < d { let c = row[j] - m; v += c * c; j += 1 }
+                    let inv = 1 / (v / Float(d) + eps).squareRoot()
+                    mp[r] = m; rp[r] = inv
+                    for j in 0..<d { out[j] = (row[j] - m) * inv * g[j] + b[j] }
                 }
             }
         } }
