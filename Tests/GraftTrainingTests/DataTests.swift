@@ -119,3 +119,47 @@ extension DataTests {
         XCTAssertEqual(packed[1].targets, c.targets)
     }
 }
+
+/// `graft data prepare`: sources → stratified, seeded splits.
+final class PrepareTests: XCTestCase {
+    func testTableAndClassFoldersToStratifiedSplits() throws {
+        let d = try temporaryDirectory(self)
+        try write((0..<100).map { "\"\($0 % 4 == 0 ? "b" : "a")\",\"text \($0)\"" }.joined(separator: "\n"), to: d + "/t.csv")
+        let items = try Prepare.read(.table(path: d + "/t.csv", header: false, textColumn: "1", labelColumn: "0"))
+        XCTAssertEqual(items.count, 100)
+        let s = Prepare.split(items, validation: 0.1, test: 0.2, seed: 1)
+        XCTAssertEqual(s.test.filter { $0.label == "b" }.count, 5, "20 % of the 25 b's")
+        XCTAssertEqual(s.test.filter { $0.label == "a" }.count, 15)
+        XCTAssertEqual(Prepare.split(items, validation: 0.1, test: 0.2, seed: 1).test, s.test, "seeded")
+        try Prepare.write(s, to: d)
+        let back = try Table.read(d + "/test.jsonl")
+        XCTAssertEqual(back.map { $0.text("text") ?? "" }, s.test.map(\.text))
+        let summary = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/labels.json"))))
+        XCTAssertEqual(summary["test"]?["b"]?.intValue, 5)
+
+        // One subfolder per class; a Latin-1 file is read as Latin-1.
+        for (c, texts) in [("sport", ["goal", "match"]), ("tech", ["chip"])] {
+            try FileManager.default.createDirectory(atPath: d + "/news/" + c, withIntermediateDirectories: true)
+            for (i, t) in texts.enumerated() { try write(t, to: d + "/news/\(c)/\(i).txt") }
+        }
+        try Data([0x63, 0x61, 0x66, 0xE9]).write(to: URL(fileURLWithPath: d + "/news/tech/latin.txt"))  // "café" in Latin-1
+        let folder = try Prepare.read(.classFolders(path: d + "/news"))
+        XCTAssertEqual(folder.map(\.label), ["sport", "sport", "tech", "tech"])
+        XCTAssertTrue(folder.contains { $0.text == "café" })
+    }
+
+    func testMissingLabelIsNamedAndNothingIsWritten() throws {
+        let d = try temporaryDirectory(self)
+        try write("text,label\ngood,1\nbad,\nfine,0\n", to: d + "/t.csv")
+        XCTAssertThrowsError(try Prepare.read(.table(path: d + "/t.csv", header: true, textColumn: "text", labelColumn: "label"))) {
+            XCTAssertEqual("\($0)", d + "/t.csv:3: missing label column 'label' (the row has: label, text)")
+        }
+        let (code, _, err) = try runGraft(PrepareTests.self, ["data", "prepare", "--input", d + "/t.csv", "--output", d + "/out"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("t.csv:3"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/out"))
+        let (c2, _, e2) = try runGraft(PrepareTests.self, ["data", "prepare", "--corpus", "poetry"])
+        XCTAssertNotEqual(c2, 0)
+        XCTAssertTrue(e2.contains("unknown corpus 'poetry'") && e2.contains("dutch-sentiment"), e2)
+    }
+}
