@@ -192,6 +192,17 @@ public final class Trainer<Task: TrainingTask> {
         return path
     }
 
+    /// The leaf settings that differ between two configurations (dotted paths into nested objects).
+    static func differences(_ a: JSONValue?, _ b: JSONValue?, path: String) -> [(String, JSONValue?, JSONValue?)] {
+        if let oa = a?.objectValue, let ob = b?.objectValue {
+            let keys = oa.map(\.0) + ob.map(\.0).filter { k in !oa.contains { $0.0 == k } }
+            return keys.flatMap { k in
+                differences(oa.first { $0.0 == k }?.1, ob.first { $0.0 == k }?.1, path: path.isEmpty ? k : path + "." + k)
+            }
+        }
+        return a == b ? [] : [(path, a, b)]
+    }
+
     /// Checkpoint folders in `dir`, oldest first.
     public static func checkpoints(in dir: String) -> [(step: Int, path: String)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
@@ -208,10 +219,8 @@ public final class Trainer<Task: TrainingTask> {
         do { state = try JSONValue.parse([UInt8](data)) } catch { throw TrainingError("\(statePath): invalid JSON: \(error)") }
         guard let saved = state["config"] else { throw TrainingError("\(statePath): missing 'config'") }
         if saved != fingerprint {
-            let a = saved.objectValue ?? [], b = fingerprint.objectValue ?? []
-            let keys = Set(a.map(\.0)).union(b.map(\.0)).sorted().filter { k in a.first { $0.0 == k }?.1 != b.first { $0.0 == k }?.1 }
-            let detail = keys.map { k in
-                "\(k): checkpoint \(a.first { $0.0 == k }?.1.serialized() ?? "—") vs now \(b.first { $0.0 == k }?.1.serialized() ?? "—")"
+            let detail = Self.differences(saved, fingerprint, path: "").map { k, a, b in
+                "\(k): checkpoint \(a?.serialized() ?? "—") vs now \(b?.serialized() ?? "—")"
             }.joined(separator: "; ")
             throw TrainingError("\(path) was written by a run with a different configuration (\(detail)); resume with the same settings or start a new run")
         }

@@ -62,7 +62,7 @@ final class TrainerTests: XCTestCase {
         s.trainer.learningRate = 1e-3
         s.output = d + "/other"
         XCTAssertThrowsError(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })) {
-            XCTAssertTrue("\($0)".contains("different configuration") && "\($0)".contains("trainer"), "\($0)")
+            XCTAssertTrue("\($0)".contains("different configuration (trainer.learning_rate: checkpoint 0.002 vs now 0.001)"), "\($0)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/other"))
     }
