@@ -39,6 +39,18 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// existing PEFT adapter instead (its tensors copied, its rank/alpha/targets used).
     public static func attach<M: AdaptableModel>(to model: inout M, config: LoRAConfig, peftPrefix: String, seed: UInt64,
                                                  from existing: LoRAAdapter? = nil) throws -> TrainableAdapter {
+        var config = config
+        if let existing {
+            // Continuing an adapter: its own rank, alpha, scaling rule and targets (only the dropout is
+            // this run's choice), so the saved config describes the saved tensors.
+            let c = existing.config
+            guard c.rankPattern.isEmpty && c.alphaPattern.isEmpty else {
+                throw TrainingError("\(existing.path): adapters with rank_pattern or alpha_pattern cannot be continued yet")
+            }
+            var own = LoRAConfig(rank: c.r, alpha: c.loraAlpha, targetModules: c.targetModules)
+            own.dropout = config.dropout; own.useRSLoRA = c.useRSLoRA; own.useDoRA = c.useDoRA
+            config = own
+        }
         try config.validate()
         let paths: [String]
         if let existing {

@@ -257,6 +257,9 @@ extension TrainerTests {
         let ref = try SafetensorsFile(path: referenceRoot + "/models/peft-minilm-seqcls/adapter_model.safetensors")
         let ours = try SafetensorsFile(path: d + "/out/adapter_model.safetensors")
         XCTAssertEqual(Set(ours.tensors.map(\.name)), Set(ref.tensors.map(\.name)))
+        // The saved config is the continued adapter's (r 8, alpha 16), not this run's defaults (r 4, alpha 8).
+        let cfg = try PEFTAdapterConfig(path: d + "/out/adapter_config.json")
+        XCTAssertEqual(cfg.r, 8); XCTAssertEqual(cfg.loraAlpha, 16)
         for t in ref.tensors {
             let a = FloatBuffer(try ref.tensor(t.name)).values, b = FloatBuffer(try ours.tensor(t.name)).values
             let diff = zip(a, b).map { abs($0 - $1) }.max() ?? 1
