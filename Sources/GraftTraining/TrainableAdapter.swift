@@ -37,8 +37,9 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// Attaches a new adapter to `model` with PEFT's initialisation: A Kaiming-uniform (a = √5, so
     /// U(−1/√in, 1/√in)), B zero, DoRA's magnitude = the row norms of W. `from` continues training an
     /// existing PEFT adapter instead (its tensors copied, its rank/alpha/targets used).
+    /// `headOnly` allows a config with no target modules (a linear probe: the caller adds the head).
     public static func attach<M: AdaptableModel>(to model: inout M, config: LoRAConfig, peftPrefix: String, seed: UInt64,
-                                                 from existing: LoRAAdapter? = nil) throws -> TrainableAdapter {
+                                                 from existing: LoRAAdapter? = nil, allowHeadOnly: Bool = false) throws -> TrainableAdapter {
         var config = config
         if let existing {
             // Continuing an adapter: its own rank, alpha, scaling rule and targets (only the dropout is
@@ -61,6 +62,9 @@ public struct TrainableAdapter: @unchecked Sendable {
                 }
                 return bare
             }
+        } else if config.headOnly {
+            guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
+            paths = []
         } else {
             paths = try config.targets(in: model.linearModuleNames)
         }
@@ -109,7 +113,7 @@ public struct TrainableAdapter: @unchecked Sendable {
             }
             modules.append(Module(path: path, update: u, inFeatures: inF, outFeatures: outF))
         }
-        guard !modules.isEmpty else { throw TrainingError("the adapter targets no module") }
+        guard !modules.isEmpty || (allowHeadOnly && config.headOnly) else { throw TrainingError("the adapter targets no module") }
         return TrainableAdapter(config: config, modules: modules, peftPrefix: peftPrefix, parameters: params)
     }
 

@@ -113,6 +113,9 @@ public enum TrainingRun {
         // Training splits its products over the cores itself (by columns, per attention head); BLAS's own
         // worker threads would only spin and compete for the same cores.
         Linalg.useSingleThreadedBLAS()
+        if spec.lora.headOnly && spec.task != .classification {
+            throw TrainingError("no target modules given (--targets none trains only a classification head)")
+        }
         let resumePath: String? = try spec.resume.map { r in
             guard r == "latest" else { return r }
             guard let last = Trainer<ClassificationTask>.checkpoints(in: spec.checkpointDir).last else {
@@ -146,7 +149,8 @@ public enum TrainingRun {
             if spec.bf16 { encoder.enableBF16() }
             encoder.trainingDropout = spec.modelDropout.map { (Float($0), Float($0)) }
                 ?? (encoder.config.hiddenDropout, encoder.config.attentionDropout)
-            var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed, from: existing)
+            var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed,
+                                                      from: existing, allowHeadOnly: true)
             var head = try classifierHead(existing, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
             adapter.trainFully(&head, name: "classifier")
             let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)

@@ -79,7 +79,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Dropout on the adapter's input (default 0).") var dropout: Double?
     @Flag(help: "rsLoRA scaling alpha/√r.") var rslora = false
     @Flag(help: "DoRA: train a magnitude vector next to the low-rank direction update.") var dora = false
-    @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path. Default: query,value for BERT, q_proj,v_proj for Llama.") var targets: String?
+    @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: query,value for BERT, q_proj,v_proj for Llama.") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
     @Option(help: "Continue training this PEFT adapter folder (its rank, alpha and targets).") var adapter: String?
 
@@ -137,6 +137,10 @@ struct TrainCommand: ParsableCommand {
         if targetList == nil { targetList = kind == .causalLM ? ["q_proj", "v_proj"] : ["query", "value"] }
         var lora = LoRAConfig(rank: r, alpha: try alpha ?? f?.double("alpha") ?? Double(2 * r), targetModules: targetList!)
         if targetList!.count == 1, targetList![0].hasPrefix("re:") { lora.targetRegex = String(targetList![0].dropFirst(3)); lora.targetModules = [] }
+        if targetList! == ["none"] {
+            guard kind == .classification else { throw ValidationError("--targets none (a linear probe) is for --task classification") }
+            lora.targetModules = []
+        }
         lora.dropout = try dropout ?? f?.double("dropout") ?? 0
         lora.useRSLoRA = try rslora || (f?.bool("rslora") ?? false)
         lora.useDoRA = try dora || (f?.bool("dora") ?? false)

@@ -267,3 +267,27 @@ extension TrainerTests {
         }
     }
 }
+
+extension TrainerTests {
+    /// `--targets none`: only the classification head trains on frozen features (a linear probe, the
+    /// demo's floor); the saved folder holds just the head and evaluates like any adapter.
+    func testLinearProbeTrainsOnlyTheHead() throws {
+        let d = try temporaryDirectory(self)
+        var s = try spec(d, steps: 30)
+        s.lora.targetModules = []
+        s.trainer.learningRate = 1e-2
+        let run = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        XCTAssertEqual(run.trainableParameters, 2 * 384 + 2)
+        let acc = run.history.last { $0["eval_accuracy"] != nil }?["eval_accuracy"]?.doubleValue ?? 0
+        XCTAssertGreaterThanOrEqual(acc, 0.8, "frozen MiniLM features separate the toy sentiment")
+        let saved = try SafetensorsFile(path: d + "/out/adapter_model.safetensors")
+        XCTAssertEqual(Set(saved.tensors.map(\.name)), ["base_model.model.classifier.weight", "base_model.model.classifier.bias"])
+        let ev = try Evaluation.classification(model: try fetchedModel("minilm"), adapter: d + "/out", data: d + "/train.jsonl", header: true,
+                                               textColumn: "text", labelColumn: nil, maxLength: nil)
+        XCTAssertGreaterThanOrEqual(ev.metrics.accuracy, 0.8)
+        XCTAssertEqual(ev.metrics.total, 96)
+        // Without the classification task there is nothing to train.
+        var lm = s; lm.task = .embedding; lm.output = d + "/probe-embedding"
+        XCTAssertThrowsError(try TrainingRun.run(lm, log: { _ in }, onEvent: { _ in })) { XCTAssertTrue("\($0)".contains("no target modules"), "\($0)") }
+    }
+}

@@ -21,13 +21,16 @@ public struct LoRAConfig: Sendable, Equatable {
         self.rank = rank; self.alpha = alpha; self.targetModules = targetModules
     }
 
+    /// No low-rank modules at all (targets "none"): only fully trained modules such as a classifier
+    /// head — a linear probe on frozen features.
+    public var headOnly: Bool { targetModules.isEmpty && targetRegex == nil }
+
     public var scaling: Double { useRSLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank) }
 
     public func validate() throws {
         guard rank > 0 else { throw LoRAError("LoRA rank must be a positive integer (got \(rank))") }
         guard alpha > 0, alpha.isFinite else { throw LoRAError("lora_alpha must be positive (got \(alpha))") }
         guard dropout >= 0 && dropout < 1 else { throw LoRAError("lora_dropout must be in [0, 1) (got \(dropout))") }
-        guard !targetModules.isEmpty || targetRegex != nil else { throw LoRAError("no target modules given") }
     }
 
     /// The modules of `available` (module paths of a model's linear layers) this config targets. An

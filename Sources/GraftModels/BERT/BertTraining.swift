@@ -34,6 +34,9 @@ extension BertModel {
         }
     }
 
+    /// Whether any layer has something to train (else backward below the head is skipped: a linear probe).
+    public var hasTrainableLayers: Bool { layers.indices.contains(where: isTrainable) }
+
     /// Whether layer `i` holds a linear layer with gradients attached.
     func isTrainable(_ i: Int) -> Bool {
         let l = layers[i]
@@ -163,7 +166,7 @@ extension BertForSequenceClassification {
     /// Backward from dL/dlogits.
     public func backward(_ dLogits: FloatBuffer, tape: Tape) {
         let b = tape.encoder.batch
-        let dp = head.backward(dLogits, saved: tape.head, rows: b)!
+        guard let dp = head.backward(dLogits, saved: tape.head, rows: b, needInput: encoder.hasTrainableLayers) else { return }
         Dropout.backward(dp, scale: tape.poolDrop)
         let dpv = dp.mutable, pv = tape.pooled.values
         for i in 0..<dpv.count { dpv[i] *= 1 - pv[i] * pv[i] }
