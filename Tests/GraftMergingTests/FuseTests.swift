@@ -23,12 +23,16 @@ final class FuseTests: XCTestCase {
         let mine = try Checkpoint(path: tmp + "/fused")
         let ref = try Checkpoint(path: referenceRoot + "/models/fuse-minilm/fused_subset.safetensors")
         var worst: Float = 0
+        // The committed reference keeps the leading rows of each fused matrix (every module, every rank
+        // component; the file stays under 1 MB); the shared fixture has them whole. Either compares as a prefix.
         for n in ref.names {
-            guard mine.info(n) != nil else { XCTFail("fused model lacks \(n)"); continue }
+            guard let info = mine.info(n), let refInfo = ref.info(n) else { XCTFail("fused model lacks \(n)"); continue }
+            XCTAssertEqual(Array(info.shape.dropFirst()), Array(refInfo.shape.dropFirst()), n)
+            XCTAssertLessThanOrEqual(refInfo.shape.first ?? 0, info.shape.first ?? 0, n)
             let a = try mine.tensor(n).floats(), b = try ref.tensor(n).floats()
-            XCTAssertEqual(a.count, b.count, n)
-            for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
+            for i in b.indices { worst = max(worst, abs(a[i] - b[i])) }
         }
+        XCTAssertEqual(ref.names.count, 14, "12 fused modules and the classifier's weight and bias")
         XCTAssertLessThanOrEqual(worst, 1e-6)
         // Untargeted weights are copied unchanged, under the task model's prefix.
         let base = try Checkpoint(path: minilm)
