@@ -4,16 +4,6 @@ import GraftFormats
 import GraftModels
 import GraftTensor
 
-/// A model whose linear layers can carry trainable adapters (module paths as PEFT names them).
-public protocol AdaptableModel {
-    var linearModuleNames: [String] { get }
-    mutating func updateLinear(_ module: String, _ edit: (inout Linear) throws -> Void) rethrows -> Bool
-    func linear(_ module: String) -> Linear?
-}
-
-extension BertModel: AdaptableModel {}
-extension LlamaModel: AdaptableModel {}
-
 /// The trainable LoRA (or DoRA) modules attached to a model, plus any fully trained module (a
 /// classification head, PEFT's `modules_to_save`): their parameters for the optimizer and the PEFT
 /// folder they save as.
@@ -38,7 +28,7 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// U(−1/√in, 1/√in)), B zero, DoRA's magnitude = the row norms of W. `from` continues training an
     /// existing PEFT adapter instead (its tensors copied, its rank/alpha/targets used).
     /// `headOnly` allows a config with no target modules (a linear probe: the caller adds the head).
-    public static func attach<M: AdaptableModel>(to model: inout M, config: LoRAConfig, peftPrefix: String, seed: UInt64,
+    public static func attach<M: LinearLayers>(to model: inout M, config: LoRAConfig, peftPrefix: String, seed: UInt64,
                                                  from existing: LoRAAdapter? = nil, allowHeadOnly: Bool = false) throws -> TrainableAdapter {
         var config = config
         if let existing {

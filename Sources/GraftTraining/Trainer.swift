@@ -187,7 +187,7 @@ public final class Trainer<Task: TrainingTask> {
             try out.commit()
         } catch { out.abandon(); throw error }
         // Prune older checkpoints.
-        let all = Self.checkpoints(in: dir)
+        let all = Checkpoints.list(in: dir)
         for old in all.dropLast(max(1, options.keepCheckpoints)) { try? FileManager.default.removeItem(atPath: old.path) }
         return path
     }
@@ -201,15 +201,6 @@ public final class Trainer<Task: TrainingTask> {
             }
         }
         return a == b ? [] : [(path, a, b)]
-    }
-
-    /// Checkpoint folders in `dir`, oldest first.
-    public static func checkpoints(in dir: String) -> [(step: Int, path: String)] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        return names.compactMap { n -> (Int, String)? in
-            guard n.hasPrefix("checkpoint-"), let s = Int(n.dropFirst("checkpoint-".count)) else { return nil }
-            return (s, (dir as NSString).appendingPathComponent(n))
-        }.sorted { $0.0 < $1.0 }
     }
 
     func resume(_ path: String, fingerprint: JSONValue) throws {
@@ -237,5 +228,17 @@ public final class Trainer<Task: TrainingTask> {
         try optimizer.restore(step: Int(os), m: adapter.parameters.map { try moment("m.", $0) }, v: adapter.parameters.map { try moment("v.", $0) })
         step = Int(s)
         history = state["history"]?.arrayValue ?? []
+    }
+}
+
+/// The `checkpoint-<step>` folders a run writes.
+public enum Checkpoints {
+    /// Checkpoint folders in `dir`, oldest first.
+    public static func list(in dir: String) -> [(step: Int, path: String)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.compactMap { n -> (Int, String)? in
+            guard n.hasPrefix("checkpoint-"), let s = Int(n.dropFirst("checkpoint-".count)) else { return nil }
+            return (s, (dir as NSString).appendingPathComponent(n))
+        }.sorted { $0.0 < $1.0 }
     }
 }

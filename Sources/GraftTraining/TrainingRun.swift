@@ -118,7 +118,7 @@ public enum TrainingRun {
         }
         let resumePath: String? = try spec.resume.map { r in
             guard r == "latest" else { return r }
-            guard let last = Trainer<ClassificationTask>.checkpoints(in: spec.checkpointDir).last else {
+            guard let last = Checkpoints.list(in: spec.checkpointDir).last else {
                 throw TrainingError("--resume: no checkpoint in \(spec.checkpointDir)")
             }
             return last.path

@@ -47,7 +47,7 @@ final class TrainerTests: XCTestCase {
         s.lora.dropout = 0.1  // dropout masks must repeat too
         s.trainer.gradientAccumulation = 2
         let full = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
-        let cps = Trainer<ClassificationTask>.checkpoints(in: s.checkpointDir).map(\.step)
+        let cps = Checkpoints.list(in: s.checkpointDir).map(\.step)
         XCTAssertEqual(cps, [3, 6], "every 3 steps, the newest 2 kept")
         let checkpoints = s.checkpointDir
         s.output = d + "/resumed"

@@ -5,7 +5,7 @@ import GraftTensor
 /// A BERT encoder (post-LayerNorm, GELU), as transformers' `BertModel`: embeddings (word + position +
 /// token type, LayerNorm), then layers of self-attention and feed-forward, each followed by a residual
 /// add and LayerNorm. Batched with padding masks.
-public struct BertModel: Sendable {
+public struct BertModel: Sendable, LinearLayers {
     public struct Config: Sendable {
         public let hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, eps: Float
         /// transformers' dropout rates (hidden_dropout_prob, attention_probs_dropout_prob), used in training.
@@ -104,24 +104,6 @@ public struct BertModel: Sendable {
         default: return false
         }
         return true
-    }
-
-    /// The linear layer at a module path, if any.
-    public func linear(_ module: String) -> Linear? {
-        var copy = self
-        var found: Linear?
-        _ = copy.updateLinear(module) { found = $0 }
-        return found
-    }
-
-    /// Attaches low-rank updates (e.g. a LoRA adapter's) to the linear layers they name. Module paths may
-    /// carry a task-model prefix (`bert.`); an update for a module this model lacks, or of the wrong
-    /// shape, is an error naming it.
-    public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
-        let known = linearModuleNames
-        for (name, u) in updates {
-            _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }
-        }
     }
 
     /// tanh(pooler(h[first token])) — BERT's pooled output.

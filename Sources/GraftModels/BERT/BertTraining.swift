@@ -27,12 +27,7 @@ extension BertModel {
 
     /// Training products with the frozen weights in bf16 (float32 accumulation): about twice the
     /// multiply-adds per instruction on CPUs with AVX512-BF16, inputs rounded to 8 mantissa bits.
-    public mutating func enableBF16() {
-        for i in layers.indices {
-            layers[i].query.enableBF16(); layers[i].key.enableBF16(); layers[i].value.enableBF16()
-            layers[i].attnOut.enableBF16(); layers[i].up.enableBF16(); layers[i].down.enableBF16()
-        }
-    }
+    public mutating func enableBF16() { updateEveryLinear { $0.enableBF16() } }
 
     /// Whether any layer has something to train (else backward below the head is skipped: a linear probe).
     public var hasTrainableLayers: Bool { layers.indices.contains(where: isTrainable) }

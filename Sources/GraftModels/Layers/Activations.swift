@@ -4,21 +4,10 @@ import GraftTensor
 public enum Activation {
     /// GELU, exact (erf) form — HF's "gelu" — vectorised with erf(z) = 1 − t·exp(−z²)·P(t),
     /// t = 1/(1 + p·|z|) (Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7).
-    public static func gelu(_ x: FloatBuffer) {
-        let v = x.mutable
-        parallelFor(count: v.count, minChunk: 1 << 14) { r in
-            var i = r.lowerBound
-            while i + 16 <= r.upperBound {
-                let p = UnsafeMutableRawPointer(v.baseAddress! + i)
-                let a = p.loadUnaligned(as: SIMD16<Float>.self)
-                p.storeBytes(of: 0.5 * a * (1 + erf16(a * 0.70710678118654752)), as: SIMD16<Float>.self)
-                i += 16
-            }
-            while i < r.upperBound { let a = v[i]; v[i] = 0.5 * a * (1 + erf(a * 0.70710678118654752)); i += 1 }
-        }
-    }
+    public static func gelu(_ x: FloatBuffer) { gelu(x, into: x) }
 
-    /// out = GELU(x), leaving x as it is (the training pass keeps x for the backward).
+    /// out = GELU(x); `out` may be `x` (each element is read before it is written). The training pass
+    /// writes a new buffer and keeps x for the backward.
     public static func gelu(_ x: FloatBuffer, into out: FloatBuffer) {
         let v = x.values, o = out.mutable
         parallelFor(count: v.count, minChunk: 1 << 14) { r in

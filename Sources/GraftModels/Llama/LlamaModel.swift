@@ -5,7 +5,7 @@ import GraftTensor
 /// A Llama decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, optionally tied embeddings),
 /// as transformers' `LlamaForCausalLM`, loaded from a GGUF file (dequantised to float32, q/k rows
 /// un-permuted to transformers' layout) or an HF safetensors folder.
-public struct LlamaModel: Sendable {
+public struct LlamaModel: Sendable, LinearLayers {
     public struct Config: Sendable {
         public let vocab: Int, hidden: Int, layers: Int, heads: Int, kvHeads: Int, intermediate: Int
         public let ropeTheta: Double, ropeScale: Double, eps: Float, contextLength: Int
@@ -172,11 +172,7 @@ public struct LlamaModel: Sendable {
     public var decodeArithmetic: DecodeArithmetic = .float {
         didSet {
             let on = decodeArithmetic == .int8
-            for i in layers.indices {
-                layers[i].q.int8Activations = on; layers[i].k.int8Activations = on; layers[i].v.int8Activations = on
-                layers[i].o.int8Activations = on; layers[i].gate.int8Activations = on; layers[i].up.int8Activations = on
-                layers[i].down.int8Activations = on
-            }
+            updateEveryLinear { $0.int8Activations = on }
         }
     }
 
@@ -185,14 +181,6 @@ public struct LlamaModel: Sendable {
         (0..<layers.count).flatMap { i in
             ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
              "mlp.down_proj"].map { "model.layers.\(i).\($0)" }
-        }
-    }
-
-    /// Attaches low-rank updates (a LoRA adapter's) to the linear layers they name.
-    public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
-        let known = linearModuleNames
-        for (name, u) in updates {
-            _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }
         }
     }
 
@@ -213,14 +201,6 @@ public struct LlamaModel: Sendable {
         default: return false
         }
         return true
-    }
-
-    /// The linear layer at a module path, if any.
-    public func linear(_ module: String) -> Linear? {
-        var copy = self
-        var found: Linear?
-        _ = copy.updateLinear(module) { found = $0 }
-        return found
     }
 
     // MARK: - Forward

@@ -24,10 +24,7 @@ extension LlamaModel {
     /// Training products with the frozen weights (and the language-model head) in bf16, float32
     /// accumulation: about twice the multiply-adds per instruction on CPUs with AVX512-BF16.
     public mutating func enableBF16() {
-        for i in layers.indices {
-            layers[i].q.enableBF16(); layers[i].k.enableBF16(); layers[i].v.enableBF16(); layers[i].o.enableBF16()
-            layers[i].gate.enableBF16(); layers[i].up.enableBF16(); layers[i].down.enableBF16()
-        }
+        updateEveryLinear { $0.enableBF16() }
         let h = config.hidden, v = config.vocab
         lmHeadBF16 = (BF16Matrix(lmHead.values.baseAddress!, k: h, n: v, transposed: true),
                       BF16Matrix(lmHead.values.baseAddress!, k: v, n: h, transposed: false))
