@@ -9,20 +9,30 @@ public struct LayerNorm: Sendable {
     public init(gamma: FloatBuffer, beta: FloatBuffer, eps: Float) { self.gamma = gamma; self.beta = beta; self.eps = eps }
 
     /// In place over `rows` rows of width γ.count.
-    public func forward(_ x: FloatBuffer, rows: Int) {
+    public func forward(_ x: FloatBuffer, rows: Int) { normalize(x, rows: rows, into: x, mean: nil, rstd: nil) }
+
+    /// y = LayerNorm(x) row by row (y may be x), storing each row's mean and 1/σ when asked. Statistics
+    /// in float, two passes with 16-lane partial sums.
+    func normalize(_ x: FloatBuffer, rows: Int, into y: FloatBuffer, mean: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
         let d = gamma.count
-        let xv = x.mutable, g = gamma.values, b = beta.values
+        let xv = x.values, yv = y.mutable, g = gamma.values, b = beta.values
+        let st = UncheckedSendable((mean, rstd))
         parallelFor(count: rows, minChunk: 16) { rr in
+            typealias V = SIMD16<Float>
             for r in rr {
-                let row = xv.baseAddress! + r * d
-                var mean = 0.0
-                for j in 0..<d { mean += Double(row[j]) }
-                mean /= Double(d)
-                var varSum = 0.0
-                for j in 0..<d { let c = Double(row[j]) - mean; varSum += c * c }
-                let inv = Float(1 / (varSum / Double(d) + Double(eps)).squareRoot())
-                let m = Float(mean)
-                for j in 0..<d { row[j] = (row[j] - m) * inv * g[j] + b[j] }
+                let row = xv.baseAddress! + r * d, out = yv.baseAddress! + r * d
+                var acc = V(repeating: 0), j = 0
+                while j + 16 <= d { acc += UnsafeRawPointer(row + j).loadUnaligned(as: V.self); j += 16 }
+                var sum = acc.sum()
+                while j < d { sum += row[j]; j += 1 }
+                let m = sum / Float(d)
+                acc = V(repeating: 0); j = 0
+                while j + 16 <= d { let c = UnsafeRawPointer(row + j).loadUnaligned(as: V.self) - m; acc += c * c; j += 16 }
+                var v = acc.sum()
+                while j < d { let c = row[j] - m; v += c * c; j += 1 }
+                let inv = 1 / (v / Float(d) + eps).squareRoot()
+                st.value.0?[r] = m; st.value.1?[r] = inv
+                for j in 0..<d { out[j] = (row[j] - m) * inv * g[j] + b[j] }
             }
         }
     }
@@ -35,32 +45,10 @@ extension LayerNorm {
 
     /// out = LayerNorm(x) (a new buffer), keeping x, the means and 1/σ.
     public func forwardTraining(_ x: FloatBuffer, rows: Int) -> (y: FloatBuffer, saved: Saved) {
-        let d = gamma.count
-        let y = FloatBuffer(count: rows * d)
+        let y = FloatBuffer(count: rows * gamma.count)
         var mean = [Float](repeating: 0, count: rows), rstd = [Float](repeating: 0, count: rows)
-        let xv = x.values, yv = y.mutable, g = gamma.values, b = beta.values
         mean.withUnsafeMutableBufferPointer { mp in rstd.withUnsafeMutableBufferPointer { rp in
-            let st = UncheckedSendable((mp, rp))
-            parallelFor(count: rows, minChunk: 16) { rr in
-                let (mp, rp) = st.value
-                for r in rr {
-                    let row = xv.baseAddress! + r * d, out = yv.baseAddress! + r * d
-                    // Two passes in float with 16-lane partial sums (mean, then squared deviations).
-                    typealias V = SIMD16<Float>
-                    var acc = V(repeating: 0), j = 0
-                    while j + 16 <= d { acc += UnsafeRawPointer(row + j).loadUnaligned(as: V.self); j += 16 }
-                    var sum = acc.sum()
-                    while j < d { sum += row[j]; j += 1 }
-                    let m = sum / Float(d)
-                    acc = V(repeating: 0); j = 0
-                    while j + 16 <= d { let c = UnsafeRawPointer(row + j).loadUnaligned(as: V.self) - m; acc += c * c; j += 16 }
-                    var v = acc.sum()
-                    while j < d { let c = row[j] - m; v += c * c; j += 1 }
-                    let inv = 1 / (v / Float(d) + eps).squareRoot()
-                    mp[r] = m; rp[r] = inv
-                    for j in 0..<d { out[j] = (row[j] - m) * inv * g[j] + b[j] }
-                }
-            }
+            normalize(x, rows: rows, into: y, mean: mp.baseAddress, rstd: rp.baseAddress)
         } }
         return (y, Saved(input: x, mean: mean, rstd: rstd))
     }

@@ -7,15 +7,19 @@ public struct RMSNorm: Sendable {
 
     public init(weight: FloatBuffer, eps: Float) { self.weight = weight; self.eps = eps }
 
-    /// out = norm(x) for `rows` rows (out may be x).
-    public func forward(_ x: FloatBuffer, rows: Int, into out: FloatBuffer) {
+    /// out = norm(x) for `rows` rows (out may be x); each row's 1/rms into `rstd` when given.
+    public func forward(_ x: FloatBuffer, rows: Int, into out: FloatBuffer, rstd: UnsafeMutablePointer<Float>? = nil) {
         let d = weight.count
         let xv = x.values, ov = out.mutable, w = weight.values
-        for r in 0..<rows {
-            var ss: Float = 0
-            for j in 0..<d { let v = xv[r * d + j]; ss += v * v }
-            let inv = 1 / (ss / Float(d) + eps).squareRoot()
-            for j in 0..<d { ov[r * d + j] = xv[r * d + j] * inv * w[j] }
+        let st = UncheckedSendable(rstd)
+        parallelFor(count: rows, minChunk: 16) { rr in
+            for r in rr {
+                var ss: Float = 0
+                for j in 0..<d { let v = xv[r * d + j]; ss += v * v }
+                let inv = 1 / (ss / Float(d) + eps).squareRoot()
+                st.value?[r] = inv
+                for j in 0..<d { ov[r * d + j] = xv[r * d + j] * inv * w[j] }
+            }
         }
     }
 }
@@ -23,22 +27,9 @@ public struct RMSNorm: Sendable {
 extension RMSNorm {
     /// out = RMSNorm(x) (a new buffer) and the per-row 1/rms `backward` needs.
     public func forwardTraining(_ x: FloatBuffer, rows: Int) -> (y: FloatBuffer, rstd: [Float]) {
-        let d = weight.count
-        let y = FloatBuffer(count: rows * d)
+        let y = FloatBuffer(count: rows * weight.count)
         var rstd = [Float](repeating: 0, count: rows)
-        let xv = x.values, ov = y.mutable, w = weight.values
-        rstd.withUnsafeMutableBufferPointer { rp in
-            let st = UncheckedSendable(rp)
-            parallelFor(count: rows, minChunk: 16) { rr in
-                for r in rr {
-                    var ss: Float = 0
-                    for j in 0..<d { let v = xv[r * d + j]; ss += v * v }
-                    let inv = 1 / (ss / Float(d) + eps).squareRoot()
-                    st.value[r] = inv
-                    for j in 0..<d { ov[r * d + j] = xv[r * d + j] * inv * w[j] }
-                }
-            }
-        }
+        rstd.withUnsafeMutableBufferPointer { forward(x, rows: rows, into: y, rstd: $0.baseAddress) }
         return (y, rstd)
     }
 
