@@ -1,4 +1,5 @@
 import ArgumentParser
+import GraftTensor
 
 @main
 struct Graft: ParsableCommand {
@@ -15,5 +16,10 @@ struct Graft: ParsableCommand {
           graft fuse --model base/ --adapter lora/ fused/
         """,
         version: "0.1.0",
-        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, BenchCommand.self])
+        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, BenchCommand.self])
+
+    static func main() {
+        ProcessMemory.keepFreedBlocks()
+        Self.main(nil)
+    }
 }

@@ -25,3 +25,7 @@ size_t graft_bf16_packed_size(int k, int n);
 void graft_bf16_pack_b(const float *src, int k, int n, int transposed, uint16_t *dst);
 void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_t *b, float *c, int ldc, float beta,
                      int panel_begin, int panel_end);
+
+// glibc: keep freed blocks up to 32 MB in the heap and never trim it (see ProcessMemory in GraftTensor).
+// No-op on other C libraries.
+void graft_keep_freed_blocks(void);
