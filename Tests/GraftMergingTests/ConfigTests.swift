@@ -85,4 +85,58 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(attn0.perModel[2]["weight"], .number(1.0))   // [1.0, 0.5, 0.1] at t = 0
         XCTAssertEqual(attn0.globals?["lambda"], .number(0.9))
     }
+
+    /// Merging LoRA adapters on one base (`base+adapter`) gives what merging the dense fine-tunes gives:
+    /// the tensors no adapter touches come out as the base (the executor skips the method there), the
+    /// targeted ones through the method — checked for TSV-M (an SVD per matrix) and TIES.
+    func testLoRAInputsMergeLikeTheirDenseModels() throws {
+        let tmp = try temporaryDirectory(self)
+        let models = referenceRoot + "/merge/models"
+        let base = try Checkpoint(path: models + "/base")
+        let targets = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.v_proj.weight"]
+        var dense: [String] = []
+        for k in 0..<2 {
+            let adapter = tmp + "/lora\(k)", r = 4
+            try FileManager.default.createDirectory(atPath: adapter, withIntermediateDirectories: true)
+            try #"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}"#
+                .write(toFile: adapter + "/adapter_config.json", atomically: true, encoding: .utf8)
+            var rng = SeededRNG(seed: UInt64(10 + k))
+            var loraTensors: [(String, Tensor)] = []
+            var weights: [String: [Float]] = [:]
+            for t in targets {
+                let shape = base.info(t)!.shape
+                let a = (0..<(r * shape[1])).map { _ in rng.nextUnitFloat() - 0.5 }, b = (0..<(shape[0] * r)).map { _ in rng.nextUnitFloat() - 0.5 }
+                loraTensors += [("base_model.model.\(t.dropLast(7)).lora_A.weight", Tensor(shape: [r, shape[1]], values: a)),
+                                ("base_model.model.\(t.dropLast(7)).lora_B.weight", Tensor(shape: [shape[0], r], values: b))]
+                let delta = Linalg.matmul(b, a, m: shape[0], k: r, n: shape[1])
+                weights[t] = zip(try base.tensor(t).floats(), delta).map { $0 + 2 * $1 }
+            }
+            try ShardedSafetensorsWriter.writeFile(adapter + "/adapter_model.safetensors", loraTensors)
+            // The same fine-tune written out densely (another file, so the executor cannot skip anything).
+            let d = tmp + "/dense\(k)"
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: models + "/base/config.json", toPath: d + "/config.json")
+            try ShardedSafetensorsWriter.writeFile(d + "/model.safetensors", try base.names.map { n -> (String, Tensor) in
+                if let w = weights[n] { return (n, Tensor(shape: base.info(n)!.shape, values: w)) }
+                return (n, try base.tensor(n))
+            })
+            dense.append(d)
+        }
+        for (method, params) in [("tsv", "parameters: {alpha: 0.7}"), ("ties", "parameters: {lambda: 1.2}")] {
+            let per = method == "ties" ? "\n  parameters: {weight: 1.0, density: 0.3}" : ""
+            func config(_ inputs: [String]) -> String {
+                "merge_method: \(method)\nbase_model: \(models)/base\n\(params)\nmodels:\n" + inputs.map { "- model: \($0)\(per)\n" }.joined()
+            }
+            FileManager.default.createFile(atPath: tmp + "/lora.yml", contents: Data(config((0..<2).map { "\(models)/base+\(tmp)/lora\($0)" }).utf8))
+            FileManager.default.createFile(atPath: tmp + "/dense.yml", contents: Data(config(dense).utf8))
+            try merge(config: tmp + "/lora.yml", workDir: tmp, out: tmp + "/\(method)-lora")
+            try merge(config: tmp + "/dense.yml", workDir: tmp, out: tmp + "/\(method)-dense")
+            let (d, n) = try maxAbsDiff(try Checkpoint(path: tmp + "/\(method)-lora"), try Checkpoint(path: tmp + "/\(method)-dense"))
+            XCTAssertLessThanOrEqual(d, 1e-5, "\(method): max |diff| \(d) at \(n)")
+            let untouched = try Checkpoint(path: tmp + "/\(method)-lora").tensor("lm_head.weight").floats()
+            XCTAssertEqual(untouched, try base.tensor("lm_head.weight").floats(), "\(method): untouched tensors are the base's")
+            let q = try Checkpoint(path: tmp + "/\(method)-lora").tensor(targets[0]).floats()
+            XCTAssertNotEqual(q, try base.tensor(targets[0]).floats(), "\(method): targeted tensors are merged")
+        }
+    }
 }

@@ -67,4 +67,24 @@ final class ResearchMethodTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad"))
     }
+
+    /// OPCM's `lambda` scales the merged update in the written model: θ(λ) − θ₀ = λ·(θ(1) − θ₀).
+    func testContinualLambdaScalesTheMergedUpdate() throws {
+        let tmp = try temporaryDirectory(self)
+        let full = try String(contentsOfFile: root + "/configs/opcm.yml", encoding: .utf8)
+        let scaled = full.replacingOccurrences(of: "  alpha: 0.5\n", with: "  alpha: 0.5\n  lambda: 2.5\n")
+        XCTAssertNotEqual(full, scaled)
+        try inDirectory(root) {
+            _ = try ContinualMerge.run(try ContinualMerge.Plan(config: try MergeConfig.load(path: "configs/opcm.yml")), to: tmp + "/one", statePath: nil)
+            _ = try ContinualMerge.run(try ContinualMerge.Plan(config: try MergeConfig.parse(scaled, configDirectory: root)), to: tmp + "/scaled", statePath: nil)
+        }
+        let base = try Checkpoint(path: root + "/../merge/models/base"), one = try Checkpoint(path: tmp + "/one"), two = try Checkpoint(path: tmp + "/scaled")
+        var worst: Float = 0
+        for n in base.names {
+            let b = try base.tensor(n).floats(), x = try one.tensor(n).floats(), y = try two.tensor(n).floats()
+            for i in b.indices { worst = max(worst, abs((y[i] - b[i]) - 2.5 * (x[i] - b[i]))) }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-5)
+        XCTAssertTrue(try String(contentsOfFile: tmp + "/scaled/graft_merge_config.yml", encoding: .utf8).contains("lambda: 2.5"))
+    }
 }

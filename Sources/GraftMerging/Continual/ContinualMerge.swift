@@ -12,6 +12,7 @@ import GraftTensor
 /// - other tensors add τₜ unchanged;
 /// - τ_M ← λₜ₋₁ · τ_M + (projected) τₜ, then rescaled so ‖τ_M‖ equals the mean ‖τᵢ‖ of the models so far
 ///   (λₜ = ‖τ_M‖ / mean ‖τᵢ‖ before rescaling).
+/// - the written model is θ₀ + `lambda`·τ_M (`lambda` defaults to 1, FusionBench's OPCM; a scale to tune on validation data).
 ///
 /// State (`--state DIR`): the unscaled update D (one f32 safetensors file), a scalar c with τ_M = c·D,
 /// λₜ₋₁ and the task-vector norms; each step streams D, θ₀ and θₜ one tensor at a time.
@@ -25,7 +26,9 @@ public enum ContinualMerge {
         public let summary = "continual merging by orthogonal projection, one model at a time (graft merge --continual; Tang et al. 2025)"
         public var parameters: [ParameterSpec] {
             [ParameterSpec("alpha", .global, default: .number(0.5), range: ParameterRange(lower: 0, upper: 1, lowerOpen: true, upperOpen: true),
-                           help: "share of the merged update's spectrum protected from new task vectors")]
+                           help: "share of the merged update's spectrum protected from new task vectors"),
+             ParameterSpec("lambda", .global, default: .number(1),
+                           help: "scale of the merged update in the written model (θ₀ + λ·τ_M; not part of --state, 1 = FusionBench's OPCM)")]
         }
     }
     public static let descriptor = Descriptor()
@@ -36,6 +39,8 @@ public enum ContinualMerge {
         public let base: ModelSource
         public let models: [ModelReference]
         public let alpha: Double
+        /// Scale of the merged update in the written model.
+        public let lambda: Double
         public let items: [(name: String, shape: [Int], dtype: DType)]
         public var tensorCount: Int { items.count }
 
@@ -57,6 +62,7 @@ public enum ContinualMerge {
             }
             let spec = ContinualMerge.descriptor.parameters[0]
             alpha = try MergePlan.resolve(spec, [config.parameters], tensor: "", t: 0, where: "parameters").number!
+            lambda = try MergePlan.resolve(ContinualMerge.descriptor.parameters[1], [config.parameters], tensor: "", t: 0, where: "parameters").number!
             let b0 = base
             items = b0.names.map { n in let i = b0.info(n)!; return (n, i.shape, i.dtype) }
             // Check every model now, before any work.
@@ -264,7 +270,7 @@ public enum ContinualMerge {
         return out
     }
 
-    /// θ₀ + c·D for every tensor, as a model folder.
+    /// θ₀ + λ·c·D for every tensor, as a model folder.
     static func writeModel(plan: Plan, state: State, stateDir: String, to outPath: String, options: MergeOptions) throws {
         let out = try OutputDirectory(outPath, overwrite: options.overwrite)
         do {
@@ -274,7 +280,7 @@ public enum ContinualMerge {
                 specs: plan.items.map { TensorSpec(name: $0.name, dtype: $0.dtype.isFloatingPoint ? (outDType ?? $0.dtype) : $0.dtype, shape: $0.shape) },
                 maxShardBytes: options.maxShardBytes)
             let delta = try SafetensorsFile(path: (stateDir as NSString).appendingPathComponent(deltaFile))
-            let c = Float(state.scale)
+            let c = Float(state.scale * plan.lambda)
             for item in plan.items {
                 guard item.dtype.isFloatingPoint else { try writer.write(item.name, tensor: try plan.base.tensor(item.name)); continue }
                 let b = try plan.base.floats(item.name)
@@ -288,9 +294,10 @@ public enum ContinualMerge {
             try writer.finish()
             try MergeOutput.writeConfig(from: plan.base.checkpoint, dtype: outDType, to: out)
             if options.copyTokenizer { try MergeOutput.copyTokenizer(from: plan.base.checkpoint.directory, to: out) }
-            var card = "---\ntags:\n- graft\n- merge\n---\n# Continual merge (OPCM)\n\nBase: `\(plan.base.reference.name)`, alpha \(plan.alpha).\n\nModels, in order:\n"
+            var card = "---\ntags:\n- graft\n- merge\n---\n# Continual merge (OPCM)\n\nBase: `\(plan.base.reference.name)`, alpha \(plan.alpha), lambda \(plan.lambda).\n\nModels, in order:\n"
             card += state.models.map { "- `\($0)`" }.joined(separator: "\n") + "\n\n```yaml\n\(plan.config.text)\n```\n"
             try MergeOutput.writeModelCard(card, to: out)
+            try Data(plan.config.text.utf8).write(to: URL(fileURLWithPath: out.path("graft_merge_config.yml")))
             try out.commit()
         } catch {
             out.abandon()

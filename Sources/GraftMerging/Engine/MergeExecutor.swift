@@ -95,6 +95,12 @@ public enum MergeExecutor {
             }
             return b
         }
+        // Every input holds the base's own tensor (a LoRA input that does not target it): every task
+        // vector is zero, and a method that merges task vectors returns the base. Skips the method's
+        // work — for TSV-M, an SVD of each zero matrix — on all the tensors a LoRA merge leaves alone.
+        if let b = plan.base, plan.method.basePolicy == .required, plan.inputs.allSatisfy({ $0.sharesTensor(item.name, with: b) }) {
+            return try load(b).tensor(shape: item.shape, dtype: item.outputDType)
+        }
         let base = try plan.base.map(load)
         let inputs = try plan.inputs.enumerated().map { i, s in
             MergeInput(model: s.reference.name, values: try load(s), parameters: item.perModel[i])

@@ -1,3 +1,4 @@
+import Foundation
 import GraftAdapters
 import GraftFormats
 import GraftTensor
@@ -43,6 +44,15 @@ public final class ModelSource: @unchecked Sendable {
     }
 
     public func tensor(_ name: String) throws -> Tensor { try checkpoint.tensor(name) }
+
+    /// Whether this source's tensor `name` is `other`'s unchanged: read from the same file and left
+    /// alone by both sources' adapters (the usual case for a LoRA merge: every tensor the adapters
+    /// do not target).
+    public func sharesTensor(_ name: String, with other: ModelSource) -> Bool {
+        guard saved[name] == nil, targets[name] == nil, other.saved[name] == nil, other.targets[name] == nil,
+              let mine = checkpoint.file(of: name), let theirs = other.checkpoint.file(of: name) else { return false }
+        return mine === theirs || (mine.path as NSString).standardizingPath == (theirs.path as NSString).standardizingPath
+    }
 
     public func release(_ name: String) { checkpoint.releasePages(name) }
 }
