@@ -5,6 +5,7 @@ import GraftFormats
 import GraftModels
 import GraftTensor
 import GraftText
+import GraftTraining
 
 /// Classification metrics: accuracy, macro-F1 and the confusion matrix (rows: true class, columns:
 /// predicted class).
@@ -42,6 +43,14 @@ public struct ClassificationMetrics: Sendable {
     }
 }
 
+/// A classification model ready to evaluate, with the names of its classes.
+public struct LoadedClassifier: Sendable {
+    public let model: BertForSequenceClassification
+    /// The label column it was trained on (from labels.json), if recorded.
+    public let labelColumn: String?
+    public let labels: [String]
+}
+
 /// `graft eval`: a model (plus an adapter) on a labelled dataset.
 public enum Evaluation {
     /// The class names an adapter was trained with (`labels.json` beside it), else "0", "1", … by head size.
@@ -55,36 +64,77 @@ public enum Evaluation {
         return (nil, (0..<classes).map(String.init))
     }
 
-    /// Logits and predictions for every record, and the metrics.
-    public static func classification(model folder: String, adapter: String?, data: String, header: Bool, textColumn: String,
-                                      labelColumn: String?, maxLength: Int?, batchSize: Int = 32) throws
-        -> (metrics: ClassificationMetrics, logits: [[Float]], records: [Record]) {
+    /// A classifier from a model folder and an adapter folder: the adapter's LoRA applied (unless
+    /// `headOnly`: the model already contains the update, e.g. a merge) and its classifier head.
+    public static func classifier(model folder: String, adapter: String, headOnly: Bool = false, bf16: Bool = false) throws -> LoadedClassifier {
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         let tokenizer = try TokenizerLoader.load(model: folder)
-        guard let a = adapter else { throw TrainingError("classification needs --adapter (a folder with the classifier head)") }
-        let ad = try LoRAAdapter(path: a)
-        try bert.attach(ad.lowRankUpdates(), source: a)
-        guard let (w, b) = try ad.classificationHead() else { throw TrainingError("\(a): the adapter has no classifier (modules_to_save)") }
+        if !headOnly {
+            let ad = try LoRAAdapter(path: adapter)
+            try bert.attach(ad.lowRankUpdates(), source: adapter)
+        }
+        if bf16 { bert.enableBF16() }
+        return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
+    }
+
+    /// `encoder` (ready to run: adapters attached, bf16 packed) with the classifier head saved in
+    /// the adapter folder `head` (its LoRA modules are not applied) and the class names beside it.
+    public static func classifier(encoder: BertModel, tokenizer: any Tokenizer, head folder: String) throws -> LoadedClassifier {
+        let ad = try LoRAAdapter(path: folder)
+        guard let (w, b) = try ad.classificationHead() else { throw TrainingError("\(folder): the adapter has no classifier (modules_to_save)") }
+        guard w.shape.count == 2 else { throw TrainingError("\(folder): the classifier weight has shape \(w.shape), expected [classes, hidden]") }
         let head = Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0])
-        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: tokenizer, head: head)
-        let (savedColumn, names) = try labels(adapterPath: a, classes: head.outFeatures)
+        let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
+        let (column, names) = try labels(adapterPath: folder, classes: head.outFeatures)
+        return LoadedClassifier(model: model, labelColumn: column, labels: names)
+    }
+
+    /// Reads and tokenizes labelled data for `classifier`; a label outside its classes is an error
+    /// naming the file and line.
+    public static func examples(_ data: String, for c: LoadedClassifier, header: Bool = true, textColumn: String = "text",
+                                labelColumn: String? = nil, maxLength: Int? = nil) throws -> (examples: [ClassificationTask.Example], records: [Record]) {
         let records = try Table.read(data, header: header)
         guard !records.isEmpty else { throw DataError(data, "the dataset is empty") }
-        var o = DataOptions(maxLength: maxLength ?? bert.config.maxPositions)
-        o.textColumn = textColumn; o.labelColumn = labelColumn ?? savedColumn ?? "label"
+        var o = DataOptions(maxLength: maxLength ?? c.model.encoder.config.maxPositions)
+        o.textColumn = textColumn; o.labelColumn = labelColumn ?? c.labelColumn ?? "label"
         var report = DataReport()
-        let examples = try Datasets.classification(records, tokenizer: tokenizer, labels: names, options: o, report: &report)
-        var logits: [[Float]] = []
+        return (try Datasets.classification(records, tokenizer: c.model.tokenizer, labels: c.labels, options: o, report: &report), records)
+    }
+
+    /// Logits for every example, in input order. Batches hold examples of similar length (less
+    /// padding; each example's logits do not depend on its batch), and the products and attention
+    /// are split over the cores by Graft (BLAS runs single-threaded).
+    public static func logits(_ model: BertForSequenceClassification, _ examples: [ClassificationTask.Example], batchSize: Int = 32) throws -> [[Float]] {
+        Linalg.useSingleThreadedBLAS()
+        let order = examples.indices.sorted { (examples[$0].ids.count, $0) < (examples[$1].ids.count, $1) }
+        let c = model.head.outFeatures
+        var out = [[Float]](repeating: [], count: examples.count)
         var start = 0
-        while start < examples.count {
-            let chunk = examples[start..<min(examples.count, start + batchSize)]
-            let (l, _) = try clf.forwardTraining(chunk.map(\.ids), rng: nil)
-            let c = head.outFeatures
-            logits += (0..<chunk.count).map { Array(l.values[($0 * c)..<(($0 + 1) * c)]) }
+        while start < order.count {
+            let idx = Array(order[start..<min(order.count, start + batchSize)])
+            let (l, _) = try model.forwardTraining(idx.map { examples[$0].ids }, rng: nil)
+            let v = l.array
+            for (k, i) in idx.enumerated() { out[i] = Array(v[(k * c)..<((k + 1) * c)]) }
             start += batchSize
         }
-        let predicted = logits.map { row in row.indices.max { row[$0] < row[$1] }! }
-        return (ClassificationMetrics(labels: names, truth: examples.map(\.label), predicted: predicted), logits, records)
+        return out
+    }
+
+    /// Metrics of `logits` against the examples' labels.
+    public static func metrics(_ logits: [[Float]], _ examples: [ClassificationTask.Example], labels: [String]) -> ClassificationMetrics {
+        let predicted = logits.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 }
+        return ClassificationMetrics(labels: labels, truth: examples.map(\.label), predicted: predicted)
+    }
+
+    /// `graft eval` for classification: logits and predictions for every record, and the metrics.
+    public static func classification(model folder: String, adapter: String?, headOnly: Bool = false, bf16: Bool = false, data: String,
+                                      header: Bool, textColumn: String, labelColumn: String?, maxLength: Int?, batchSize: Int = 32) throws
+        -> (metrics: ClassificationMetrics, logits: [[Float]], records: [Record]) {
+        guard let a = adapter else { throw TrainingError("classification needs --adapter (a folder with the classifier head)") }
+        let c = try classifier(model: folder, adapter: a, headOnly: headOnly, bf16: bf16)
+        let (ex, records) = try examples(data, for: c, header: header, textColumn: textColumn, labelColumn: labelColumn, maxLength: maxLength)
+        let l = try logits(c.model, ex, batchSize: batchSize)
+        return (metrics(l, ex, labels: c.labels), l, records)
     }
 
     /// Perplexity exp(mean token cross-entropy) over the dataset's trained positions.

@@ -20,6 +20,7 @@ public struct DataOptions: Sendable, Equatable {
 public struct DataReport: Sendable {
     public var examples = 0, skipped = 0, truncated = 0
     public var firstSkipped: String? = nil
+    public init() {}
 }
 
 /// Records → examples for each task, with schema checks that name the file and line.

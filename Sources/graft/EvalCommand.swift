@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import GraftEval
 import GraftFormats
 import GraftModels
+import GraftTensor
 import GraftTraining
 
 struct EvalCommand: ParsableCommand {
@@ -13,11 +15,16 @@ struct EvalCommand: ParsableCommand {
           graft eval --model minilm --adapter sentiment-lora --data test.jsonl
           graft eval --model minilm --adapter sentiment-lora --data test.csv --no-header --text-column 1 --label-column 0 --json
           graft eval --model smollm2 --adapter smol-sft --data chats.jsonl         # perplexity
+          graft eval --model merged/ties --adapter sentiment-lora --head-only --data test.jsonl
         Classification labels come from the adapter's labels.json (written by graft train), else 0, 1, …
+        --head-only scores a model that already contains the task's update (a merge or a fuse) with
+        the classifier head saved in --adapter, leaving its LoRA modules out.
         """)
 
     @Option(help: "Model: HF folder, .gguf file, or a fetched short name.") var model: String
     @Option(help: "PEFT adapter folder (for classification: with its classifier head).") var adapter: String?
+    @Flag(help: "Use only the classifier head saved in --adapter, not its LoRA update (for a merged or fused model).") var headOnly = false
+    @Option(help: "auto | bf16 | f32: precision of the products with the weights (float32 sums). auto (default): bf16 where the CPU has AVX512-BF16, as graft train.") var precision = "auto"
     @Option(help: "Labelled data (.jsonl or .csv).") var data: String
     @Option(help: "classification | causal-lm (default: causal-lm for a .gguf model, else classification).") var task: String?
     @Flag(help: "The CSV has no header row: columns are named 0, 1, 2, …") var noHeader = false
@@ -27,12 +34,17 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Write one JSON line per example (label, prediction, logits) to this file.") var predictions: String?
     @Flag(help: "Print the metrics as JSON.") var json = false
 
+    func validate() throws {
+        guard ["auto", "bf16", "f32"].contains(precision) else { throw ValidationError("--precision must be auto, bf16 or f32 (got '\(precision)')") }
+    }
+
     func run() throws {
         let path = try ModelLocator.resolve(model)
         let kind = task ?? (path.hasSuffix(".gguf") ? "causal-lm" : "classification")
         switch kind {
         case "classification":
-            let (m, logits, _) = try Evaluation.classification(model: path, adapter: adapter, data: data, header: !noHeader, textColumn: textColumn,
+            let (m, logits, _) = try Evaluation.classification(model: path, adapter: adapter, headOnly: headOnly,
+                                                               bf16: precision == "bf16" || (precision == "auto" && BF16Matrix.hardwareAccelerated), data: data, header: !noHeader, textColumn: textColumn,
                                                                labelColumn: labelColumn, maxLength: maxLength)
             if let p = predictions {
                 let lines = logits.map { row -> String in

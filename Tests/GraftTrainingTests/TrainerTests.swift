@@ -1,5 +1,6 @@
 import Foundation
 import GraftAdapters
+import GraftEval
 import GraftFormats
 import GraftModels
 import GraftTensor
