@@ -41,6 +41,9 @@ public struct TrainSpec: Sendable {
     public var trainer = TrainerOptions()
     /// A PEFT adapter folder to continue training from.
     public var initAdapter: String? = nil
+    /// Classification: start the head from the classifier saved in this adapter folder (e.g. a linear
+    /// probe: LP-FT, Kumar et al. 2022) instead of a random one; the LoRA modules start fresh.
+    public var initHead: String? = nil
     public var output: String
     public var overwrite = false
     /// Checkpoint folder to resume from, or "latest" for the newest in the checkpoint folder.
@@ -68,7 +71,8 @@ public struct TrainSpec: Sendable {
             ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
             ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")), ("packing", .bool(packing)), ("model_dropout", modelDropout.map { .double($0) } ?? .null),
             ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
-            ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("trainer", trainer.json),
+            ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("init_head", initHead.map { .string($0) } ?? .null),
+            ("trainer", trainer.json),
         ])
     }
 }
@@ -151,11 +155,28 @@ public enum TrainingRun {
                 ?? (encoder.config.hiddenDropout, encoder.config.attentionDropout)
             var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed,
                                                       from: existing, allowHeadOnly: true)
-            var head = try classifierHead(existing, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
+            let headSource = try existing ?? spec.initHead.map { try LoRAAdapter(path: $0) }
+            if let h = spec.initHead {
+                // The head's classes must be this data's, in the same order.
+                if let names = try savedLabels(h), names != labels {
+                    throw TrainingError("--init-head \(h): its classes are \(names.joined(separator: ", ")) but the training data's are \(labels.joined(separator: ", "))")
+                }
+            }
+            var head = try classifierHead(headSource, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
             adapter.trainFully(&head, name: "classifier")
             let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
-            let outcome = try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
+            let outcome: TrainOutcome
+            if spec.lora.headOnly {
+                // A linear probe: the encoder is frozen, so its features are computed once.
+                log("linear probe: computing frozen features once for \(train.count + val.count + test.count) examples")
+                let probe = ProbeTask(head: head, dropout: encoder.trainingDropout.hidden)
+                outcome = try finish(task: probe, adapter: adapter, spec: spec, train: try ProbeTask.examples(model, train),
+                                     val: try ProbeTask.examples(model, val), test: try ProbeTask.examples(model, test),
                                      resume: resumePath, out: out, log: log, onEvent: onEvent)
+            } else {
+                outcome = try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
+                                     resume: resumePath, out: out, log: log, onEvent: onEvent)
+            }
             let labelJSON = JSONValue.object([("label_column", .string(spec.labelColumn)), ("labels", .array(labels.map { .string($0) }))])
             try Data((labelJSON.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("labels.json")))
             return outcome
@@ -197,6 +218,12 @@ public enum TrainingRun {
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
+    }
+
+    /// The class names saved beside an adapter (labels.json), if any.
+    static func savedLabels(_ path: String) throws -> [String]? {
+        guard let d = FileManager.default.contents(atPath: (path as NSString).appendingPathComponent("labels.json")) else { return nil }
+        return try JSONValue.parse([UInt8](d))["labels"]?.arrayValue?.compactMap(\.stringValue)
     }
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in

@@ -82,6 +82,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: query,value for BERT, q_proj,v_proj for Llama.") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
     @Option(help: "Continue training this PEFT adapter folder (its rank, alpha and targets).") var adapter: String?
+    @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the LoRA modules start fresh.") var initHead: String?
 
     @Option(help: "Epochs (default 1).") var epochs: Int?
     @Option(help: "Optimizer steps (overrides --epochs).") var maxSteps: Int?
@@ -107,7 +108,7 @@ struct TrainCommand: ParsableCommand {
 
     static let fileKeys = ["model", "task", "data", "validation", "test", "validation_split", "test_split", "no_header", "text_column",
                            "label_column", "max_length", "no_truncate", "skip_bad_rows", "precision", "packing", "model_dropout", "rank", "alpha", "dropout", "rslora", "dora",
-                           "targets", "layers", "adapter", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
+                           "targets", "layers", "adapter", "init_head", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
                            "schedule", "warmup_steps", "warmup_ratio", "max_grad_norm", "log_every", "eval_every", "save_every",
                            "keep_checkpoints", "seed", "group_by_length", "resume", "output"]
 
@@ -200,6 +201,9 @@ struct TrainCommand: ParsableCommand {
         if let p = spec.modelDropout, !(0..<1).contains(p) { throw ValidationError("--model-dropout must be in [0, 1)") }
         if spec.packing && kind != .causalLM { throw ValidationError("--packing is for --task causal-lm") }
         spec.initAdapter = try path(adapter ?? f?.string("adapter"))
+        spec.initHead = try path(initHead ?? f?.string("init_head"))
+        if spec.initHead != nil && kind != .classification { throw ValidationError("--init-head is for --task classification") }
+        if spec.initHead != nil && spec.initAdapter != nil { throw ValidationError("--init-head and --adapter both set the head: give one") }
         spec.trainer = t
         spec.resume = try resume ?? f?.string("resume")
         spec.overwrite = force || spec.resume != nil  // a resumed run replaces the output it will complete

@@ -291,4 +291,30 @@ extension TrainerTests {
         var lm = s; lm.task = .embedding; lm.output = d + "/probe-embedding"
         XCTAssertThrowsError(try TrainingRun.run(lm, log: { _ in }, onEvent: { _ in })) { XCTAssertTrue("\($0)".contains("no target modules"), "\($0)") }
     }
+
+    /// `--init-head`: the LoRA run starts its head from a probe's classifier (LP-FT); classes must match.
+    func testInitHeadStartsFromTheProbe() throws {
+        let d = try temporaryDirectory(self)
+        var probe = try spec(d, steps: 10, out: "probe")
+        probe.lora.targetModules = []
+        probe.trainer.learningRate = 1e-2
+        _ = try TrainingRun.run(probe, log: { _ in }, onEvent: { _ in })
+        var s = try spec(d, steps: 1, out: "lpft")
+        s.initHead = d + "/probe"
+        s.trainer.learningRate = 1e-9  // one negligible step: the saved head is the probe's
+        _ = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let name = "base_model.model.classifier.weight"
+        let p = try SafetensorsFile(path: d + "/probe/adapter_model.safetensors").tensor(name).floats()
+        let h = try SafetensorsFile(path: d + "/lpft/adapter_model.safetensors").tensor(name).floats()
+        XCTAssertLessThanOrEqual(zip(p, h).map { abs($0 - $1) }.max()!, 1e-6)
+        // A probe for other classes is refused, naming both sets.
+        try write(toySentiment(96).replacingOccurrences(of: "\"positive\"", with: "\"good\""), to: d + "/other.jsonl")
+        var other = try spec(d, steps: 1, out: "bad")
+        other.data = d + "/other.jsonl"
+        other.initHead = d + "/probe"
+        XCTAssertThrowsError(try TrainingRun.run(other, log: { _ in }, onEvent: { _ in })) {
+            XCTAssertTrue("\($0)".contains("its classes are negative, positive but the training data's are good, negative"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/bad"))
+    }
 }

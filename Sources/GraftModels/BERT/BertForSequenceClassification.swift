@@ -1,3 +1,4 @@
+import Foundation
 import GraftTensor
 import GraftText
 
@@ -18,5 +19,17 @@ public struct BertForSequenceClassification: Sendable {
     public func logits(_ texts: [String]) throws -> [[Float]] {
         let ids = texts.map { tokenizer.encode($0, addSpecialTokens: true) }
         return try encoder.forward(ids).map { h in head.forward(try encoder.pooledOutput(h), rows: 1).array }
+    }
+}
+
+extension BertForSequenceClassification {
+    /// The head's inputs tanh(pooler(h[CLS])) for a batch [batch × hidden], as in evaluation (no dropout).
+    public func features(_ ids: [[Int]]) throws -> FloatBuffer {
+        guard let pooler = encoder.pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
+        let (cls, _) = try encoder.forwardTraining(ids, rng: nil, firstTokenOnly: true)
+        let p = pooler.forward(cls, rows: ids.count)
+        let v = p.mutable
+        for i in 0..<v.count { v[i] = tanh(v[i]) }
+        return p
     }
 }
