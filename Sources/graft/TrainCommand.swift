@@ -237,12 +237,15 @@ final class TrainProgress: @unchecked Sendable {
     private var lastDraw = Date.distantPast
     private var smoothed: Double? = nil
     private var firstStep: (step: Int, time: Date)? = nil
+    private var lastTotal = 0
 
     func handle(_ e: TrainerEvent) {
         switch e {
         case let .step(step, total, loss, tps, epoch):
+            // A new run (graft demo trains several with one progress display) starts the averages afresh.
+            if firstStep == nil || step <= firstStep!.step || total != lastTotal { firstStep = (step - 1, Date()); smoothed = nil }
+            lastTotal = total
             smoothed = smoothed.map { 0.9 * $0 + 0.1 * loss } ?? loss
-            if firstStep == nil { firstStep = (step - 1, Date()) }
             let done = step - firstStep!.step, elapsed = Date().timeIntervalSince(firstStep!.time)
             let eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
             let text = String(format: "train %d/%d | epoch %.2f | loss %.4f | %.0f tok/s | ETA %@", step, total, epoch, smoothed!, tps, duration(eta))
