@@ -60,7 +60,11 @@ public enum PipelineReport {
                                       ("validation", scores(g.validation))])
                          })),
                          ("chosen_scale", .double(m.chosenScale)), ("model", .string(m.modelPath)), ("config", .string(m.configPath)),
-                         ("test", scores(m.test)), ("mean_test_accuracy", .double(r.meanTest(m))),
+                         ("test", scores(m.test)),
+                         ("normalized_test_accuracy", .object(r.tasks.map { t in
+                             (t.name, .double((m.test[t.name]?.accuracy ?? .nan) / t.individual.test.accuracy))
+                         })),
+                         ("mean_test_accuracy", .double(r.meanTest(m))),
                          ("mean_normalized_accuracy", .double(r.meanNormalized(m)))])
             })),
             ("mean_test_accuracy", .object([("probe", .double(r.meanProbe)), ("adapters", .double(r.meanIndividual))])),
