@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +40,33 @@ public func parallelEach(_ count: Int, _ body: (Int) -> Void) {
     withoutActuallyEscaping(body) { body in
         let box = UncheckedSendable(body)
         DispatchQueue.concurrentPerform(iterations: count) { box.value($0) }
+    }
+}
+
+/// Runs `body(part, parts)` for each part of Graft's fork–join pool (`parts` = `GRAFT_THREADS` or the
+/// cores), part 0 on the calling thread. For many short jobs — decode's matrix–vector products, tens of
+/// microseconds each — where a GCD hand-off (waking a thread through the OS) costs more than the job:
+/// the pool's workers spin between jobs and sleep only after ~0.5 ms idle. Nested or concurrent calls
+/// run every part on the calling thread.
+public func forkJoin(_ body: (_ part: Int, _ parts: Int) -> Void) {
+    withoutActuallyEscaping(body) { b in
+        var f = b
+        withUnsafeMutablePointer(to: &f) { p in
+            graft_pool_run({ ctx, part, parts in
+                ctx!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(part), Int(parts))
+            }, UnsafeMutableRawPointer(p))
+        }
+    }
+}
+
+/// The number of parts `forkJoin` runs (its workers + the calling thread).
+public var graftPoolParts: Int { Int(graft_pool_parts()) }
+
+/// Splits `0..<count` into one contiguous range per fork–join part (see `forkJoin`).
+public func forkJoinRanges(count: Int, _ body: (Range<Int>) -> Void) {
+    forkJoin { part, parts in
+        let lo = count * part / parts, hi = count * (part + 1) / parts
+        if lo < hi { body(lo..<hi) }
     }
 }
 

@@ -19,12 +19,6 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.format = format; self.rows = rows; self.cols = cols; self.data = data; self.owner = owner
     }
 
-    /// The integer path splits a product across threads only when each gets ≥ ~1.5 M weights: below
-    /// that, waking a second thread costs more than the fast kernel saves (measured: int8 decode ran 1.4×
-    /// faster on one thread than with every product split over two). The float path, slower per weight,
-    /// still gains from splitting.
-    var minRowsPerThread: Int { max(64, 1_500_000 / max(cols, 1)) }
-
     public var rowBytes: Int {
         switch format {
         case .q8_0: return cols / 32 * 34
@@ -62,7 +56,9 @@ public struct QuantizedMatrix: @unchecked Sendable {
         xp.withUnsafeBufferPointer { xpb in
             blockSums.withUnsafeBufferPointer { sums in
                 let ctx = UncheckedSendable((x, y, xpb.baseAddress, sums.baseAddress))
-                parallelFor(count: rows, minChunk: 64) { rr in
+                // Every product is split over the cores through the spinning fork–join pool: a decode step
+                // runs ~200 of them, too short for GCD's hand-offs (with those, one thread was faster).
+                forkJoinRanges(count: rows) { rr in
                     let (x, y, xp, sums) = ctx.value
                     for r in rr {
                         let v = plain ? me.dotF16(row: r, x) : me.dot(row: r, xp!, sums)
@@ -92,7 +88,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         let me = self
         xq.withUnsafeBufferPointer { q in xd.withUnsafeBufferPointer { d in xs.withUnsafeBufferPointer { s in
             let ctx = UncheckedSendable((q.baseAddress!, d.baseAddress!, s.baseAddress!, y))
-            parallelFor(count: rows, minChunk: me.minRowsPerThread) { rr in
+            forkJoinRanges(count: rows) { rr in
                 let (q, d, s, y) = ctx.value
                 graft_matvec_q8(code, me.data.assumingMemoryBound(to: UInt8.self), Int32(me.cols), Int32(rr.lowerBound), Int32(rr.upperBound),
                                 q, d, s, y)

@@ -29,3 +29,10 @@ void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_
 // glibc: keep freed blocks up to 32 MB in the heap and never trim it (see ProcessMemory in GraftTensor).
 // No-op on other C libraries.
 void graft_keep_freed_blocks(void);
+
+// Fork–join pool for short jobs (see pool.c): runs fn(ctx, part, parts) for part = 0..<parts, part 0 on
+// the calling thread, the others on spinning workers; returns when all are done. parts is fixed:
+// GRAFT_THREADS, else the online cores. Nested or concurrent calls run every part inline.
+typedef void (*graft_job_fn)(void *ctx, int part, int parts);
+int graft_pool_parts(void);
+void graft_pool_run(graft_job_fn fn, void *ctx);

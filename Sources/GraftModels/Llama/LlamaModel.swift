@@ -266,8 +266,13 @@ public struct LlamaModel: Sendable, LinearLayers {
                         Linalg.gemm(m: t, n: dh, k: total, a: scores, lda: total, b: vp + g * dh, ldb: kvw,
                                     c: cp + head * dh, ldc: h)
                     }
-                    // One decode step is a few hundred thousand multiply-adds: not worth a thread hand-off.
-                    if t == 1 { for head in 0..<nh { attend(head) } } else { parallelEach(nh, attend) }
+                    if t == 1 {
+                        // A decode step: the heads split over the spinning fork–join pool (a GCD hand-off
+                        // would cost more than the step's few hundred thousand multiply-adds).
+                        forkJoinRanges(count: nh) { hr in for head in hr { attend(head) } }
+                    } else {
+                        parallelEach(nh, attend)
+                    }
                 }
             }
             let o = layer.o.forward(ctx, rows: t)
