@@ -1,6 +1,9 @@
 #include "ckernels.h"
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__F16C__)
 #include <immintrin.h>
 #define GRAFT_VNNI 1
@@ -89,6 +92,59 @@ void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
             }
             acc += dw * dx * (float)sum;
             if (format == 2) extra += half_to_float(blk + 2) * dx * (float)xs[b];
+        }
+        y[r] = acc + extra;
+#endif
+    }
+}
+
+// y[r] = Σ_c W[r, c] · x[c] for rows row0..<row1 of a Q8_0 (format 0), Q4_0 (1) or Q4_1 (2) matrix with
+// float activations: each block's quants become floats (AVX-512: 16 lanes per conversion) and multiply x
+// in float32, so the result is the dequantised matrix times x up to float rounding. xsum[b] = Σ of x's
+// block b (for Q4_0's −8 offset and Q4_1's minimum m).
+void graft_matvec_float(int format, const uint8_t *w, int cols, int row0, int row1,
+                        const float *x, const float *xsum, float *y) {
+    const int nb = cols / 32;
+    const int bb = format == 0 ? 34 : format == 1 ? 18 : 20;
+    for (int r = row0; r < row1; r++) {
+        const uint8_t *row = w + (size_t)r * nb * bb;
+        float extra = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__F16C__)
+        __m512 acc = _mm512_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bb;
+            const float d = half_to_float(blk);
+            __m512i lo, hi;
+            if (format == 0) {
+                lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+                hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)));
+            } else {
+                __m128i q = _mm_loadu_si128((const __m128i *)(blk + (format == 2 ? 4 : 2)));
+                lo = _mm512_cvtepu8_epi32(_mm_and_si128(q, _mm_set1_epi8(0x0F)));
+                hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F)));
+                if (format == 1) extra -= d * 8.0f * xsum[b];
+                else extra += half_to_float(blk + 2) * xsum[b];
+            }
+            __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(lo), _mm512_loadu_ps(x + b * 32));
+            t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_loadu_ps(x + b * 32 + 16), t);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
+        }
+        y[r] = _mm512_reduce_add_ps(acc) + extra;
+#else
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bb;
+            const float d = half_to_float(blk);
+            float s = 0;
+            for (int j = 0; j < 32; j++) {
+                int q;
+                if (format == 0) q = (int8_t)blk[2 + j];
+                else { uint8_t byte = blk[(format == 2 ? 4 : 2) + (j & 15)]; q = j < 16 ? (byte & 0x0F) : (byte >> 4); }
+                s += (float)q * x[b * 32 + j];
+            }
+            acc += d * s;
+            if (format == 1) extra -= d * 8.0f * xsum[b];
+            else if (format == 2) extra += half_to_float(blk + 2) * xsum[b];
         }
         y[r] = acc + extra;
 #endif

@@ -36,3 +36,7 @@ void graft_keep_freed_blocks(void);
 typedef void (*graft_job_fn)(void *ctx, int part, int parts);
 int graft_pool_parts(void);
 void graft_pool_run(graft_job_fn fn, void *ctx);
+
+// Float-activation matrix–vector product over Q8_0 (0), Q4_0 (1) or Q4_1 (2) rows row0..<row1 (see kernels.c).
+void graft_matvec_float(int format, const uint8_t *w, int cols, int row0, int row1,
+                        const float *x, const float *xsum, float *y);
