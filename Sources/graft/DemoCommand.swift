@@ -85,6 +85,11 @@ struct DemoCommand: ParsableCommand {
         let modelPath = try ModelLocator.resolve(model)
         let work = workDir ?? ModelLocator.home + "/demo"
         if fresh, FileManager.default.fileExists(atPath: work) {
+            // Only a folder this command made (it holds pipeline.json) or an empty one is deleted.
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+            guard entries.isEmpty || FileManager.default.fileExists(atPath: (work as NSString).appendingPathComponent("pipeline.json")) else {
+                throw ValidationError("--fresh: \(work) is not a graft demo work folder (no pipeline.json); not deleting it")
+            }
             printErr("--fresh: removing \(work)")
             try FileManager.default.removeItem(atPath: work)
         }

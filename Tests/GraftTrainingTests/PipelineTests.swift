@@ -108,6 +108,13 @@ final class PipelineTests: XCTestCase {
         XCTAssertThrowsError(try MultiTaskPipeline(s) { _ in }.prepareWorkDir()) {
             XCTAssertTrue("\($0)".contains("trainer.epochs: 2 before, 3 now"), "\($0)")
         }
+        // --fresh deletes only a folder the demo made.
+        try FileManager.default.createDirectory(atPath: d + "/mine", withIntermediateDirectories: true)
+        try write("keep me", to: d + "/mine/notes.txt")
+        let (code, _, err) = try runGraft(Self.self, ["demo", "--fresh", "--work-dir", d + "/mine"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("not a graft demo work folder"), err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: d + "/mine/notes.txt"))
         // Missing splits are named.
         try FileManager.default.removeItem(atPath: d + "/topic/test.jsonl")
         XCTAssertThrowsError(try MultiTaskPipeline(s) { _ in }.run()) {
