@@ -5,7 +5,6 @@
 #include <immintrin.h>
 #endif
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__F16C__)
-#include <immintrin.h>
 #define GRAFT_VNNI 1
 #else
 #define GRAFT_VNNI 0

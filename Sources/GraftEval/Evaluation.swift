@@ -55,11 +55,9 @@ public struct LoadedClassifier: Sendable {
 public enum Evaluation {
     /// The class names an adapter was trained with (`labels.json` beside it), else "0", "1", … by head size.
     public static func labels(adapterPath: String?, classes: Int) throws -> (column: String?, names: [String]) {
-        if let a = adapterPath, let d = FileManager.default.contents(atPath: (a as NSString).appendingPathComponent("labels.json")) {
-            let j = try JSONValue.parse([UInt8](d))
-            let names = j["labels"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        if let a = adapterPath, let (column, names) = try AdapterLabels.read(a) {
             guard names.count == classes else { throw TrainingError("\(a)/labels.json lists \(names.count) labels but the classifier has \(classes) outputs") }
-            return (j["label_column"]?.stringValue, names)
+            return (column, names)
         }
         return (nil, (0..<classes).map(String.init))
     }

@@ -120,25 +120,13 @@ public final class MultiTaskPipeline {
         let now = spec.fingerprint
         if let d = fm.contents(atPath: file) {
             let before = try JSONValue.parse([UInt8](d))
-            if let (key, a, b) = Self.firstDifference(before, now, path: "") {
-                throw PipelineError("\(spec.workDir) holds a run with other settings (\(key): \(a) before, \(b) now); remove the folder or choose another work folder")
+            if let (key, a, b) = JSONValue.differences(before, now).first {
+                throw PipelineError("\(spec.workDir) holds a run with other settings (\(key): \(a?.serialized() ?? "absent") before, \(b?.serialized() ?? "absent") now); remove the folder or choose another work folder")
             }
             log("reusing finished steps in \(spec.workDir)")
         } else {
             try Self.writeAtomically(now.serialized(pretty: true) + "\n", to: file)
         }
-    }
-
-    static func firstDifference(_ a: JSONValue?, _ b: JSONValue?, path: String) -> (String, String, String)? {
-        func show(_ v: JSONValue?) -> String { v?.serialized() ?? "absent" }
-        if case let .object(x)? = a, case let .object(y)? = b {
-            let keys = x.map(\.0) + y.map(\.0).filter { k in !x.contains { $0.0 == k } }
-            for k in keys {
-                if let d = firstDifference(x.first { $0.0 == k }?.1, y.first { $0.0 == k }?.1, path: path.isEmpty ? k : path + "." + k) { return d }
-            }
-            return nil
-        }
-        return show(a) == show(b) ? nil : (path, show(a), show(b))
     }
 
     static func writeAtomically(_ text: String, to path: String) throws {
@@ -200,19 +188,13 @@ public final class MultiTaskPipeline {
         let probe = try scores(spec.probePath(t), key: "probe-\(t.name)")
         log(String(format: "%@: adapter %.2f%% validation, %.2f%% test; probe %.2f%% validation, %.2f%% test", t.name,
                    ind.0.accuracy * 100, ind.1.accuracy * 100, probe.0.accuracy * 100, probe.1.accuracy * 100))
-        let labels = try Evaluation.labels(adapterPath: spec.adapterPath(t), classes: try headClasses(spec.adapterPath(t))).names
+        let labels = try AdapterLabels.read(spec.adapterPath(t))?.names ?? []
         let metrics = (try? String(contentsOfFile: spec.path("adapters", t.name, "metrics.jsonl"), encoding: .utf8)) ?? ""
         let history = metrics.split(separator: "\n").compactMap { try? JSONValue.parse([UInt8]($0.utf8)) }
         func lines(_ s: String) -> Int { ((try? String(contentsOfFile: t.split(s), encoding: .utf8)) ?? "").split(separator: "\n").count }
         return TaskResult(name: t.name, labels: labels, trainExamples: lines("train"), validationExamples: ind.0.examples,
                           testExamples: ind.1.examples, individual: ind, probe: probe, history: history,
                           adapterPath: spec.adapterPath(t), probePath: spec.probePath(t), dataFolder: t.folder)
-    }
-
-    func headClasses(_ adapter: String) throws -> Int {
-        let a = try LoRAAdapter(path: adapter)
-        guard let (w, _) = try a.classificationHead() else { throw PipelineError("\(adapter): no classifier head") }
-        return w.shape[0]
     }
 
     /// One classifier on one task's split; the tokenized split is kept for the other models.

@@ -4,7 +4,7 @@ import CKernels
 public enum ProcessMemory {
     /// glibc gives each freed block above its mmap threshold back to the kernel at once, so a model that
     /// allocates its activations per batch pays a page fault per 4 KB page on every batch (measured: a
-    /// third of the CPU time of evaluating MiniLM, 15 s → 8 s for a linear probe's features). Keeps
+    /// third of the CPU time of evaluating MiniLM, 15 s → 7 s for a linear probe's features). Keeps
     /// blocks up to 32 MB (glibc's largest threshold) in the heap and never trims it: the process holds
     /// on to its peak memory instead. No-op elsewhere (macOS's allocator caches large blocks itself).
     public static func keepFreedBlocks() {

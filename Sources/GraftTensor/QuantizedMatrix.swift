@@ -19,6 +19,16 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.format = format; self.rows = rows; self.cols = cols; self.data = data; self.owner = owner
     }
 
+    /// The block format as the C kernels number it (Q8_0 0, Q4_0 1, Q4_1 2); nil for F16/BF16.
+    var blockCode: Int32? {
+        switch format {
+        case .q8_0: return 0
+        case .q4_0: return 1
+        case .q4_1: return 2
+        case .f16, .bf16: return nil
+        }
+    }
+
     public var rowBytes: Int {
         switch format {
         case .q8_0: return cols / 32 * 34
@@ -32,12 +42,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// matrix times x up to float rounding. Q8_0/Q4_0/Q4_1 run `graft_matvec_float` (quants turned into
     /// floats 16 lanes at a time, float32 products); F16/BF16 rows convert through F16C here.
     public func matvec(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        let code: Int32
-        switch format {
-        case .q8_0: code = 0
-        case .q4_0: code = 1
-        case .q4_1: code = 2
-        case .f16, .bf16:
+        guard let code = blockCode else {
             let ctx = UncheckedSendable((x, y))
             let me = self
             forkJoinRanges(count: rows) { rr in
@@ -66,13 +71,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// (AVX-512 VNNI), as llama.cpp computes decode steps: several times faster, at the cost of ~0.4 %
     /// relative error per activation. F16/BF16 matrices use the float path.
     public func matvecInt8(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
-        let code: Int32
-        switch format {
-        case .q8_0: code = 0
-        case .q4_0: code = 1
-        case .q4_1: code = 2
-        default: return matvec(x, into: y)
-        }
+        guard let code = blockCode else { return matvec(x, into: y) }
         let nb = cols / 32
         var xq = [Int8](repeating: 0, count: cols)
         var xd = [Float](repeating: 0, count: nb)
@@ -89,6 +88,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         } } }
     }
 
+    /// Rows of plain 16-bit floats (F16 through F16C; BF16 by a 16-bit shift).
     @inline(__always)
     func dotF16(row r: Int, _ x: UnsafePointer<Float>) -> Float {
         let p = data + r * rowBytes

@@ -192,17 +192,6 @@ public final class Trainer<Task: TrainingTask> {
         return path
     }
 
-    /// The leaf settings that differ between two configurations (dotted paths into nested objects).
-    static func differences(_ a: JSONValue?, _ b: JSONValue?, path: String) -> [(String, JSONValue?, JSONValue?)] {
-        if let oa = a?.objectValue, let ob = b?.objectValue {
-            let keys = oa.map(\.0) + ob.map(\.0).filter { k in !oa.contains { $0.0 == k } }
-            return keys.flatMap { k in
-                differences(oa.first { $0.0 == k }?.1, ob.first { $0.0 == k }?.1, path: path.isEmpty ? k : path + "." + k)
-            }
-        }
-        return a == b ? [] : [(path, a, b)]
-    }
-
     func resume(_ path: String, fingerprint: JSONValue) throws {
         let statePath = (path as NSString).appendingPathComponent("trainer_state.json")
         guard let data = FileManager.default.contents(atPath: statePath) else { throw TrainingError("\(path): not a checkpoint (no trainer_state.json)") }
@@ -210,7 +199,7 @@ public final class Trainer<Task: TrainingTask> {
         do { state = try JSONValue.parse([UInt8](data)) } catch { throw TrainingError("\(statePath): invalid JSON: \(error)") }
         guard let saved = state["config"] else { throw TrainingError("\(statePath): missing 'config'") }
         if saved != fingerprint {
-            let detail = Self.differences(saved, fingerprint, path: "").map { k, a, b in
+            let detail = JSONValue.differences(saved, fingerprint).map { k, a, b in
                 "\(k): checkpoint \(a?.serialized() ?? "—") vs now \(b?.serialized() ?? "—")"
             }.joined(separator: "; ")
             throw TrainingError("\(path) was written by a run with a different configuration (\(detail)); resume with the same settings or start a new run")

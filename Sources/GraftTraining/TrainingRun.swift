@@ -53,6 +53,11 @@ public struct TrainSpec: Sendable {
         self.model = model; self.task = task; self.data = data; self.lora = lora; self.output = output
     }
 
+    /// BERT's train-mode dropout rates (hidden, attention): `modelDropout` for both, else the config's.
+    func dropout(for config: BertModel.Config) -> (hidden: Float, attention: Float) {
+        modelDropout.map { (Float($0), Float($0)) } ?? (config.hiddenDropout, config.attentionDropout)
+    }
+
     /// Where resumable checkpoints go: beside the output folder.
     public var checkpointDir: String { output + ".checkpoints" }
 
@@ -151,14 +156,13 @@ public enum TrainingRun {
             let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
             if spec.bf16 { encoder.enableBF16() }
-            encoder.trainingDropout = spec.modelDropout.map { (Float($0), Float($0)) }
-                ?? (encoder.config.hiddenDropout, encoder.config.attentionDropout)
+            encoder.trainingDropout = spec.dropout(for: encoder.config)
             var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed,
                                                       from: existing, allowHeadOnly: true)
             let headSource = try existing ?? spec.initHead.map { try LoRAAdapter(path: $0) }
             if let h = spec.initHead {
                 // The head's classes must be this data's, in the same order.
-                if let names = try savedLabels(h), names != labels {
+                if let names = try AdapterLabels.read(h)?.names, names != labels {
                     throw TrainingError("--init-head \(h): its classes are \(names.joined(separator: ", ")) but the training data's are \(labels.joined(separator: ", "))")
                 }
             }
@@ -177,8 +181,7 @@ public enum TrainingRun {
                 outcome = try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                                      resume: resumePath, out: out, log: log, onEvent: onEvent)
             }
-            let labelJSON = JSONValue.object([("label_column", .string(spec.labelColumn)), ("labels", .array(labels.map { .string($0) }))])
-            try Data((labelJSON.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("labels.json")))
+            try AdapterLabels.write(labels, column: spec.labelColumn, to: out.tempPath)
             return outcome
         case .causalLM:
             var lm = try CausalLM(path: spec.model)
@@ -205,7 +208,7 @@ public enum TrainingRun {
             let enc = try SentenceEncoder(folder: spec.model)
             var bert = enc.model
             if spec.bf16 { bert.enableBF16() }
-            bert.trainingDropout = spec.modelDropout.map { (Float($0), Float($0)) } ?? (bert.config.hiddenDropout, bert.config.attentionDropout)
+            bert.trainingDropout = spec.dropout(for: bert.config)
             let (trainR, valR, testR) = try records(spec, stratify: nil)
             var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)
             o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
@@ -218,12 +221,6 @@ public enum TrainingRun {
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
-    }
-
-    /// The class names saved beside an adapter (labels.json), if any.
-    static func savedLabels(_ path: String) throws -> [String]? {
-        guard let d = FileManager.default.contents(atPath: (path as NSString).appendingPathComponent("labels.json")) else { return nil }
-        return try JSONValue.parse([UInt8](d))["labels"]?.arrayValue?.compactMap(\.stringValue)
     }
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in

@@ -54,7 +54,7 @@ struct DemoCommand: ParsableCommand {
     static let defaultEpochs = ["sentiment": 2, "hedging": 2, "dutch-sentiment": 1, "topic": 1]
 
     func validate() throws {
-        guard ["auto", "bf16", "f32"].contains(precision) else { throw ValidationError("--precision must be auto, bf16 or f32 (got '\(precision)')") }
+        _ = try usesBF16(precision: precision)
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be at least 1") }
         for t in taskNames where !Prepare.corpora.contains(where: { $0.name == t }) {
             throw ValidationError("unknown task '\(t)' (known: \(Prepare.corpora.map(\.name).joined(separator: ", ")); your own data goes in --task NAME=FOLDER)")
@@ -98,7 +98,7 @@ struct DemoCommand: ParsableCommand {
         for name in taskNames { pipelineTasks.append(PipelineTask(name: name, folder: try prepare(name))) }
         pipelineTasks += try parsedCustomTasks()
         var spec = MultiTaskSpec(model: modelPath, tasks: pipelineTasks, workDir: work,
-                                 bf16: precision == "bf16" || (precision == "auto" && BF16Matrix.hardwareAccelerated), seed: seed)
+                                 bf16: try usesBF16(precision: precision), seed: seed)
         for t in pipelineTasks { spec.epochs[t.name] = epochs ?? Self.defaultEpochs[t.name] ?? 2 }
         let bar = TrainProgress()
         let pipeline = MultiTaskPipeline(spec) { event in

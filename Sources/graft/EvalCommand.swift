@@ -35,7 +35,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print the metrics as JSON.") var json = false
 
     func validate() throws {
-        guard ["auto", "bf16", "f32"].contains(precision) else { throw ValidationError("--precision must be auto, bf16 or f32 (got '\(precision)')") }
+        _ = try usesBF16(precision: precision)
     }
 
     func run() throws {
@@ -44,7 +44,7 @@ struct EvalCommand: ParsableCommand {
         switch kind {
         case "classification":
             let (m, logits, _) = try Evaluation.classification(model: path, adapter: adapter, headOnly: headOnly,
-                                                               bf16: precision == "bf16" || (precision == "auto" && BF16Matrix.hardwareAccelerated), data: data, header: !noHeader, textColumn: textColumn,
+                                                               bf16: try usesBF16(precision: precision), data: data, header: !noHeader, textColumn: textColumn,
                                                                labelColumn: labelColumn, maxLength: maxLength)
             if let p = predictions {
                 let lines = logits.map { row -> String in

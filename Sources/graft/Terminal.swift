@@ -1,8 +1,21 @@
+import ArgumentParser
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 import GraftMerging
+import GraftTensor
+
+/// `--precision auto|bf16|f32` → whether the products with the frozen weights run in bf16 (float32 sums);
+/// auto: where the CPU has AVX512-BF16.
+func usesBF16(precision p: String) throws -> Bool {
+    switch p {
+    case "bf16": return true
+    case "f32": return false
+    case "auto": return BF16Matrix.hardwareAccelerated
+    default: throw ValidationError("--precision must be auto, bf16 or f32 (got '\(p)')")
+    }
+}
 
 /// Writes to standard error.
 func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -194,8 +194,7 @@ struct TrainCommand: ParsableCommand {
         spec.truncate = try !(noTruncate || (f?.bool("no_truncate") ?? false))
         spec.skipBadRows = try skipBadRows || (f?.bool("skip_bad_rows") ?? false)
         let prec = try precision ?? f?.string("precision") ?? "auto"
-        guard ["auto", "f32", "bf16"].contains(prec) else { throw ValidationError("--precision must be auto, bf16 or f32 (got '\(prec)')") }
-        spec.bf16 = prec == "bf16" || (prec == "auto" && BF16Matrix.hardwareAccelerated)
+        spec.bf16 = try usesBF16(precision: prec)
         spec.packing = try packing || (f?.bool("packing") ?? false)
         spec.modelDropout = try modelDropout ?? f?.double("model_dropout")
         if let p = spec.modelDropout, !(0..<1).contains(p) { throw ValidationError("--model-dropout must be in [0, 1)") }

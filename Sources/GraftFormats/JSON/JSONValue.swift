@@ -286,3 +286,17 @@ extension JSONValue {
         return out + "\""
     }
 }
+
+extension JSONValue {
+    /// The leaf values that differ between two JSON values, as dotted paths into nested objects
+    /// (`trainer.max_steps`), in the order the keys appear; nil for a side that lacks the key.
+    public static func differences(_ a: JSONValue?, _ b: JSONValue?, path: String = "") -> [(path: String, a: JSONValue?, b: JSONValue?)] {
+        if let oa = a?.objectValue, let ob = b?.objectValue {
+            let keys = oa.map(\.0) + ob.map(\.0).filter { k in !oa.contains { $0.0 == k } }
+            return keys.flatMap { k in
+                differences(oa.first { $0.0 == k }?.1, ob.first { $0.0 == k }?.1, path: path.isEmpty ? k : path + "." + k)
+            }
+        }
+        return a == b ? [] : [(path, a, b)]
+    }
+}

@@ -1,4 +1,3 @@
-import Foundation
 import GraftTensor
 import GraftText
 
@@ -25,11 +24,6 @@ public struct BertForSequenceClassification: Sendable {
 extension BertForSequenceClassification {
     /// The head's inputs tanh(pooler(h[CLS])) for a batch [batch × hidden], as in evaluation (no dropout).
     public func features(_ ids: [[Int]]) throws -> FloatBuffer {
-        guard let pooler = encoder.pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
-        let (cls, _) = try encoder.forwardTraining(ids, rng: nil, firstTokenOnly: true)
-        let p = pooler.forward(cls, rows: ids.count)
-        let v = p.mutable
-        for i in 0..<v.count { v[i] = tanh(v[i]) }
-        return p
+        try encoder.pool(try encoder.forwardTraining(ids, rng: nil, firstTokenOnly: true).hidden, rows: ids.count)
     }
 }

@@ -108,10 +108,15 @@ public struct BertModel: Sendable, LinearLayers {
 
     /// tanh(pooler(h[first token])) — BERT's pooled output.
     public func pooledOutput(_ hidden: FloatBuffer) throws -> FloatBuffer {
-        guard let pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
         let first = FloatBuffer(count: config.hidden)
         first.mutable.baseAddress!.update(from: hidden.values.baseAddress!, count: config.hidden)
-        let p = pooler.forward(first, rows: 1)
+        return try pool(first, rows: 1)
+    }
+
+    /// tanh(pooler(x)) for `rows` first-token states [rows × hidden].
+    public func pool(_ firstTokens: FloatBuffer, rows: Int) throws -> FloatBuffer {
+        guard let pooler else { throw ModelError("this checkpoint has no pooler.dense weights") }
+        let p = pooler.forward(firstTokens, rows: rows)
         let v = p.mutable
         for j in 0..<v.count { v[j] = tanh(v[j]) }
         return p

@@ -3,6 +3,16 @@ import GraftTensor
 
 /// Losses and their gradients.
 public enum Loss {
+    /// The index of each row's largest logit (the first on ties): the predicted classes.
+    public static func argmax(_ logits: FloatBuffer, classes: Int) -> [Int] {
+        let v = logits.values
+        return (0..<(logits.count / classes)).map { r in
+            var best = 0
+            for j in 1..<classes where v[r * classes + j] > v[r * classes + best] { best = j }
+            return best
+        }
+    }
+
     /// Mean softmax cross-entropy over the rows of `logits` [rows × classes] whose target is not nil,
     /// as PyTorch's `cross_entropy` (ignore_index rows excluded from the mean). Returns the loss summed
     /// over counted rows, the count, and dL/dlogits for L = sum · `gradScale` (default 1/count: the mean).

@@ -23,20 +23,7 @@ public struct ClassificationTask: TrainingTask {
         let (sum, count, dl) = Loss.crossEntropy(logits, classes: classes, targets: batch.map(\.label),
                                                   gradScale: lossScale / Float(max(1, batch.count)))
         if backward { model.backward(dl, tape: tape) }
-        let lv = logits.values
-        var correct = 0
-        for (i, e) in batch.enumerated() {
-            var best = 0
-            for j in 1..<classes where lv[i * classes + j] > lv[i * classes + best] { best = j }
-            if best == e.label { correct += 1 }
-        }
+        let correct = zip(Loss.argmax(logits, classes: classes), batch).filter { $0 == $1.label }.count
         return StepResult(lossSum: sum, count: count, correct: correct, tokens: batch.reduce(0) { $0 + $1.ids.count })
-    }
-
-    /// Predicted class per example (no gradients).
-    public func predict(_ examples: [Example]) throws -> [Int] {
-        let (logits, _) = try model.forwardTraining(examples.map(\.ids), rng: nil)
-        let c = model.head.outFeatures, lv = logits.values
-        return (0..<examples.count).map { i in (0..<c).max { lv[i * c + $0] < lv[i * c + $1] }! }
     }
 }

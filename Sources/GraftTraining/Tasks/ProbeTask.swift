@@ -49,13 +49,7 @@ public struct ProbeTask: TrainingTask {
         let (logits, saved) = head.forwardTraining(x, rows: b, rng: rng)
         let (sum, count, dl) = Loss.crossEntropy(logits, classes: c, targets: batch.map(\.label), gradScale: lossScale / Float(max(1, b)))
         if backward { _ = head.backward(dl, saved: saved, rows: b, needInput: false) }
-        let lv = logits.values
-        var correct = 0
-        for (i, e) in batch.enumerated() {
-            var best = 0
-            for j in 1..<c where lv[i * c + j] > lv[i * c + best] { best = j }
-            if best == e.label { correct += 1 }
-        }
+        let correct = zip(Loss.argmax(logits, classes: c), batch).filter { $0 == $1.label }.count
         return StepResult(lossSum: sum, count: count, correct: correct, tokens: batch.reduce(0) { $0 + $1.tokens })
     }
 }
