@@ -9,3 +9,11 @@ void graft_keep_freed_blocks(void) {
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }
+
+size_t graft_heap_bytes(void) {
+#if defined(__GLIBC__)
+    return mallinfo2().arena;
+#else
+    return 0;
+#endif
+}

@@ -10,4 +10,7 @@ public enum ProcessMemory {
     public static func keepFreedBlocks() {
         graft_keep_freed_blocks()
     }
+
+    /// Bytes of the process's main heap (glibc); 0 where the C library does not report it.
+    public static var heapBytes: Int { Int(graft_heap_bytes()) }
 }

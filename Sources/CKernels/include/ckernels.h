@@ -29,6 +29,8 @@ void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_
 // glibc: keep freed blocks up to 32 MB in the heap and never trim it (see ProcessMemory in GraftTensor).
 // No-op on other C libraries.
 void graft_keep_freed_blocks(void);
+// Bytes of the main heap (glibc's mallinfo2().arena); 0 on other C libraries.
+size_t graft_heap_bytes(void);
 
 // Fork–join pool for short jobs (see pool.c): runs fn(ctx, part, parts) for part = 0..<parts, part 0 on
 // the calling thread, the others on spinning workers; returns when all are done. parts is fixed:
