@@ -1,5 +1,21 @@
+import CKernels
+
 /// Small SIMD kernels on raw float buffers (single-threaded; callers split work across cores).
 public enum Kernels {
+    /// Floats of scratch `attentionHead` needs for `length` positions of a `headSize`-wide head.
+    public static func attentionScratchCount(length: Int, headSize: Int) -> Int {
+        graft_attention_scratch(Int32(length), Int32(headSize))
+    }
+
+    /// One sequence's attention for one head: out[length × headSize] = softmax(scale·Q·Kᵀ)·V, with
+    /// Q, K, V rows `stride` floats apart (a head's columns of [tokens × hidden] matrices) and out rows
+    /// `outStride` apart. Every key is visible (positions past `length` are not part of the sequence).
+    public static func attentionHead(length: Int, headSize: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                     v: UnsafePointer<Float>, stride: Int, scale: Float,
+                                     out: UnsafeMutablePointer<Float>, outStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        graft_attention_head(Int32(length), Int32(headSize), q, k, v, Int32(stride), scale, out, Int32(outStride), scratch)
+    }
+
     /// out = a − b
     @inline(__always)
     public static func subtract(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count n: Int) {

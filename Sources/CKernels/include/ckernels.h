@@ -26,6 +26,25 @@ void graft_bf16_pack_b(const float *src, int k, int n, int transposed, uint16_t 
 void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_t *b, float *c, int ldc, float beta,
                      int panel_begin, int panel_end);
 
+// float32 products over a pre-packed B (see f32gemm.c). B [k × n] is packed once into 64-column panels
+// (`transposed`: the source is stored [n × k], a PyTorch weight for x·Wᵀ); the packed buffer must be
+// 64-byte aligned. Then for B's panels [panel_begin, panel_end):
+//   C[m × n] = act(A[m × k] · B + bias[n] + R[m × n])
+// with bias and R (row stride ldr; must not alias C) optional (NULL) and act GRAFT_ACT_NONE or GRAFT_ACT_GELU.
+#define GRAFT_ACT_NONE 0
+#define GRAFT_ACT_GELU 1
+size_t graft_f32_packed_size(int k, int n);
+void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst);
+void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
+                    const float *bias, const float *res, int ldr, int act, int panel_begin, int panel_end);
+
+// Attention for one sequence and head (see attention.c): out[len × dh] = softmax(scale · Q·Kᵀ) · V with
+// Q, K, V rows of stride ld (a head's columns inside [tokens × hidden] matrices) and out rows of stride
+// ldo; scratch holds graft_attention_scratch(len, dh) floats.
+size_t graft_attention_scratch(int len, int dh);
+void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
+                          float *out, int ldo, float *scratch);
+
 // glibc: keep freed blocks up to 32 MB in the heap and never trim it (see ProcessMemory in GraftTensor).
 // No-op on other C libraries.
 void graft_keep_freed_blocks(void);

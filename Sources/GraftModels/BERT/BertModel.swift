@@ -124,6 +124,10 @@ public struct BertModel: Sendable, LinearLayers {
 
     public var vocabularySize: Int { words.count }
 
+    /// Packs every linear layer's weight for float32 inference products (see `Linear.packForInference`);
+    /// call after attaching adapters' updates, which stay separate. Training and bf16 paths ignore it.
+    public mutating func packForInference() { updateEveryLinear { $0.packForInference() } }
+
     /// Last hidden states for a batch of token-id sequences: one [length × hidden] buffer per sequence.
     public func forward(_ batch: [[Int]]) throws -> [FloatBuffer] {
         guard let maxLen = batch.map(\.count).max(), maxLen > 0 else { return batch.map { _ in FloatBuffer(count: 0) } }
@@ -142,12 +146,11 @@ public struct BertModel: Sendable, LinearLayers {
         let lengths = batch.map(\.count)
         for layer in layers {
             let attn = attention(layer, x, batch: b, length: t, lengths: lengths)
-            let a = layer.attnOut.forward(attn, rows: rows)
-            add(a, x); layer.attnNorm.forward(a, rows: rows)
-            let u = layer.up.forward(a, rows: rows)
-            Activation.gelu(u)
-            let d = layer.down.forward(u, rows: rows)
-            add(d, a); layer.outNorm.forward(d, rows: rows)
+            let a = layer.attnOut.forward(attn, rows: rows, residual: x)
+            layer.attnNorm.forward(a, rows: rows)
+            let u = layer.up.forward(a, rows: rows, residual: nil, activation: .gelu)
+            let d = layer.down.forward(u, rows: rows, residual: a)
+            layer.outNorm.forward(d, rows: rows)
             x = d
         }
         return (0..<b).map { i in
@@ -172,22 +175,19 @@ public struct BertModel: Sendable, LinearLayers {
         let scale = 1 / Float(dh).squareRoot()
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
         let work = UncheckedSendable((qp, kp, vp, cp))
-        // One job per (sequence, head): in parallel when BLAS runs on the calling thread, otherwise
-        // sequential (each product is small, and OpenBLAS's own workers would oversubscribe the cores).
-        let job = { (job: Int) in
+        // One job per (sequence, head), split over the cores; each job's scores stay in its scratch.
+        let scratchCount = Kernels.attentionScratchCount(length: t, headSize: dh)
+        parallelFor(count: b * nh, minChunk: 1) { jobs in
             let (qp, kp, vp, cp) = work.value
-            let s = job / nh, head = job % nh
-            let len = lengths[s]
-            guard len > 0 else { return }
-            let base = s * t * h + head * dh
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: len * len)
-            defer { scores.deallocate() }
-            Linalg.gemm(m: len, n: len, k: dh, alpha: scale, a: qp + base, lda: h, b: kp + base, ldb: h, transB: true,
-                        c: scores, ldc: len)
-            Activation.softmaxRows(scores, rows: len, width: len)
-            Linalg.gemm(m: len, n: dh, k: len, a: scores, lda: len, b: vp + base, ldb: h, c: cp + base, ldc: h)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
+            defer { scratch.deallocate() }
+            for job in jobs {
+                let s = job / nh, head = job % nh
+                let base = s * t * h + head * dh
+                Kernels.attentionHead(length: lengths[s], headSize: dh, q: qp + base, k: kp + base, v: vp + base, stride: h,
+                                      scale: scale, out: cp + base, outStride: h, scratch: scratch)
+            }
         }
-        if Linalg.blasIsSingleThreaded { parallelEach(b * nh, job) } else { for j in 0..<(b * nh) { job(j) } }
         return ctx
     }
 }

@@ -18,6 +18,7 @@ public struct SentenceEncoder: Sendable {
     public init(folder: String) throws {
         let ck = try Checkpoint(path: folder)
         model = try BertModel(checkpoint: ck)
+        model.packForInference()
         let tokPath = (folder as NSString).appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: tokPath) else { throw ModelError("\(folder): no tokenizer.json") }
         tokenizer = try TokenizerLoader.load(path: tokPath)

@@ -23,6 +23,16 @@ public struct Linear: Sendable {
     /// bf16 precision is on; nil: float32 BLAS.
     public var bf16: (forward: BF16Matrix, backward: BF16Matrix)?
 
+    /// The frozen weight packed once for float32 inference products (`forward`), with bias, residual and
+    /// GELU applied in the product's last step; nil: BLAS, which repacks the weight on every call.
+    public var packed: F32Matrix?
+
+    /// Packs the weight for `forward`'s float32 products (inference on CPUs with AVX-512: ~10 % faster
+    /// products, and the fused epilogue saves a pass over the output). Costs a second copy of the weight.
+    public mutating func packForInference() {
+        packed = F32Matrix(weight.values.baseAddress!, k: inFeatures, n: outFeatures, transposed: true)
+    }
+
     /// Packs the weight for bf16 products (training's `forwardTraining` and `backward` then use them).
     public mutating func enableBF16() {
         bf16 = (BF16Matrix(weight.values.baseAddress!, k: inFeatures, n: outFeatures, transposed: true),
@@ -43,8 +53,12 @@ public struct Linear: Sendable {
     }
 
     /// x: [rows × in] → [rows × out]
-    public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer {
-        if lowRank?.magnitude != nil { return forwardTraining(x, rows: rows, rng: nil).y }
+    public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer { forward(x, rows: rows, residual: nil) }
+
+    /// act(x·Wᵀ + b + low-rank update + residual): x [rows × in], residual [rows × out] → [rows × out].
+    /// With a packed weight (`packForInference`) the residual and GELU are applied inside the product.
+    public func forward(_ x: FloatBuffer, rows: Int, residual: FloatBuffer?, activation: F32Matrix.Activation = .none) -> FloatBuffer {
+        if lowRank?.magnitude != nil { return finish(forwardTraining(x, rows: rows, rng: nil).y, residual: residual, activation: activation) }
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
         if let q = quantized, rows <= 2 {
@@ -54,7 +68,16 @@ public struct Linear: Sendable {
             }
             if let bias { for r in 0..<rows { for j in 0..<outFeatures { yp[r * outFeatures + j] += bias[j] } } }
             addLowRank(x, rows: rows, into: yp)
-            return y
+            return finish(y, residual: residual, activation: activation)
+        }
+        if let packed, bf16 == nil {
+            // The low-rank update must be added before the activation: then only the bias is fused.
+            let fuse = lowRank == nil
+            packed.multiply(x.values.baseAddress!, m: rows, into: yp, bias: bias?.values.baseAddress,
+                            residual: fuse ? residual?.values.baseAddress : nil, activation: fuse ? activation : .none)
+            if fuse { return y }
+            addLowRank(x, rows: rows, into: yp)
+            return finish(y, residual: residual, activation: activation)
         }
         if let bias {
             let b = bias.values
@@ -67,6 +90,16 @@ public struct Linear: Sendable {
                                 b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
         }
         addLowRank(x, rows: rows, into: yp)
+        return finish(y, residual: residual, activation: activation)
+    }
+
+    /// y += residual, then the activation, in place.
+    private func finish(_ y: FloatBuffer, residual: FloatBuffer?, activation: F32Matrix.Activation) -> FloatBuffer {
+        if let residual {
+            let yv = y.mutable, rv = residual.values
+            parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += rv[i] } }
+        }
+        if activation == .gelu { Activation.gelu(y) }
         return y
     }
 

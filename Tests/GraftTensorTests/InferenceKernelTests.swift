@@ -1,0 +1,80 @@
+import Foundation
+import XCTest
+@testable import GraftTensor
+
+/// The float32 inference kernels (packed products with their fused epilogue, per-head attention)
+/// against straightforward double-precision loops.
+final class InferenceKernelTests: XCTestCase {
+    func gelu(_ x: Double) -> Double { 0.5 * x * (1 + erf(x / 2.0.squareRoot())) }
+
+    /// Every shape class: one row, fewer rows than a micro-tile, a partial 64-column panel, k across the
+    /// 512-wide blocks (so the epilogue runs only after the last block), both layouts of B, and each of
+    /// bias, residual and GELU on and off.
+    func testPackedProductMatchesDoubleReference() {
+        var rng = SeededRNG(seed: 11)
+        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (13, 37, 70), (100, 300, 130), (7, 1100, 64), (64, 513, 200)] {
+            let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() * 2 - 1 }
+            let b = (0..<(k * n)).map { _ in rng.nextUnitFloat() * 2 - 1 }
+            let bt = (0..<(n * k)).map { i in b[(i % k) * n + i / k] }  // [n × k]
+            let bias = (0..<n).map { _ in rng.nextUnitFloat() - 0.5 }
+            let res = (0..<(m * n)).map { _ in rng.nextUnitFloat() - 0.5 }
+            for (transposed, useBias, useRes, act) in [(false, false, false, F32Matrix.Activation.none), (true, true, false, .gelu),
+                                                      (false, true, true, .none), (true, false, true, .gelu)] {
+                let mat = (transposed ? bt : b).withUnsafeBufferPointer { F32Matrix($0.baseAddress!, k: k, n: n, transposed: transposed) }
+                var c = [Float](repeating: .nan, count: m * n)
+                a.withUnsafeBufferPointer { ap in bias.withUnsafeBufferPointer { bp in res.withUnsafeBufferPointer { rp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        mat.multiply(ap.baseAddress!, m: m, into: cp.baseAddress!, bias: useBias ? bp.baseAddress! : nil,
+                                     residual: useRes ? rp.baseAddress! : nil, activation: act)
+                    }
+                } } }
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s = 0.0, mag = 0.0
+                        for l in 0..<k { let p = Double(a[i * k + l]) * Double(b[l * n + j]); s += p; mag += abs(p) }
+                        if useBias { s += Double(bias[j]); mag += abs(Double(bias[j])) }
+                        if useRes { s += Double(res[i * n + j]); mag += abs(Double(res[i * n + j])) }
+                        if act == .gelu { s = gelu(s) }
+                        worst = max(worst, abs(Double(c[i * n + j]) - s) / max(mag, 1))
+                    }
+                }
+                XCTAssertLessThan(worst, 2e-6, "m \(m) k \(k) n \(n) transposed \(transposed) bias \(useBias) residual \(useRes) \(act)")
+            }
+        }
+    }
+
+    /// Softmax(scale·QKᵀ)·V for one head whose rows sit inside wider [tokens × hidden] matrices:
+    /// lengths around the 4-row blocks and 16-key vectors, head sizes below, at and above 16 and 32.
+    func testAttentionHeadMatchesDoubleReference() {
+        var rng = SeededRNG(seed: 12)
+        for (len, dh) in [(1, 8), (5, 32), (17, 40), (64, 32), (77, 64), (130, 16)] {
+            let stride = dh * 3 + 5, outStride = dh + 3
+            let q = (0..<(len * stride)).map { _ in rng.nextUnitFloat() * 4 - 2 }
+            let k = (0..<(len * stride)).map { _ in rng.nextUnitFloat() * 4 - 2 }
+            let v = (0..<(len * stride)).map { _ in rng.nextUnitFloat() * 2 - 1 }
+            let scale = 1 / Float(dh).squareRoot()
+            var out = [Float](repeating: .nan, count: len * outStride)
+            var scratch = [Float](repeating: .nan, count: Kernels.attentionScratchCount(length: len, headSize: dh))
+            q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
+                out.withUnsafeMutableBufferPointer { op in scratch.withUnsafeMutableBufferPointer { sp in
+                    Kernels.attentionHead(length: len, headSize: dh, q: qp.baseAddress!, k: kp.baseAddress!, v: vp.baseAddress!,
+                                          stride: stride, scale: scale, out: op.baseAddress!, outStride: outStride, scratch: sp.baseAddress!)
+                } }
+            } } }
+            var worst = 0.0
+            for i in 0..<len {
+                var s = (0..<len).map { j in (0..<dh).reduce(0.0) { $0 + Double(q[i * stride + $1]) * Double(k[j * stride + $1]) } * Double(scale) }
+                let mx = s.max()!
+                s = s.map { exp($0 - mx) }
+                let sum = s.reduce(0, +)
+                for d in 0..<dh {
+                    let want = (0..<len).reduce(0.0) { $0 + s[$1] / sum * Double(v[$1 * stride + d]) }
+                    worst = max(worst, abs(Double(out[i * outStride + d]) - want))
+                }
+                for d in dh..<outStride { XCTAssertTrue(out[i * outStride + d].isNaN, "wrote outside the head's columns") }
+            }
+            XCTAssertLessThan(worst, 1e-5, "length \(len) head size \(dh)")
+        }
+    }
+}
