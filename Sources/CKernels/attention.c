@@ -11,36 +11,38 @@
 
 static int padded(int len) { return (len + 15) & ~15; }
 
-size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB); }
+size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB) + (size_t)RB * dh; }
 
 #if GRAFT_AVX512
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
                           float *out, int ldo, float *scratch) {
     if (len <= 0) return;
     int lp = padded(len);
-    float *kt = scratch, *p = scratch + (size_t)dh * lp;
+    float *kt = scratch, *p = scratch + (size_t)dh * lp, *qs = p + (size_t)RB * lp;
     for (int d = 0; d < dh; d++) {
         float *row = kt + (size_t)d * lp;
         for (int j = 0; j < len; j++) row[j] = k[(size_t)j * ld + d];
         for (int j = len; j < lp; j++) row[j] = 0;
     }
-    __m512 vscale = _mm512_set1_ps(scale);
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
-        const float *qr[RB];
-        for (int r = 0; r < RB; r++) qr[r] = q + (size_t)(i0 + (r < rows ? r : 0)) * ld;
+        // The block's query rows, scaled, side by side (rows past len repeat the last one).
+        for (int r = 0; r < RB; r++) {
+            const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
+            for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
+        }
         // Scores, 64 keys at a time.
         for (int c = 0; c < lp; c += 64) {
             int nj = (lp - c) / 16 < 4 ? (lp - c) / 16 : 4;
             __m512 acc[RB][4];
             for (int r = 0; r < RB; r++) for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
-            for (int d = 0; d < dh; d++) {
-                const float *kd = kt + (size_t)d * lp + c;
+            const float *kd = kt + c;
+            for (int d = 0; d < dh; d++, kd += lp) {
                 __m512 k0 = _mm512_loadu_ps(kd);
                 __m512 k1 = nj > 1 ? _mm512_loadu_ps(kd + 16) : k0, k2 = nj > 2 ? _mm512_loadu_ps(kd + 32) : k0;
                 __m512 k3 = nj > 3 ? _mm512_loadu_ps(kd + 48) : k0;
                 for (int r = 0; r < RB; r++) {
-                    __m512 qb = _mm512_set1_ps(qr[r][d]);
+                    __m512 qb = _mm512_set1_ps(qs[r * dh + d]);
                     acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
                     acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
                     acc[r][2] = _mm512_fmadd_ps(qb, k2, acc[r][2]);
@@ -48,7 +50,7 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
                 }
             }
             for (int r = 0; r < RB; r++)
-                for (int j = 0; j < nj; j++) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, _mm512_mul_ps(acc[r][j], vscale));
+                for (int j = 0; j < nj; j++) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, acc[r][j]);
         }
         // Softmax of each row over its len keys; padding keys get probability 0.
         for (int r = 0; r < rows; r++) {

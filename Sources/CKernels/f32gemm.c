@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NR 64   // columns per B panel
-#define MR 6    // rows per micro-kernel call
+#define NV 4    // 16-float vectors per B panel row
+#define MR 6    // rows per micro-kernel call (MR × NV accumulators + NV B vectors + 1 broadcast ≤ 32 registers)
+#define NR (16 * NV)   // columns per B panel
 #define KC 512 // k per block (B micro-panel 512 × 64 floats = 128 KB, streamed from L2)
 #define MC 96  // rows of A per block (96 × 512 floats = 192 KB, held in L2 across the panels)
+
+int graft_f32_panels(int n) { return (n + NR - 1) / NR; }
 
 size_t graft_f32_packed_size(int k, int n) {
     return (size_t)((n + NR - 1) / NR) * (size_t)k * NR;
@@ -39,25 +42,25 @@ static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * 0.707106
 // One 6 × 64 tile (mr ≤ 6 rows, nr ≤ 64 columns stored) over kc values of k.
 static void kernel(int kc, const float *a, int lda, int mr, const float *b, float *c, int ldc, int nr,
                    int first, int last, const float *bias, const float *res, int ldr, int act) {
-    __m512 acc[MR][4];
-    for (int m = 0; m < MR; m++) for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
+    __m512 acc[MR][NV];
+    for (int m = 0; m < MR; m++) for (int j = 0; j < NV; j++) acc[m][j] = _mm512_setzero_ps();
     const float *ar[MR];
     for (int m = 0; m < MR; m++) ar[m] = a + (size_t)(m < mr ? m : 0) * lda;
     for (int q = 0; q < kc; q++) {
         const float *bq = b + (size_t)q * NR;
-        __m512 b0 = _mm512_load_ps(bq), b1 = _mm512_load_ps(bq + 16), b2 = _mm512_load_ps(bq + 32), b3 = _mm512_load_ps(bq + 48);
-#pragma GCC unroll 6
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) bv[j] = _mm512_load_ps(bq + 16 * j);
+#pragma GCC unroll 8
         for (int m = 0; m < MR; m++) {
             __m512 av = _mm512_set1_ps(ar[m][q]);
-            acc[m][0] = _mm512_fmadd_ps(av, b0, acc[m][0]);
-            acc[m][1] = _mm512_fmadd_ps(av, b1, acc[m][1]);
-            acc[m][2] = _mm512_fmadd_ps(av, b2, acc[m][2]);
-            acc[m][3] = _mm512_fmadd_ps(av, b3, acc[m][3]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) acc[m][j] = _mm512_fmadd_ps(av, bv[j], acc[m][j]);
         }
     }
     for (int m = 0; m < mr; m++) {
         float *cr = c + (size_t)m * ldc;
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < NV; j++) {
             int left = nr - 16 * j;
             if (left <= 0) break;
             __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);

@@ -1,6 +1,6 @@
 import CKernels
 
-/// A frozen matrix B [k × n] packed once into 64-column float32 panels, for inference products
+/// A frozen matrix B [k × n] packed once into float32 column panels, for inference products
 /// C = act(A·B + bias + residual). Unlike a BLAS SGEMM, which repacks B on every call, the packing is
 /// paid once; the bias, a residual and GELU are applied while each tile of C is still in registers.
 /// Exact float32 arithmetic (sums in a different order than BLAS: results agree to rounding).
@@ -15,7 +15,7 @@ public final class F32Matrix: @unchecked Sendable {
     /// (a PyTorch weight W [out × in] as B = Wᵀ for y = x·Wᵀ).
     public init(_ source: UnsafePointer<Float>, k: Int, n: Int, transposed: Bool) {
         self.k = k; self.n = n
-        panels = (n + 63) / 64
+        panels = Int(graft_f32_panels(Int32(n)))
         let count = graft_f32_packed_size(Int32(k), Int32(n))
         packed = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64).bindMemory(to: Float.self, capacity: count)
         graft_f32_pack_b(source, Int32(k), Int32(n), transposed ? 1 : 0, packed)
@@ -32,7 +32,7 @@ public final class F32Matrix: @unchecked Sendable {
         let work = UncheckedSendable((a, c, packed, bias, residual))
         let (M, N, K, act) = (Int32(m), Int32(n), Int32(k), activation.rawValue)
         // About a million multiply-adds per panel range before a second thread pays off.
-        let minPanels = max(1, (1 << 20) / max(1, m * k * 64))
+        let minPanels = max(1, (1 << 20) / max(1, m * k * ((n + panels - 1) / panels)))
         parallelFor(count: panels, minChunk: minPanels) { r in
             let (a, c, p, bias, res) = work.value
             graft_f32_gemm(M, N, K, a, lda, p, c, ldc, bias, res, ldr, act, Int32(r.lowerBound), Int32(r.upperBound))

@@ -26,13 +26,14 @@ void graft_bf16_pack_b(const float *src, int k, int n, int transposed, uint16_t 
 void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_t *b, float *c, int ldc, float beta,
                      int panel_begin, int panel_end);
 
-// float32 products over a pre-packed B (see f32gemm.c). B [k × n] is packed once into 64-column panels
+// float32 products over a pre-packed B (see f32gemm.c). B [k × n] is packed once into column panels
 // (`transposed`: the source is stored [n × k], a PyTorch weight for x·Wᵀ); the packed buffer must be
 // 64-byte aligned. Then for B's panels [panel_begin, panel_end):
 //   C[m × n] = act(A[m × k] · B + bias[n] + R[m × n])
 // with bias and R (row stride ldr; must not alias C) optional (NULL) and act GRAFT_ACT_NONE or GRAFT_ACT_GELU.
 #define GRAFT_ACT_NONE 0
 #define GRAFT_ACT_GELU 1
+int graft_f32_panels(int n);
 size_t graft_f32_packed_size(int k, int n);
 void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst);
 void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
