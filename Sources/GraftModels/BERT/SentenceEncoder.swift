@@ -52,13 +52,24 @@ public struct SentenceEncoder: Sendable {
         return ids
     }
 
+    /// Token ids of several texts, split over the cores (a batch of 32 short sentences takes ~3.5 ms
+    /// on one core, 1.5 % of embedding them).
+    func tokenize(_ texts: [String]) -> [[Int]] {
+        var ids = [[Int]](repeating: [], count: texts.count)
+        ids.withUnsafeMutableBufferPointer { out in
+            let o = UncheckedSendable(out)
+            parallelFor(count: texts.count, minChunk: 8) { r in for i in r { o.value[i] = tokenize(texts[i]) } }
+        }
+        return ids
+    }
+
     /// One embedding per text.
     public func embed(_ texts: [String], batchSize: Int = 32) throws -> [[Float]] {
         var out: [[Float]] = []
         var start = 0
         while start < texts.count {
             let chunk = Array(texts[start..<min(texts.count, start + batchSize)])
-            let ids = chunk.map(tokenize)
+            let ids = tokenize(chunk)
             let hidden = try model.forward(ids)
             for (i, hbuf) in hidden.enumerated() { out.append(pool(hbuf, length: ids[i].count)) }
             start += batchSize

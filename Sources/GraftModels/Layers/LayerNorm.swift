@@ -32,7 +32,15 @@ public struct LayerNorm: Sendable {
                 while j < d { let c = row[j] - m; v += c * c; j += 1 }
                 let inv = 1 / (v / Float(d) + eps).squareRoot()
                 st.value.0?[r] = m; st.value.1?[r] = inv
-                for j in 0..<d { out[j] = (row[j] - m) * inv * g[j] + b[j] }
+                j = 0
+                while j + 16 <= d {
+                    let c = UnsafeRawPointer(row + j).loadUnaligned(as: V.self) - m
+                    let gj = UnsafeRawPointer(g.baseAddress! + j).loadUnaligned(as: V.self)
+                    let bj = UnsafeRawPointer(b.baseAddress! + j).loadUnaligned(as: V.self)
+                    UnsafeMutableRawPointer(out + j).storeBytes(of: c * inv * gj + bj, as: V.self)
+                    j += 16
+                }
+                while j < d { out[j] = (row[j] - m) * inv * g[j] + b[j]; j += 1 }
             }
         }
     }
