@@ -165,7 +165,7 @@ struct BenchTrain: ParsableCommand {
 struct BenchGemm: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gemm",
-        abstract: "bf16 products (AVX512-BF16, packed frozen weights) against OpenBLAS SGEMM on the training shapes, in GFLOPS.")
+        abstract: "Products over packed frozen weights — bf16 (AVX512-BF16) and float32 — against OpenBLAS SGEMM on the model shapes, in GFLOPS.")
 
     @Option(help: "Shapes m×k×n, comma-separated.") var shapes: String = "2048x384x384,2048x384x1536,2048x1536x384,512x576x576,512x576x1536,512x1536x576,64x576x49152,64x49152x576"
 
@@ -176,20 +176,25 @@ struct BenchGemm: ParsableCommand {
             let d = spec.split(separator: "x").compactMap { Int($0) }
             guard d.count == 3, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("bad shape '\(spec)' (use m×k×n as 2048x384x384)") }
             let (m, k, n) = (d[0], d[1], d[2])
-            let a = FloatBuffer(repeating: 0.5, count: m * k), b = FloatBuffer(repeating: 0.25, count: k * n), c = FloatBuffer(repeating: 0, count: m * n)
+            // Eight inputs and outputs in turn, as a model's products see fresh activations (one A and C
+            // reused would stay in cache and flatter every kernel).
+            var rng = SeededRNG(seed: 3)
+            func random(_ count: Int) -> FloatBuffer { FloatBuffer((0..<count).map { _ in rng.nextUnitFloat() - 0.5 }) }
+            let inputs = (0..<8).map { _ in random(m * k) }, outputs = (0..<8).map { _ in random(m * n) }
+            let b = random(k * n)
             let mat = BF16Matrix(b.values.baseAddress!, k: k, n: n, transposed: false)
             let reps = max(2, 100_000_000_000 / (2 * m * n * k))  // about half a second per measurement
-            func time(_ f: () -> Void) -> Double {
-                f()
+            func time(_ f: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
+                f(inputs[0].values.baseAddress!, outputs[0].mutable.baseAddress!)
                 let t0 = Date()
-                for _ in 0..<reps { f() }
+                for r in 0..<reps { f(inputs[r % 8].values.baseAddress!, outputs[r % 8].mutable.baseAddress!) }
                 return 2 * Double(m * n * k) * Double(reps) / Date().timeIntervalSince(t0) / 1e9
             }
             let packed = F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false)
-            let bf = time { mat.multiply(a.values.baseAddress!, m: m, into: c.mutable.baseAddress!) }
-            let pf = time { packed.multiply(a.values.baseAddress!, m: m, into: c.mutable.baseAddress!) }
+            let bf = time { a, c in mat.multiply(a, m: m, into: c) }
+            let pf = time { a, c in packed.multiply(a, m: m, into: c) }
             // SGEMM split over the cores by columns, as the bf16 product is (and as training runs it).
-            let f32 = time { Linalg.gemmParallel(m: m, n: n, k: k, a: a.values.baseAddress!, b: b.values.baseAddress!, c: c.mutable.baseAddress!) }
+            let f32 = time { a, c in Linalg.gemmParallel(m: m, n: n, k: k, a: a, b: b.values.baseAddress!, c: c) }
             print(String(format: "%6d×%6d×%6d  bf16 %4.0f GFLOPS  f32 packed %4.0f GFLOPS  f32 BLAS %4.0f GFLOPS  bf16/BLAS %.2f×  packed/BLAS %.2f×",
                          m, k, n, bf, pf, f32, bf / f32, pf / f32))
         }
