@@ -96,9 +96,10 @@ static void kernel(int kc, const float *a, int lda, int mr, const float *b, floa
 
 void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
                     const float *bias, const float *res, int ldr, int act, int panel_begin, int panel_end) {
-    for (int k0 = 0; k0 < k; k0 += KC) {
-        int kc = k - k0 < KC ? k - k0 : KC;
-        int first = k0 == 0, last = k0 + kc == k;
+    int blocks = k > 0 ? (k + KC - 1) / KC : 1;  // k = 0 still writes act(bias + residual)
+    for (int kb = 0; kb < blocks; kb++) {
+        int k0 = kb * KC, kc = k - k0 < KC ? k - k0 : KC;
+        int first = kb == 0, last = kb == blocks - 1;
         for (int i0 = 0; i0 < m; i0 += MC) {
             int mc = m - i0 < MC ? m - i0 : MC;
             for (int p = panel_begin; p < panel_end; p++) {

@@ -166,3 +166,28 @@ final class LayerGradientTests: XCTestCase {
         })
     }
 }
+
+/// `Linear.forward` over a packed weight (`packForInference`: bias, residual and GELU inside the product)
+/// equals the BLAS path followed by separate passes — with and without a LoRA update, which must be added
+/// before the activation.
+final class PackedLinearTests: XCTestCase {
+    func testPackedForwardEqualsUnpacked() {
+        var rng = SeededRNG(seed: 21)
+        func random(_ n: Int) -> FloatBuffer { FloatBuffer((0..<n).map { _ in rng.nextUnitFloat() * 2 - 1 }) }
+        let rows = 37, inF = 50, outF = 70, r = 4
+        let x = random(rows * inF), res = random(rows * outF)
+        for withLoRA in [false, true] {
+            var plain = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            if withLoRA { plain.lowRank = LowRankUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.5) }
+            var packed = plain
+            packed.packForInference()
+            for (residual, act) in [(nil, F32Matrix.Activation.none), (res, .gelu), (res, .none), (nil, .gelu)] {
+                let want = plain.forward(x, rows: rows, residual: residual, activation: act)
+                let got = packed.forward(x, rows: rows, residual: residual, activation: act)
+                var worst: Float = 0
+                for i in 0..<want.count { worst = max(worst, abs(want[i] - got[i])) }
+                XCTAssertLessThan(worst, 1e-5, "LoRA \(withLoRA) residual \(residual != nil) \(act)")
+            }
+        }
+    }
+}

@@ -161,10 +161,7 @@ public struct BertModel: Sendable, LinearLayers {
     }
 
     /// y += x
-    func add(_ y: FloatBuffer, _ x: FloatBuffer) {
-        let yv = y.mutable, xv = x.values
-        parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += xv[i] } }
-    }
+    func add(_ y: FloatBuffer, _ x: FloatBuffer) { addInPlace(y, x) }
 
     /// Multi-head self-attention context for every sequence of the batch (keys beyond a sequence's
     /// length are masked).

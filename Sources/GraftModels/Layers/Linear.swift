@@ -95,10 +95,7 @@ public struct Linear: Sendable {
 
     /// y += residual, then the activation, in place.
     private func finish(_ y: FloatBuffer, residual: FloatBuffer?, activation: F32Matrix.Activation) -> FloatBuffer {
-        if let residual {
-            let yv = y.mutable, rv = residual.values
-            parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += rv[i] } }
-        }
+        if let residual { addInPlace(y, residual) }
         if activation == .gelu { Activation.gelu(y) }
         return y
     }
@@ -112,6 +109,12 @@ public struct Linear: Sendable {
                         b: lr.b.values.baseAddress!, transB: true, beta: 1, c: yp)
         }
     }
+}
+
+/// y += x, split over the cores.
+func addInPlace(_ y: FloatBuffer, _ x: FloatBuffer) {
+    let yv = y.mutable, xv = x.values
+    parallelFor(count: yv.count, minChunk: 1 << 15) { r in for i in r { yv[i] += xv[i] } }
 }
 
 /// The model module path an adapter's module name refers to: equal, or with a task-model prefix
