@@ -11,6 +11,18 @@
 
 static int padded(int len) { return (len + 15) & ~15; }
 
+void graft_attention_prefetch(int len, int dh, const float *q, const float *k, const float *v, int ld) {
+#if defined(__x86_64__)
+    for (int j = 0; j < len; j++)
+        for (int d = 0; d < dh; d += 16) {
+            size_t o = (size_t)j * ld + d;
+            _mm_prefetch((const char *)(q + o), _MM_HINT_T1);
+            _mm_prefetch((const char *)(k + o), _MM_HINT_T1);
+            _mm_prefetch((const char *)(v + o), _MM_HINT_T1);
+        }
+#endif
+}
+
 size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB) + (size_t)RB * dh; }
 
 #if GRAFT_AVX512

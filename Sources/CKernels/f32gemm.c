@@ -58,20 +58,24 @@ static void kernel(int kc, const float *a, int lda, int mr, const float *b, floa
             for (int j = 0; j < NV; j++) acc[m][j] = _mm512_fmadd_ps(av, bv[j], acc[m][j]);
         }
     }
-    for (int m = 0; m < mr; m++) {
-        float *cr = c + (size_t)m * ldc;
-        for (int j = 0; j < NV; j++) {
-            int left = nr - 16 * j;
-            if (left <= 0) break;
-            __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-            __m512 v = acc[m][j];
-            if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, cr + 16 * j));
-            else if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + 16 * j));
-            if (last) {
-                if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res + (size_t)m * ldr + 16 * j));
-                if (act == GRAFT_ACT_GELU) v = graft_gelu16(v);
+    // Fully unrolled over the tile (rows past mr skipped) so the accumulators never leave registers.
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) {
+        if (m < mr) {
+            float *cr = c + (size_t)m * ldc;
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                int left = nr - 16 * j;
+                __mmask16 mask = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+                __m512 v = acc[m][j];
+                if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, cr + 16 * j));
+                else if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + 16 * j));
+                if (last) {
+                    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res + (size_t)m * ldr + 16 * j));
+                    if (act == GRAFT_ACT_GELU) v = graft_gelu16(v);
+                }
+                _mm512_mask_storeu_ps(cr + 16 * j, mask, v);
             }
-            _mm512_mask_storeu_ps(cr + 16 * j, mask, v);
         }
     }
 }

@@ -7,6 +7,12 @@ public enum Kernels {
         graft_attention_scratch(Int32(length), Int32(headSize))
     }
 
+    /// Starts loading a head's Q, K and V rows into L2 (for the head computed next).
+    public static func prefetchAttentionHead(length: Int, headSize: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                             v: UnsafePointer<Float>, stride: Int) {
+        graft_attention_prefetch(Int32(length), Int32(headSize), q, k, v, Int32(stride))
+    }
+
     /// One sequence's attention for one head: out[length × headSize] = softmax(scale·Q·Kᵀ)·V, with
     /// Q, K, V rows `stride` floats apart (a head's columns of [tokens × hidden] matrices) and out rows
     /// `outStride` apart. Every key is visible (positions past `length` are not part of the sequence).

@@ -168,7 +168,10 @@ public struct BertModel: Sendable, LinearLayers {
     private func attention(_ layer: Layer, _ x: FloatBuffer, batch b: Int, length t: Int, lengths: [Int]) -> FloatBuffer {
         let h = config.hidden, nh = config.heads, dh = h / nh
         let q = layer.query.forward(x, rows: b * t), k = layer.key.forward(x, rows: b * t), v = layer.value.forward(x, rows: b * t)
-        let ctx = FloatBuffer(repeating: 0, count: b * t * h)
+        let ctx = FloatBuffer(count: b * t * h)
+        for (s, len) in lengths.enumerated() where len < t {  // padding rows: zero (the heads write the rest)
+            (ctx.mutable.baseAddress! + (s * t + len) * h).update(repeating: 0, count: (t - len) * h)
+        }
         let scale = 1 / Float(dh).squareRoot()
         let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
         let work = UncheckedSendable((qp, kp, vp, cp))
@@ -181,6 +184,10 @@ public struct BertModel: Sendable, LinearLayers {
             for job in jobs {
                 let s = job / nh, head = job % nh
                 let base = s * t * h + head * dh
+                if job + 1 < jobs.upperBound {
+                    let ns = (job + 1) / nh, next = ns * t * h + (job + 1) % nh * dh
+                    Kernels.prefetchAttentionHead(length: lengths[ns], headSize: dh, q: qp + next, k: kp + next, v: vp + next, stride: h)
+                }
                 Kernels.attentionHead(length: lengths[s], headSize: dh, q: qp + base, k: kp + base, v: vp + base, stride: h,
                                       scale: scale, out: cp + base, outStride: h, scratch: scratch)
             }
