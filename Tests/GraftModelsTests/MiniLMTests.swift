@@ -83,20 +83,26 @@ final class MiniLMTests: XCTestCase {
 
 /// The PEFT adapter peft-minilm-seqcls (LoRA on query/value + classifier), applied without fusing.
 final class MiniLMAdapterTests: XCTestCase {
+    /// Also with the weights packed for inference, before the adapter is attached (the packed query/key/
+    /// value product must give way to the LoRA-carrying layers) and after (as `graft eval` does).
     func testSequenceClassificationLogitsMatchPEFT() throws {
         let folder = try fetchedModel("minilm")
-        var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         let adapter = try LoRAAdapter(path: referenceRoot + "/models/peft-minilm-seqcls")
-        try bert.attach(adapter.lowRankUpdates(), source: adapter.path)
         guard let (w, b) = try adapter.classificationHead() else { return XCTFail("no classifier in the adapter") }
         let head = Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0])
-        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
         let ref = try fixtureJSON("models/peft-minilm-seqcls/expected.json")
         let texts = ref["texts"]?.arrayValue?.compactMap(\.stringValue) ?? []
         let want = ref["logits"]?.arrayValue?.map { $0.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [] } ?? []
-        let got = try clf.logits(texts)
-        XCTAssertEqual(got.count, want.count)
-        for (g, w) in zip(got, want) { for (a, b) in zip(g, w) { XCTAssertEqual(a, b, accuracy: 1e-4) } }
+        for order in ["unpacked", "packed, then attached", "attached, then packed"] {
+            var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+            if order.hasPrefix("packed") { bert.packForInference() }
+            try bert.attach(adapter.lowRankUpdates(), source: adapter.path)
+            if order.hasPrefix("attached") { bert.packForInference() }
+            let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
+            let got = try clf.logits(texts)
+            XCTAssertEqual(got.count, want.count)
+            for (g, w) in zip(got, want) { for (a, b) in zip(g, w) { XCTAssertEqual(a, b, accuracy: 1e-4, order) } }
+        }
     }
 
     func testAdapterForAnotherModelIsRefused() throws {

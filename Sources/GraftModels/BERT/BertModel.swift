@@ -17,6 +17,9 @@ public struct BertModel: Sendable, LinearLayers {
         let attnNorm: LayerNorm
         var up: Linear, down: Linear
         let outNorm: LayerNorm
+        /// Query, key and value weights packed as one [hidden → 3·hidden] product with their biases
+        /// (`packForInference`); dropped whenever one of the three is edited.
+        var qkv: (matrix: F32Matrix, bias: FloatBuffer)?
     }
 
     public let config: Config
@@ -95,9 +98,9 @@ public struct BertModel: Sendable, LinearLayers {
             return false
         }
         switch parts.dropFirst(3).joined(separator: ".") {
-        case "attention.self.query": try edit(&layers[i].query)
-        case "attention.self.key": try edit(&layers[i].key)
-        case "attention.self.value": try edit(&layers[i].value)
+        case "attention.self.query": try edit(&layers[i].query); layers[i].qkv = nil
+        case "attention.self.key": try edit(&layers[i].key); layers[i].qkv = nil
+        case "attention.self.value": try edit(&layers[i].value); layers[i].qkv = nil
         case "attention.output.dense": try edit(&layers[i].attnOut)
         case "intermediate.dense": try edit(&layers[i].up)
         case "output.dense": try edit(&layers[i].down)
@@ -126,7 +129,26 @@ public struct BertModel: Sendable, LinearLayers {
 
     /// Packs every linear layer's weight for float32 inference products (see `Linear.packForInference`);
     /// call after attaching adapters' updates, which stay separate. Training and bf16 paths ignore it.
-    public mutating func packForInference() { updateEveryLinear { $0.packForInference() } }
+    /// Query, key and value without low-rank updates become one product (x read once, one split over the
+    /// cores instead of three).
+    public mutating func packForInference() {
+        for i in layers.indices {
+            for path in [\Layer.attnOut, \Layer.up, \Layer.down] { layers[i][keyPath: path].packForInference() }
+            let l = layers[i], h = config.hidden
+            let parts = [l.query, l.key, l.value]
+            if parts.allSatisfy({ $0.lowRank == nil && $0.bf16 == nil }) {
+                // [Wq; Wk; Wv] is the [3h × h] weight of x → (q, k, v) side by side.
+                let w = FloatBuffer(count: 3 * h * h), b = FloatBuffer(repeating: 0, count: 3 * h)
+                for (j, part) in parts.enumerated() {
+                    (w.mutable.baseAddress! + j * h * h).update(from: part.weight.values.baseAddress!, count: h * h)
+                    if let pb = part.bias { (b.mutable.baseAddress! + j * h).update(from: pb.values.baseAddress!, count: h) }
+                }
+                layers[i].qkv = (F32Matrix(w.values.baseAddress!, k: h, n: 3 * h, transposed: true), b)
+            } else {
+                for path in [\Layer.query, \Layer.key, \Layer.value] { layers[i][keyPath: path].packForInference() }
+            }
+        }
+    }
 
     /// Last hidden states for a batch of token-id sequences: one [length × hidden] buffer per sequence.
     public func forward(_ batch: [[Int]]) throws -> [FloatBuffer] {
@@ -167,13 +189,23 @@ public struct BertModel: Sendable, LinearLayers {
     /// length are masked).
     private func attention(_ layer: Layer, _ x: FloatBuffer, batch b: Int, length t: Int, lengths: [Int]) -> FloatBuffer {
         let h = config.hidden, nh = config.heads, dh = h / nh
-        let q = layer.query.forward(x, rows: b * t), k = layer.key.forward(x, rows: b * t), v = layer.value.forward(x, rows: b * t)
+        // q, k, v: one [rows × 3h] product when packed together (row stride 3h), else three [rows × h].
+        let q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, stride: Int, offsets: (Int, Int, Int)
+        if let (matrix, bias) = layer.qkv {
+            let y = FloatBuffer(count: b * t * 3 * h)
+            matrix.multiply(x.values.baseAddress!, m: b * t, into: y.mutable.baseAddress!, bias: bias.values.baseAddress!)
+            (q, k, v, stride, offsets) = (y, y, y, 3 * h, (0, h, 2 * h))
+        } else {
+            (q, k, v) = (layer.query.forward(x, rows: b * t), layer.key.forward(x, rows: b * t), layer.value.forward(x, rows: b * t))
+            (stride, offsets) = (h, (0, 0, 0))
+        }
         let ctx = FloatBuffer(count: b * t * h)
         for (s, len) in lengths.enumerated() where len < t {  // padding rows: zero (the heads write the rest)
             (ctx.mutable.baseAddress! + (s * t + len) * h).update(repeating: 0, count: (t - len) * h)
         }
         let scale = 1 / Float(dh).squareRoot()
-        let qp = q.values.baseAddress!, kp = k.values.baseAddress!, vp = v.values.baseAddress!, cp = ctx.mutable.baseAddress!
+        let qp = q.values.baseAddress! + offsets.0, kp = k.values.baseAddress! + offsets.1, vp = v.values.baseAddress! + offsets.2
+        let cp = ctx.mutable.baseAddress!
         let work = UncheckedSendable((qp, kp, vp, cp))
         // One job per (sequence, head), split over the cores; each job's scores stay in its scratch.
         let scratchCount = Kernels.attentionScratchCount(length: t, headSize: dh)
@@ -183,13 +215,13 @@ public struct BertModel: Sendable, LinearLayers {
             defer { scratch.deallocate() }
             for job in jobs {
                 let s = job / nh, head = job % nh
-                let base = s * t * h + head * dh
+                let base = s * t * stride + head * dh
                 if job + 1 < jobs.upperBound {
-                    let ns = (job + 1) / nh, next = ns * t * h + (job + 1) % nh * dh
-                    Kernels.prefetchAttentionHead(length: lengths[ns], headSize: dh, q: qp + next, k: kp + next, v: vp + next, stride: h)
+                    let ns = (job + 1) / nh, next = ns * t * stride + (job + 1) % nh * dh
+                    Kernels.prefetchAttentionHead(length: lengths[ns], headSize: dh, q: qp + next, k: kp + next, v: vp + next, stride: stride)
                 }
-                Kernels.attentionHead(length: lengths[s], headSize: dh, q: qp + base, k: kp + base, v: vp + base, stride: h,
-                                      scale: scale, out: cp + base, outStride: h, scratch: scratch)
+                Kernels.attentionHead(length: lengths[s], headSize: dh, q: qp + base, k: kp + base, v: vp + base, stride: stride,
+                                      scale: scale, out: cp + s * t * h + head * dh, outStride: h, scratch: scratch)
             }
         }
         return ctx
