@@ -11,24 +11,13 @@
 
 static int padded(int len) { return (len + 15) & ~15; }
 
-void graft_attention_prefetch(int len, int dh, const float *q, const float *k, const float *v, int ld) {
-#if defined(__x86_64__)
-    for (int j = 0; j < len; j++)
-        for (int d = 0; d < dh; d += 16) {
-            size_t o = (size_t)j * ld + d;
-            _mm_prefetch((const char *)(q + o), _MM_HINT_T1);
-            _mm_prefetch((const char *)(k + o), _MM_HINT_T1);
-            _mm_prefetch((const char *)(v + o), _MM_HINT_T1);
-        }
-#endif
-}
-
 size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB) + (size_t)RB * dh; }
 
 #if GRAFT_AVX512
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
-                          float *out, int ldo, float *scratch) {
+                          float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen) {
     if (len <= 0) return;
+    int blocks = (len + RB - 1) / RB, per_block = nq ? (nlen + blocks - 1) / blocks : 0;
     int lp = padded(len);
     float *kt = scratch, *p = scratch + (size_t)dh * lp, *qs = p + (size_t)RB * lp;
     for (int d = 0; d < dh; d++) {
@@ -38,6 +27,15 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
     }
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
+        // A share of the next head's rows into cache, spread over the blocks (a burst of hundreds of
+        // prefetches overflows the miss queues and most are dropped).
+        for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
+            for (int d = 0; d < dh; d += 16) {
+                size_t o = (size_t)j * ld + d;
+                _mm_prefetch((const char *)(nq + o), _MM_HINT_T0);
+                _mm_prefetch((const char *)(nk + o), _MM_HINT_T0);
+                _mm_prefetch((const char *)(nv + o), _MM_HINT_T0);
+            }
         // The block's query rows, scaled, side by side (rows past len repeat the last one).
         for (int r = 0; r < RB; r++) {
             const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
@@ -61,8 +59,12 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
                     acc[r][3] = _mm512_fmadd_ps(qb, k3, acc[r][3]);
                 }
             }
+            // Fixed trip counts (guards inside) keep the accumulators in registers.
+#pragma GCC unroll 4
             for (int r = 0; r < RB; r++)
-                for (int j = 0; j < nj; j++) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, acc[r][j]);
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++)
+                    if (j < nj) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, acc[r][j]);
         }
         // Softmax of each row over its len keys; padding keys get probability 0.
         for (int r = 0; r < rows; r++) {
@@ -99,7 +101,9 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
                     acc[r][1] = _mm512_fmadd_ps(pb, v1, acc[r][1]);
                 }
             }
-            for (int r = 0; r < rows; r++) {
+#pragma GCC unroll 4
+            for (int r = 0; r < RB; r++) {
+                if (r >= rows) break;
                 float *o = out + (size_t)(i0 + r) * ldo + e0;
                 _mm512_mask_storeu_ps(o, m0, acc[r][0]);
                 _mm512_mask_storeu_ps(o + 16, m1, acc[r][1]);
@@ -109,7 +113,8 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
 }
 #else
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
-                          float *out, int ldo, float *scratch) {
+                          float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen) {
+    (void)nq; (void)nk; (void)nv; (void)nlen;
     float *p = scratch;
     for (int i = 0; i < len; i++) {
         float mx = -INFINITY, sum = 0;

@@ -7,19 +7,16 @@ public enum Kernels {
         graft_attention_scratch(Int32(length), Int32(headSize))
     }
 
-    /// Starts loading a head's Q, K and V rows into L2 (for the head computed next).
-    public static func prefetchAttentionHead(length: Int, headSize: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                             v: UnsafePointer<Float>, stride: Int) {
-        graft_attention_prefetch(Int32(length), Int32(headSize), q, k, v, Int32(stride))
-    }
-
     /// One sequence's attention for one head: out[length × headSize] = softmax(scale·Q·Kᵀ)·V, with
     /// Q, K, V rows `stride` floats apart (a head's columns of [tokens × hidden] matrices) and out rows
     /// `outStride` apart. Every key is visible (positions past `length` are not part of the sequence).
+    /// `next`: the head computed after this one (same strides), whose rows are prefetched meanwhile.
     public static func attentionHead(length: Int, headSize: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                      v: UnsafePointer<Float>, stride: Int, scale: Float,
-                                     out: UnsafeMutablePointer<Float>, outStride: Int, scratch: UnsafeMutablePointer<Float>) {
-        graft_attention_head(Int32(length), Int32(headSize), q, k, v, Int32(stride), scale, out, Int32(outStride), scratch)
+                                     out: UnsafeMutablePointer<Float>, outStride: Int, scratch: UnsafeMutablePointer<Float>,
+                                     next: (q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, length: Int)? = nil) {
+        graft_attention_head(Int32(length), Int32(headSize), q, k, v, Int32(stride), scale, out, Int32(outStride), scratch,
+                             next?.q, next?.k, next?.v, Int32(next?.length ?? 0))
     }
 
     /// out = a − b

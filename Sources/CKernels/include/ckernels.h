@@ -43,11 +43,10 @@ void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b
 // Q, K, V rows of stride ld (a head's columns inside [tokens × hidden] matrices) and out rows of stride
 // ldo; scratch holds graft_attention_scratch(len, dh) floats.
 size_t graft_attention_scratch(int len, int dh);
-// Asks for the rows of the next head's Q, K and V in L2 (issued before computing the current head, whose
-// ~20k cycles hide the misses).
-void graft_attention_prefetch(int len, int dh, const float *q, const float *k, const float *v, int ld);
+// nq, nk, nv (nlen rows, same strides): the head computed next, whose rows are prefetched into L2 meanwhile
+// (NULL: none).
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
-                          float *out, int ldo, float *scratch);
+                          float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen);
 
 // glibc: keep freed blocks up to 32 MB in the heap and never trim it (see ProcessMemory in GraftTensor).
 // No-op on other C libraries.

@@ -216,12 +216,13 @@ public struct BertModel: Sendable, LinearLayers {
             for job in jobs {
                 let s = job / nh, head = job % nh
                 let base = s * t * stride + head * dh
+                var next: (q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, length: Int)?
                 if job + 1 < jobs.upperBound {
-                    let ns = (job + 1) / nh, next = ns * t * stride + (job + 1) % nh * dh
-                    Kernels.prefetchAttentionHead(length: lengths[ns], headSize: dh, q: qp + next, k: kp + next, v: vp + next, stride: stride)
+                    let ns = (job + 1) / nh, nb = ns * t * stride + (job + 1) % nh * dh
+                    next = (qp + nb, kp + nb, vp + nb, lengths[ns])
                 }
                 Kernels.attentionHead(length: lengths[s], headSize: dh, q: qp + base, k: kp + base, v: vp + base, stride: stride,
-                                      scale: scale, out: cp + s * t * h + head * dh, outStride: h, scratch: scratch)
+                                      scale: scale, out: cp + s * t * h + head * dh, outStride: h, scratch: scratch, next: next)
             }
         }
         return ctx
