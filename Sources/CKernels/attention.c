@@ -27,8 +27,8 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
     }
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
-        // A share of the next head's rows into cache, spread over the blocks (a burst of hundreds of
-        // prefetches overflows the miss queues and most are dropped).
+        // A share of the next head's rows into L1, spread over the blocks (prefetches into L2, in one
+        // burst or spread, left this head's query-row loads the hot spot).
         for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
             for (int d = 0; d < dh; d += 16) {
                 size_t o = (size_t)j * ld + d;

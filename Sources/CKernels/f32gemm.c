@@ -35,8 +35,6 @@ void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst
     }
 }
 
-// GELU, exact (erf) form as HF's "gelu" (portable path: libm's erf).
-static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 #if GRAFT_AVX512
 // One 6 × 64 tile (mr ≤ 6 rows, nr ≤ 64 columns stored) over kc values of k.
@@ -80,6 +78,9 @@ static void kernel(int kc, const float *a, int lda, int mr, const float *b, floa
     }
 }
 #else
+// GELU, exact (erf) form as HF's "gelu" (portable path: libm's erf).
+static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
 static void kernel(int kc, const float *a, int lda, int mr, const float *b, float *c, int ldc, int nr,
                    int first, int last, const float *bias, const float *res, int ldr, int act) {
     for (int m = 0; m < mr; m++) {
