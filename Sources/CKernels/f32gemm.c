@@ -7,8 +7,6 @@
 #include "ckernels.h"
 #include "simd_math.h"
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define NV 4    // 16-float vectors per B panel row
 #define MR 6    // rows per micro-kernel call (MR × NV accumulators + NV B vectors + 1 broadcast ≤ 32 registers)
@@ -19,12 +17,11 @@
 int graft_f32_panels(int n) { return (n + NR - 1) / NR; }
 
 size_t graft_f32_packed_size(int k, int n) {
-    return (size_t)((n + NR - 1) / NR) * (size_t)k * NR;
+    return (size_t)graft_f32_panels(n) * (size_t)k * NR;
 }
 
 void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst) {
-    int panels = (n + NR - 1) / NR;
-    for (int p = 0; p < panels; p++) {
+    for (int p = 0; p < graft_f32_panels(n); p++) {
         for (int r = 0; r < k; r++) {
             float *o = dst + ((size_t)p * k + r) * NR;
             for (int j = 0; j < NR; j++) {

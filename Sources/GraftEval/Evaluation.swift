@@ -71,7 +71,7 @@ public enum Evaluation {
             let ad = try LoRAAdapter(path: adapter)
             try bert.attach(ad.lowRankUpdates(), source: adapter)
         }
-        if bf16 { bert.enableBF16() } else { bert.packForInference() }
+        if bf16 { bert.enableBF16() }
         return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
     }
 

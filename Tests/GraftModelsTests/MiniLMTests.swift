@@ -84,7 +84,7 @@ final class MiniLMTests: XCTestCase {
 /// The PEFT adapter peft-minilm-seqcls (LoRA on query/value + classifier), applied without fusing.
 final class MiniLMAdapterTests: XCTestCase {
     /// Also with the weights packed for inference, before the adapter is attached (the packed query/key/
-    /// value product must give way to the LoRA-carrying layers) and after (as `graft eval` does).
+    /// value product must give way to the LoRA-carrying layers) and after.
     func testSequenceClassificationLogitsMatchPEFT() throws {
         let folder = try fetchedModel("minilm")
         let adapter = try LoRAAdapter(path: referenceRoot + "/models/peft-minilm-seqcls")

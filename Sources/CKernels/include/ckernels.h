@@ -1,4 +1,5 @@
-// Hand-written SIMD kernels that Swift cannot express: integer dot products (AVX-512 VNNI).
+// Hand-written C where Swift has no equivalent: SIMD kernels (AVX-512, VNNI, BF16 with portable fallbacks),
+// the fork–join pool and glibc allocator settings.
 #ifndef GRAFT_CKERNELS_H
 #define GRAFT_CKERNELS_H
 #include <stddef.h>
@@ -43,7 +44,7 @@ void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b
 // Q, K, V rows of stride ld (a head's columns inside [tokens × hidden] matrices) and out rows of stride
 // ldo; scratch holds graft_attention_scratch(len, dh) floats.
 size_t graft_attention_scratch(int len, int dh);
-// nq, nk, nv (nlen rows, same strides): the head computed next, whose rows are prefetched into L2 meanwhile
+// nq, nk, nv (nlen rows, same strides): the head computed next, whose rows are prefetched meanwhile
 // (NULL: none).
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
                           float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen);

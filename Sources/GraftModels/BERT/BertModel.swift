@@ -182,9 +182,6 @@ public struct BertModel: Sendable, LinearLayers {
         }
     }
 
-    /// y += x
-    func add(_ y: FloatBuffer, _ x: FloatBuffer) { addInPlace(y, x) }
-
     /// Multi-head self-attention context for every sequence of the batch (keys beyond a sequence's
     /// length are masked).
     private func attention(_ layer: Layer, _ x: FloatBuffer, batch b: Int, length t: Int, lengths: [Int]) -> FloatBuffer {

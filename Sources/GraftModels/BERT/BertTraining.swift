@@ -70,14 +70,14 @@ extension BertModel {
                                                        queries: firstOnly ? 1 : nil, dropout: pAttn, seed: seed())
             let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng)
             let attnDrop = Dropout.apply(ao, p: pHidden, seed: seed())
-            add(ao, xq)
+            addInPlace(ao, xq)
             let (a, ans) = layer.attnNorm.forwardTraining(ao, rows: qRows)
             let (pre, ups) = layer.up.forwardTraining(a, rows: qRows, rng: rng)
             let u = FloatBuffer(count: pre.count)
             Activation.gelu(pre, into: u)
             let (d, ds) = layer.down.forwardTraining(u, rows: qRows, rng: rng)
             let outDrop = Dropout.apply(d, p: pHidden, seed: seed())
-            add(d, a)
+            addInPlace(d, a)
             let (out, ons) = layer.outNorm.forwardTraining(d, rows: qRows)
             tapes.append(LayerTape(x: x, q: qs, k: ks, v: vs, qOut: q, kOut: k, vOut: v, attention: att, attnOut: aos,
                                    attnNorm: ans, up: ups, preGelu: pre, down: ds, outNorm: ons, attnDrop: attnDrop, outDrop: outDrop,
@@ -103,7 +103,7 @@ extension BertModel {
             let dg = l.down.backward(s.outDrop == nil ? ds2 : dd, saved: s.down, rows: qRows)!
             Activation.geluBackward(dg, input: s.preGelu)
             let da = l.up.backward(dg, saved: s.up, rows: qRows)!
-            add(da, ds2)  // residual: a feeds both the MLP and the second sum
+            addInPlace(da, ds2)  // residual: a feeds both the MLP and the second sum
             let ds1 = l.attnNorm.backward(da, saved: s.attnNorm, rows: qRows)
             let dao = FloatBuffer(ds1.array)
             Dropout.backward(dao, scale: s.attnDrop)
@@ -115,14 +115,14 @@ extension BertModel {
             let dxk = l.key.backward(dk, saved: s.k, rows: rows, needInput: needInput)
             let dxv = l.value.backward(dv, saved: s.v, rows: rows, needInput: needInput)
             guard needInput, let dxq, let dxk, let dxv else { break }
-            add(dxk, dxv)
+            addInPlace(dxk, dxv)
             if s.firstOnly {
                 // The query and the residual reached only the first positions.
                 let t = tape.length
                 let kp = dxk.mutable, q = dxq.values, r = ds1.values
                 for b in 0..<tape.batch { for j in 0..<h { kp[(b * t) * h + j] += q[b * h + j] + r[b * h + j] } }
             } else {
-                add(dxk, dxq); add(dxk, ds1)
+                addInPlace(dxk, dxq); addInPlace(dxk, ds1)
             }
             dx = dxk
         }

@@ -276,7 +276,7 @@ public struct LlamaModel: Sendable, LinearLayers {
                 }
             }
             let o = layer.o.forward(ctx, rows: t)
-            add(o, into: x)
+            addInPlace(x, o)
             layer.mlpNorm.forward(x, rows: t, into: normed)
             let gate = layer.gate.forward(normed, rows: t), up = layer.up.forward(normed, rows: t)
             let gv = gate.mutable, uv = up.values
@@ -284,7 +284,7 @@ public struct LlamaModel: Sendable, LinearLayers {
                 for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
             }
             let down = layer.down.forward(gate, rows: t)
-            add(down, into: x)
+            addInPlace(x, down)
         }
         cache.advance(by: t)
         let rows = allLogits ? Array(0..<t) : [t - 1]
@@ -300,10 +300,5 @@ public struct LlamaModel: Sendable, LinearLayers {
                         c: logits.mutable.baseAddress!)
         }
         return (0..<rows.count).map { Array(logits.values[($0 * config.vocab)..<(($0 + 1) * config.vocab)]) }
-    }
-
-    func add(_ a: FloatBuffer, into x: FloatBuffer) {
-        let xv = x.mutable, av = a.values
-        parallelFor(count: xv.count, minChunk: 1 << 15) { r in for i in r { xv[i] += av[i] } }
     }
 }

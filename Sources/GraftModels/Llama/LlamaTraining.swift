@@ -66,14 +66,14 @@ extension LlamaModel {
             rotate(k, heads: config.kvHeads, batch: b, length: t, inverse: false)
             let (ctx, att) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
             let (o, os) = layer.o.forwardTraining(ctx, rows: rows, rng: rng)
-            add(x, into: o)  // o ← x + attention: the residual stream after attention
+            addInPlace(o, x)  // o ← x + attention: the residual stream after attention
             let x2 = o
             let (n2, r2) = layer.mlpNorm.forwardTraining(x2, rows: rows)
             let (g, gs) = layer.gate.forwardTraining(n2, rows: rows, rng: rng)
             let (u, us) = layer.up.forwardTraining(n2, rows: rows, rng: rng)
             let hmid = Activation.swiglu(gate: g, up: u)
             let (d, ds) = layer.down.forwardTraining(hmid, rows: rows, rng: rng)
-            add(x2, into: d)
+            addInPlace(d, x2)
             tapes.append(LayerTape(x: x, rstd1: r1, normed1: n1, q: qs, k: ks, v: vs, qRot: q, kRot: k, vOut: v, attention: att, o: os,
                                    x2: x2, rstd2: r2, gate: gs, up: us, gateOut: g, upOut: u, down: ds))
             x = d
@@ -94,9 +94,9 @@ extension LlamaModel {
             let dh = l.down.backward(dx, saved: s.down, rows: rows)!
             let (dg, du) = Activation.swigluBackward(dh, gate: s.gateOut, up: s.upOut)
             let dn2 = l.gate.backward(dg, saved: s.gate, rows: rows)!
-            add(l.up.backward(du, saved: s.up, rows: rows)!, into: dn2)
+            addInPlace(dn2, l.up.backward(du, saved: s.up, rows: rows)!)
             let dx2 = l.mlpNorm.backward(dn2, input: s.x2, rstd: s.rstd2, rows: rows)
-            add(dx, into: dx2)
+            addInPlace(dx2, dx)
             // Attention: x2 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x)
             let dctx = l.o.backward(dx2, saved: s.o, rows: rows)!
             let (dq, dk, dv) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, saved: s.attention, batch: b, length: t, lengths: tape.lengths)
@@ -107,9 +107,9 @@ extension LlamaModel {
             let dk1 = l.k.backward(dk, saved: s.k, rows: rows, needInput: needInput)
             let dv1 = l.v.backward(dv, saved: s.v, rows: rows, needInput: needInput)
             guard needInput, let dq1, let dk1, let dv1 else { break }
-            add(dk1, into: dq1); add(dv1, into: dq1)
+            addInPlace(dq1, dk1); addInPlace(dq1, dv1)
             let dxn = l.attnNorm.backward(dq1, input: s.x, rstd: s.rstd1, rows: rows)
-            add(dx2, into: dxn)
+            addInPlace(dxn, dx2)
             dx = dxn
         }
     }
