@@ -7,20 +7,28 @@ import XCTest
 final class InferenceKernelTests: XCTestCase {
     func gelu(_ x: Double) -> Double { 0.5 * x * (1 + erf(x / 2.0.squareRoot())) }
 
-    /// Every shape class: one row, fewer rows than a micro-tile, a partial 64-column panel, k across the
-    /// 1536-wide blocks (so the epilogue runs only after the last block), both layouts of B, and each of
-    /// bias, residual and GELU on and off.
+    /// Every shape class, for the classical and (k and n even) the Strassen kernel: one row, fewer rows
+    /// than a micro-tile, a partial 64-column panel, k across the 1536-wide blocks (so the epilogue runs
+    /// only after the last block), both layouts of B, and each of bias, residual and GELU on and off.
+    /// Strassen's cases also cover blocks of 2 × 48 rows and a last block with an odd row count (its
+    /// bottom half one row short), blocks small enough to be multiplied classically from the Strassen
+    /// operands, and k/2 across the 1536-wide blocks.
     func testPackedProductMatchesDoubleReference() {
         var rng = SeededRNG(seed: 11)
-        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (13, 37, 70), (100, 300, 130), (7, 1700, 64), (64, 1537, 200)] {
+        for (m, k, n) in [(1, 1, 1), (5, 7, 3), (1, 2, 2), (5, 8, 4), (13, 38, 70), (100, 300, 130), (7, 1700, 64),
+                          (64, 1537, 200), (203, 64, 258), (97, 3074, 130)] {
             let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() * 2 - 1 }
             let b = (0..<(k * n)).map { _ in rng.nextUnitFloat() * 2 - 1 }
             let bt = (0..<(n * k)).map { i in b[(i % k) * n + i / k] }  // [n × k]
             let bias = (0..<n).map { _ in rng.nextUnitFloat() - 0.5 }
             let res = (0..<(m * n)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let algorithms: [F32Matrix.Algorithm] = k % 2 == 0 && n % 2 == 0 ? [.classical, .strassen] : [.classical]
+            for algorithm in algorithms {
             for (transposed, useBias, useRes, act) in [(false, false, false, F32Matrix.Activation.none), (true, true, false, .gelu),
                                                       (false, true, true, .none), (true, false, true, .gelu)] {
-                let mat = (transposed ? bt : b).withUnsafeBufferPointer { F32Matrix($0.baseAddress!, k: k, n: n, transposed: transposed) }
+                let mat = (transposed ? bt : b).withUnsafeBufferPointer {
+                    F32Matrix($0.baseAddress!, k: k, n: n, transposed: transposed, algorithm: algorithm)
+                }
                 var c = [Float](repeating: .nan, count: m * n)
                 a.withUnsafeBufferPointer { ap in bias.withUnsafeBufferPointer { bp in res.withUnsafeBufferPointer { rp in
                     c.withUnsafeMutableBufferPointer { cp in
@@ -39,8 +47,20 @@ final class InferenceKernelTests: XCTestCase {
                         worst = max(worst, abs(Double(c[i * n + j]) - s) / max(mag, 1))
                     }
                 }
-                XCTAssertLessThan(worst, 2e-6, "m \(m) k \(k) n \(n) transposed \(transposed) bias \(useBias) residual \(useRes) \(act)")
+                XCTAssertLessThan(worst, 2e-6, "\(algorithm) m \(m) k \(k) n \(n) transposed \(transposed) bias \(useBias) residual \(useRes) \(act)")
             }
+            }
+        }
+    }
+
+    /// `automatic` takes Strassen only where it was measured to pay (k and n even and ≥ 384).
+    func testAutomaticAlgorithmChoice() {
+        let b = [Float](repeating: 0.5, count: 1536 * 1536)
+        b.withUnsafeBufferPointer { p in
+            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 1536, transposed: true).algorithm, .strassen)
+            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 1536, n: 384, transposed: true).algorithm, .strassen)
+            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 383, transposed: true).algorithm, .classical)
+            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 192, n: 384, transposed: true).algorithm, .classical)
         }
     }
 

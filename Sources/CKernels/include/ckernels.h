@@ -39,6 +39,13 @@ size_t graft_f32_packed_size(int k, int n);
 void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst);
 void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
                     const float *bias, const float *res, int ldr, int act, int panel_begin, int panel_end);
+// The same product in one level of Strassen's algorithm (7/8 of the multiply-adds; k and n even, see
+// graft_f32s_supported), for A's rows [row_begin, row_end). A and C must not overlap.
+int graft_f32s_supported(int k, int n);
+size_t graft_f32s_packed_size(int k, int n);
+void graft_f32s_pack_b(const float *src, int k, int n, int transposed, float *dst);
+void graft_f32s_gemm(int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
+                     const float *bias, const float *res, int ldr, int act, int row_begin, int row_end);
 
 // Attention for one sequence and head (see attention.c): out[len × dh] = softmax(scale · Q·Kᵀ) · V with
 // Q, K, V rows of stride ld (a head's columns inside [tokens × hidden] matrices) and out rows of stride
