@@ -50,6 +50,9 @@ struct BenchEmbed: ParsableCommand {
     @Option(help: "Timed batches.") var iterations: Int = 20
     @Flag(help: "Skip the peer.") var noPeer = false
     @Flag(help: "Graft multiplies in bf16 (graft embed --bf16).") var bf16 = false
+    @Flag(help: ArgumentHelp("Also time float32 products in the classical order (no Strassen), batches alternating with the default's in one process.",
+                             discussion: "Alternation makes the two comparable: this machine's speed drifts between runs by more than their difference."))
+    var compareClassical = false
 
     func run() throws {
         guard batch > 0, tokens > 2, iterations > 0 else { throw ValidationError("--batch and --iterations must be positive and --tokens at least 3") }
@@ -63,15 +66,26 @@ struct BenchEmbed: ParsableCommand {
         let texts = (0..<batch).map { _ in (0..<(tokens - 2)).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ") }
         let counts = Set(texts.map { enc.tokenize($0).count })
         guard counts == [tokens] else { throw ValidationError("benchmark texts tokenize to \(counts) tokens, expected \(tokens)") }
+        let classical = compareClassical ? try SentenceEncoder(folder: folder, products: .classical) : nil
         _ = try enc.embed(texts, batchSize: batch)
-        var times: [Double] = []
+        _ = try classical?.embed(texts, batchSize: batch)
+        var times: [Double] = [], classicalTimes: [Double] = []
         for _ in 0..<iterations {
             let t0 = Date()
             _ = try enc.embed(texts, batchSize: batch)
             times.append(Date().timeIntervalSince(t0))
+            if let classical {
+                let t1 = Date()
+                _ = try classical.embed(texts, batchSize: batch)
+                classicalTimes.append(Date().timeIntervalSince(t1))
+            }
         }
         let ours = Double(batch) / median(times)
         var line = String(format: "graft%@: %.0f sentences/s (%.0f tokens/s)", bf16 ? " (bf16)" : "", ours, ours * Double(tokens))
+        if !classicalTimes.isEmpty {
+            let c = Double(batch) / median(classicalTimes)
+            line += String(format: " | float32 classical products: %.0f sentences/s (default %.3f× that)", c, ours / c)
+        }
         if !noPeer, let r = try runPeer(Self.peerScript, input: ["folder": folder, "texts": texts, "batch": batch, "iterations": iterations]),
            let st = r["sentences_per_second"] as? Double {
             line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ours / st)

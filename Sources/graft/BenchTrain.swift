@@ -165,7 +165,11 @@ struct BenchTrain: ParsableCommand {
 struct BenchGemm: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gemm",
-        abstract: "Products over packed frozen weights — bf16 (AVX512-BF16) and float32 — against OpenBLAS SGEMM on the model shapes, in GFLOPS.")
+        abstract: "Products over packed frozen weights — bf16 (AVX512-BF16) and float32 — against OpenBLAS SGEMM on the model shapes, in GFLOPS.",
+        discussion: """
+        float32 runs twice: the classical kernel, and one level of Strassen's algorithm (k and n even), \
+        whose rate is the effective one, 2·m·k·n over its time, though it does 7/8 of those operations.
+        """)
 
     @Option(help: "Shapes m×k×n, comma-separated.") var shapes: String = "2048x384x384,2048x384x1536,2048x1536x384,512x576x576,512x576x1536,512x1536x576,64x576x49152,64x49152x576"
 
@@ -190,13 +194,16 @@ struct BenchGemm: ParsableCommand {
                 for r in 0..<reps { f(inputs[r % 8].values.baseAddress!, outputs[r % 8].mutable.baseAddress!) }
                 return 2 * Double(m * n * k) * Double(reps) / Date().timeIntervalSince(t0) / 1e9
             }
-            let packed = F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false)
+            let packed = F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .classical)
+            let strassen = k % 2 == 0 && n % 2 == 0 ? F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .strassen) : nil
             let bf = time { a, c in mat.multiply(a, m: m, into: c) }
             let pf = time { a, c in packed.multiply(a, m: m, into: c) }
+            let sf = strassen.map { s in time { a, c in s.multiply(a, m: m, into: c) } }
             // SGEMM split over the cores by columns, as the bf16 product is (and as training runs it).
             let f32 = time { a, c in Linalg.gemmParallel(m: m, n: n, k: k, a: a, b: b.values.baseAddress!, c: c) }
-            print(String(format: "%6d×%6d×%6d  bf16 %4.0f GFLOPS  f32 packed %4.0f GFLOPS  f32 BLAS %4.0f GFLOPS  bf16/BLAS %.2f×  packed/BLAS %.2f×",
-                         m, k, n, bf, pf, f32, bf / f32, pf / f32))
+            let st = sf.map { String(format: "  f32 Strassen %4.0f (%.2f×)", $0, $0 / f32) } ?? ""
+            print(String(format: "%6d×%6d×%6d  bf16 %4.0f GFLOPS (%.2f×)  f32 packed %4.0f (%.2f×)%@  f32 BLAS %4.0f",
+                         m, k, n, bf, bf / f32, pf, pf / f32, st, f32))
         }
     }
 }

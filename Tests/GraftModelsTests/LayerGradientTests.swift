@@ -179,14 +179,16 @@ final class PackedLinearTests: XCTestCase {
         for withLoRA in [false, true] {
             var plain = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
             if withLoRA { plain.lowRank = LowRankUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.5) }
+            for algorithm in [F32Matrix.Algorithm.classical, .strassen] {
             var packed = plain
-            packed.packForInference()
+            packed.packForInference(algorithm: algorithm)
             for (residual, act) in [(nil, F32Matrix.Activation.none), (res, .gelu), (res, .none), (nil, .gelu)] {
                 let want = plain.forward(x, rows: rows, residual: residual, activation: act)
                 let got = packed.forward(x, rows: rows, residual: residual, activation: act)
                 var worst: Float = 0
                 for i in 0..<want.count { worst = max(worst, abs(want[i] - got[i])) }
-                XCTAssertLessThan(worst, 1e-5, "LoRA \(withLoRA) residual \(residual != nil) \(act)")
+                XCTAssertLessThan(worst, 1e-5, "\(algorithm) LoRA \(withLoRA) residual \(residual != nil) \(act)")
+            }
             }
         }
     }

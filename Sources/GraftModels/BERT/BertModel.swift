@@ -131,22 +131,29 @@ public struct BertModel: Sendable, LinearLayers {
     /// call after attaching adapters' updates, which stay separate. Training and bf16 paths ignore it.
     /// Query, key and value without low-rank updates become one product (x read once, one split over the
     /// cores instead of three).
-    public mutating func packForInference() {
-        for i in layers.indices {
-            for path in [\Layer.attnOut, \Layer.up, \Layer.down] { layers[i][keyPath: path].packForInference() }
-            let l = layers[i], h = config.hidden
-            let parts = [l.query, l.key, l.value]
-            if parts.allSatisfy({ $0.lowRank == nil && $0.bf16 == nil }) {
-                // [Wq; Wk; Wv] is the [3h × h] weight of x → (q, k, v) side by side.
-                let w = FloatBuffer(count: 3 * h * h), b = FloatBuffer(repeating: 0, count: 3 * h)
-                for (j, part) in parts.enumerated() {
-                    (w.mutable.baseAddress! + j * h * h).update(from: part.weight.values.baseAddress!, count: h * h)
-                    if let pb = part.bias { (b.mutable.baseAddress! + j * h).update(from: pb.values.baseAddress!, count: h) }
-                }
-                layers[i].qkv = (F32Matrix(w.values.baseAddress!, k: h, n: 3 * h, transposed: true), b)
-            } else {
-                for path in [\Layer.query, \Layer.key, \Layer.value] { layers[i][keyPath: path].packForInference() }
+    public mutating func packForInference(algorithm: F32Matrix.Algorithm = .automatic) {
+        let h = config.hidden
+        // Layers are packed in parallel (each is independent; packing and first-touching ~12 MB of panels
+        // per MiniLM layer is most of `graft embed`'s start-up).
+        layers.withUnsafeMutableBufferPointer { buf in
+            let box = UncheckedSendable(buf)
+            parallelEach(buf.count) { i in Self.pack(&box.value[i], hidden: h, algorithm: algorithm) }
+        }
+    }
+
+    private static func pack(_ layer: inout Layer, hidden h: Int, algorithm: F32Matrix.Algorithm) {
+        for path in [\Layer.attnOut, \Layer.up, \Layer.down] { layer[keyPath: path].packForInference(algorithm: algorithm) }
+        let parts = [layer.query, layer.key, layer.value]
+        if parts.allSatisfy({ $0.lowRank == nil && $0.bf16 == nil }) {
+            // [Wq; Wk; Wv] is the [3h × h] weight of x → (q, k, v) side by side.
+            let w = FloatBuffer(count: 3 * h * h), b = FloatBuffer(repeating: 0, count: 3 * h)
+            for (j, part) in parts.enumerated() {
+                (w.mutable.baseAddress! + j * h * h).update(from: part.weight.values.baseAddress!, count: h * h)
+                if let pb = part.bias { (b.mutable.baseAddress! + j * h).update(from: pb.values.baseAddress!, count: h) }
             }
+            layer.qkv = (F32Matrix(w.values.baseAddress!, k: h, n: 3 * h, transposed: true, algorithm: algorithm), b)
+        } else {
+            for path in [\Layer.query, \Layer.key, \Layer.value] { layer[keyPath: path].packForInference(algorithm: algorithm) }
         }
     }
 

@@ -15,10 +15,12 @@ public struct SentenceEncoder: Sendable {
     /// Longest input in tokens (sentence-transformers' max_seq_length, else the model's positions).
     public let maxLength: Int
 
-    public init(folder: String) throws {
+    /// `products`: how the float32 products are computed (`F32Matrix.Algorithm`; the default takes
+    /// Strassen's algorithm where it pays).
+    public init(folder: String, products: F32Matrix.Algorithm = .automatic) throws {
         let ck = try Checkpoint(path: folder)
         model = try BertModel(checkpoint: ck)
-        model.packForInference()
+        model.packForInference(algorithm: products)
         let tokPath = (folder as NSString).appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: tokPath) else { throw ModelError("\(folder): no tokenizer.json") }
         tokenizer = try TokenizerLoader.load(path: tokPath)
