@@ -34,14 +34,70 @@ func runPeer(_ script: String, input: [String: Any]) throws -> [String: Any]? {
     return try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
 }
 
+/// A peer script driven one step at a time, so that Graft and the peer can take turns on the machine:
+/// the script reads a JSON line (its set-up) and answers "ready", then answers every line it reads
+/// with one line (a step's result).
+final class PeerSession {
+    private let process: Process
+    private let input: FileHandle, output: FileHandle
+    private var pending = Data()
+
+    /// nil when the peer environment is not installed or the script fails to start.
+    init?(script: String, setup: [String: Any]) throws {
+        guard let py = peerPython() else { return nil }
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: py)
+        process.arguments = ["-c", script]
+        var env = ProcessInfo.processInfo.environment
+        env["HF_HUB_OFFLINE"] = "1"; env["OMP_NUM_THREADS"] = "2"
+        process.environment = env
+        let inPipe = Pipe(), outPipe = Pipe()
+        process.standardInput = inPipe; process.standardOutput = outPipe; process.standardError = FileHandle.nullDevice
+        input = inPipe.fileHandleForWriting; output = outPipe.fileHandleForReading
+        try process.run()
+        input.write(try JSONSerialization.data(withJSONObject: setup) + Data("\n".utf8))
+        guard readLine() == "ready" else {
+            printErr("peer failed to start (is the peer environment complete?)")
+            close()
+            return nil
+        }
+    }
+
+    /// Sends one line and returns the peer's one-line answer (nil if it died).
+    func step(_ line: String = "step") -> String? {
+        input.write(Data((line + "\n").utf8))
+        return readLine()
+    }
+
+    private func readLine() -> String? {
+        while true {
+            if let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...nl)
+                return line
+            }
+            let more = output.availableData
+            if more.isEmpty { return nil }
+            pending.append(more)
+        }
+    }
+
+    func close() {
+        try? input.close()
+        process.waitUntilExit()
+    }
+}
+
 struct BenchEmbed: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed",
         abstract: "Sentence embeddings per second on all-MiniLM-L6-v2 (batch 32 × 64 tokens), against sentence-transformers when installed.",
         discussion: """
-        Both sides embed the same 32 distinct texts (tokenization included) once to warm up, then time \
-        each batch; the rate is taken from the median batch time, so a moment of interference from other \
-        work on the machine does not decide the result. The peer runs PyTorch with 2 threads.
+        Both sides embed the same 32 distinct texts (tokenization included) once to warm up, then take \
+        turns, one batch each, so that both see the machine in the same state (its speed drifts by \
+        ±15 % over minutes). Each rate comes from its median batch time, so a moment of interference \
+        from other work does not decide the result. The peer runs PyTorch with 2 threads in its own \
+        process, which waits for its turn.
         """)
 
     @Option(help: "Model (folder or short name).") var model: String = "minilm"
@@ -69,8 +125,13 @@ struct BenchEmbed: ParsableCommand {
         let classical = compareClassical ? try SentenceEncoder(folder: folder, products: .classical) : nil
         _ = try enc.embed(texts, batchSize: batch)
         _ = try classical?.embed(texts, batchSize: batch)
-        var times: [Double] = [], classicalTimes: [Double] = []
+        let peer = noPeer ? nil : try PeerSession(script: Self.peerScript, setup: ["folder": folder, "texts": texts, "batch": batch])
+        defer { peer?.close() }
+        var times: [Double] = [], classicalTimes: [Double] = [], peerTimes: [Double] = []
         for _ in 0..<iterations {
+            // Turns start 20 ms apart: threads that spin for a moment after their work (PyTorch's
+            // OpenMP workers, Graft's pool) are asleep before the other side starts.
+            if peer != nil { usleep(20_000) }
             let t0 = Date()
             _ = try enc.embed(texts, batchSize: batch)
             times.append(Date().timeIntervalSince(t0))
@@ -79,6 +140,11 @@ struct BenchEmbed: ParsableCommand {
                 _ = try classical.embed(texts, batchSize: batch)
                 classicalTimes.append(Date().timeIntervalSince(t1))
             }
+            if let peer {
+                usleep(20_000)
+                guard let answer = peer.step(), let t = Double(answer) else { throw ValidationError("the sentence-transformers run stopped") }
+                peerTimes.append(t)
+            }
         }
         let ours = Double(batch) / median(times)
         var line = String(format: "graft%@: %.0f sentences/s (%.0f tokens/s)", bf16 ? " (bf16)" : "", ours, ours * Double(tokens))
@@ -86,8 +152,8 @@ struct BenchEmbed: ParsableCommand {
             let c = Double(batch) / median(classicalTimes)
             line += String(format: " | float32 classical products: %.0f sentences/s (default %.3f× that)", c, ours / c)
         }
-        if !noPeer, let r = try runPeer(Self.peerScript, input: ["folder": folder, "texts": texts, "batch": batch, "iterations": iterations]),
-           let st = r["sentences_per_second"] as? Double {
+        if !peerTimes.isEmpty {
+            let st = Double(batch) / median(peerTimes)
             line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ours / st)
         } else if !noPeer { line += " | sentence-transformers not installed (../shared/tools/peer-env.sh)" }
         print(line)
@@ -99,15 +165,14 @@ struct BenchEmbed: ParsableCommand {
     }
 
     static let peerScript = """
-    import json, statistics, sys, time, torch
+    import json, sys, time, torch
     from sentence_transformers import SentenceTransformer
-    a = json.load(sys.stdin); torch.set_num_threads(2)
+    a = json.loads(sys.stdin.readline()); torch.set_num_threads(2)
     m = SentenceTransformer(a["folder"], device="cpu")
     m.encode(a["texts"], batch_size=a["batch"])
-    times = []
-    for _ in range(a["iterations"]):
-        t = time.time(); m.encode(a["texts"], batch_size=a["batch"]); times.append(time.time() - t)
-    print(json.dumps({"sentences_per_second": len(a["texts"]) / statistics.median(times)}))
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        t = time.time(); m.encode(a["texts"], batch_size=a["batch"]); print(time.time() - t, flush=True)
     """
 }
 
