@@ -20,9 +20,10 @@
 //   The first contribution to a quadrant stores (with the bias); the last adds the residual and
 //   applies GELU, so C is still finished in registers. Rounding differs from the classical order
 //   (sums of two weights and of two activations are rounded once more): the tests bound it.
-//   Measured (2 cores, BERT-small's products with their epilogues, m = 2048): 2–4 % faster at
-//   k = 384, 10–12 % at k = 1536. Not the full 8/7: the products' k is halved, so a tile's fixed costs
-//   (its epilogue, now to two quadrants) weigh twice as much; at k = 192 Strassen loses.
+//   Measured (2 cores, BERT-small's products with their epilogues, m = 2048): 2–6 % faster at
+//   k = 384 (FFN up with GELU 2 %, q/k/v 4–6 %), ~10 % at k = 1536. Not the full 8/7: the products' k
+//   is halved, so a tile's fixed costs (loop start, epilogue, now to up to two quadrants) weigh twice
+//   as much; in cache the k = 384 products reach 1.09×, and at k = 192 Strassen loses.
 #include "ckernels.h"
 #include "simd_math.h"
 #include <math.h>

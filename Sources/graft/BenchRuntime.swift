@@ -54,8 +54,9 @@ final class PeerSession {
         let inPipe = Pipe(), outPipe = Pipe()
         process.standardInput = inPipe; process.standardOutput = outPipe; process.standardError = FileHandle.nullDevice
         input = inPipe.fileHandleForWriting; output = outPipe.fileHandleForReading
+        signal(SIGPIPE, SIG_IGN)  // a peer that died makes writes fail (below), not kill Graft
         try process.run()
-        input.write(try JSONSerialization.data(withJSONObject: setup) + Data("\n".utf8))
+        try? input.write(contentsOf: try JSONSerialization.data(withJSONObject: setup) + Data("\n".utf8))
         guard readLine() == "ready" else {
             printErr("peer failed to start (is the peer environment complete?)")
             close()
@@ -65,7 +66,7 @@ final class PeerSession {
 
     /// Sends one line and returns the peer's one-line answer (nil if it died).
     func step(_ line: String = "step") -> String? {
-        input.write(Data((line + "\n").utf8))
+        guard (try? input.write(contentsOf: Data((line + "\n").utf8))) != nil else { return nil }
         return readLine()
     }
 
@@ -155,7 +156,9 @@ struct BenchEmbed: ParsableCommand {
         if !peerTimes.isEmpty {
             let st = Double(batch) / median(peerTimes)
             line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ours / st)
-        } else if !noPeer { line += " | sentence-transformers not installed (../shared/tools/peer-env.sh)" }
+        } else if !noPeer {
+            line += peerPython() == nil ? " | sentence-transformers not installed (../shared/tools/peer-env.sh)" : " | sentence-transformers did not run (above)"
+        }
         print(line)
     }
 
