@@ -1,8 +1,10 @@
 // Scaled dot-product attention for one sequence and one head, float32: out = softmax(scale · Q·Kᵀ) · V
 // over the first `len` positions (no mask inside; keys past `len` do not exist). Four query rows at a
-// time: their scores against every key (Kᵀ copied once into scratch so each k step is contiguous), the
-// softmax, then their weighted sum of V — the score rows never leave L1. Replaces two small SGEMM calls
-// (each packing its operands) and a separate softmax pass per head.
+// time: their scores against every key (Kᵀ transposed once into scratch, 16 × 16 blocks in registers,
+// so each k step is contiguous), the softmax, then their weighted sum of V — the score rows never
+// leave L1. Up to 64 keys the softmax runs on the score tile still in registers and 1/Σ is applied to
+// the output rows, not to P. Replaces two small SGEMM calls (each packing its operands) and a separate
+// softmax pass per head.
 #include "ckernels.h"
 #include "simd_math.h"
 #include <math.h>
@@ -14,16 +16,49 @@ static int padded(int len) { return (len + 15) & ~15; }
 size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB) + (size_t)RB * dh; }
 
 #if GRAFT_AVX512
+// Transposes the 16 × 16 block held in r[0..15] (row i in r[i]) in place.
+static inline void transpose16(__m512 *r) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    // r[4q + c] now holds, in each 128-bit lane L, elements c of rows 4q..4q+3 for column 4L + c;
+    // regroup the lanes across the four row quads.
+    for (int c = 0; c < 4; c++) {
+        __m512 a0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), a1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+        __m512 b0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), b1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        t[8 + c] = _mm512_shuffle_f32x4(a0, b0, 0xdd);
+        t[4 + c] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(a1, b1, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
                           float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen) {
     if (len <= 0) return;
     int blocks = (len + RB - 1) / RB, per_block = nq ? (nlen + blocks - 1) / blocks : 0;
     int lp = padded(len);
     float *kt = scratch, *p = scratch + (size_t)dh * lp, *qs = p + (size_t)RB * lp;
-    for (int d = 0; d < dh; d++) {
-        float *row = kt + (size_t)d * lp;
-        for (int j = 0; j < len; j++) row[j] = k[(size_t)j * ld + d];
-        for (int j = len; j < lp; j++) row[j] = 0;
+    // Kᵀ [dh × lp], keys past len zero: 16 keys × 16 dimensions at a time.
+    for (int j0 = 0; j0 < lp; j0 += 16) {
+        for (int d0 = 0; d0 < dh; d0 += 16) {
+            int w = dh - d0 < 16 ? dh - d0 : 16;
+            __mmask16 m = w == 16 ? (__mmask16)0xffff : (__mmask16)((1u << w) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = j0 + i < len ? _mm512_maskz_loadu_ps(m, k + (size_t)(j0 + i) * ld + d0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int i = 0; i < w; i++) _mm512_storeu_ps(kt + (size_t)(d0 + i) * lp + j0, r[i]);
+        }
     }
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
@@ -41,6 +76,7 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
             const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
             for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
         }
+        float inv[RB];  // 1 / Σ_j e^(s_j − max) per query row
         // Scores, 64 keys at a time.
         for (int c = 0; c < lp; c += 64) {
             int nj = (lp - c) / 16 < 4 ? (lp - c) / 16 : 4;
@@ -59,15 +95,42 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
                     acc[r][3] = _mm512_fmadd_ps(qb, k3, acc[r][3]);
                 }
             }
-            // Fixed trip counts (guards inside) keep the accumulators in registers.
+            if (lp <= 64) {
+                // Every key is in this tile: softmax on the registers. P keeps e^(s − max); 1/Σ scales
+                // the output rows below. Keys past len get probability 0.
+                __mmask16 km[4];
+                for (int j = 0; j < 4; j++) {
+                    int left = len - 16 * j;
+                    km[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+                }
 #pragma GCC unroll 4
-            for (int r = 0; r < RB; r++)
+                for (int r = 0; r < RB; r++) {
+                    __m512 mx = _mm512_set1_ps(-INFINITY);
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; j++)
-                    if (j < nj) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, acc[r][j]);
+                    for (int j = 0; j < 4; j++) if (j < nj) mx = _mm512_mask_max_ps(mx, km[j], mx, acc[r][j]);
+                    __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                    __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++) {
+                        if (j < nj) {
+                            __m512 e = _mm512_maskz_mov_ps(km[j], graft_exp16(_mm512_sub_ps(acc[r][j], vmax)));
+                            _mm512_storeu_ps(p + (size_t)r * lp + 16 * j, e);
+                            sum = _mm512_add_ps(sum, e);
+                        }
+                    }
+                    inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
+                }
+            } else {
+                // Fixed trip counts (guards inside) keep the accumulators in registers.
+#pragma GCC unroll 4
+                for (int r = 0; r < RB; r++)
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++)
+                        if (j < nj) _mm512_storeu_ps(p + (size_t)r * lp + c + 16 * j, acc[r][j]);
+            }
         }
-        // Softmax of each row over its len keys; padding keys get probability 0.
-        for (int r = 0; r < rows; r++) {
+        // More than 64 keys: softmax of each row from the stored scores; padding keys get probability 0.
+        for (int r = 0; r < rows && lp > 64; r++) {
             float *pr = p + (size_t)r * lp;
             __m512 mx = _mm512_set1_ps(-INFINITY);
             for (int j = 0; j < lp; j += 16) {
@@ -82,8 +145,7 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
                 _mm512_storeu_ps(pr + j, e);
                 sum = _mm512_add_ps(sum, e);
             }
-            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-            for (int j = 0; j < lp; j += 16) _mm512_storeu_ps(pr + j, _mm512_mul_ps(_mm512_loadu_ps(pr + j), inv));
+            inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
         }
         // out rows = P · V, 32 head dimensions at a time.
         for (int e0 = 0; e0 < dh; e0 += 32) {
@@ -105,8 +167,9 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
             for (int r = 0; r < RB; r++) {
                 if (r >= rows) break;
                 float *o = out + (size_t)(i0 + r) * ldo + e0;
-                _mm512_mask_storeu_ps(o, m0, acc[r][0]);
-                _mm512_mask_storeu_ps(o + 16, m1, acc[r][1]);
+                __m512 scale_r = _mm512_set1_ps(inv[r]);
+                _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(acc[r][0], scale_r));
+                _mm512_mask_storeu_ps(o + 16, m1, _mm512_mul_ps(acc[r][1], scale_r));
             }
         }
     }

@@ -65,10 +65,11 @@ final class InferenceKernelTests: XCTestCase {
     }
 
     /// Softmax(scale·QKᵀ)·V for one head whose rows sit inside wider [tokens × hidden] matrices:
-    /// lengths around the 4-row blocks and 16-key vectors, head sizes below, at and above 16 and 32.
+    /// lengths around the 4-row blocks, 16-key vectors and the 64 keys whose softmax runs in registers,
+    /// head sizes below, at and above 16 and 32 (the Kᵀ transpose in 16 × 16 blocks, partial ones masked).
     func testAttentionHeadMatchesDoubleReference() {
         var rng = SeededRNG(seed: 12)
-        for (len, dh) in [(1, 8), (5, 32), (17, 40), (64, 32), (77, 64), (130, 16)] {
+        for (len, dh) in [(1, 8), (5, 32), (17, 40), (63, 20), (64, 32), (64, 33), (77, 64), (130, 16)] {
             let stride = dh * 3 + 5, outStride = dh + 3
             let q = (0..<(len * stride)).map { _ in rng.nextUnitFloat() * 4 - 2 }
             let k = (0..<(len * stride)).map { _ in rng.nextUnitFloat() * 4 - 2 }
