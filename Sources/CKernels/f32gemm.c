@@ -191,7 +191,7 @@ static const term B_TERMS[7][2] = {{{0,0,1},{1,1,1}}, {{0,0,1},{0,0,0}}, {{0,1,1
                                    {{1,1,1},{0,0,0}}, {{0,0,1},{0,1,1}}, {{1,0,1},{1,1,1}}};
 static const term C_TERMS[7][2] = {{{0,0,1},{1,1,1}}, {{1,0,1},{1,1,-1}}, {{0,1,1},{1,1,1}}, {{0,0,1},{1,0,1}},
                                    {{0,0,-1},{0,1,1}}, {{1,1,1},{0,0,0}}, {{0,0,1},{0,0,0}}};
-// (A terms with s = 0 are absent.) Products run in order 1…7: C11, C22 are first written by M1, C21
+// (Terms with s = 0 are absent.) Products run in order 1…7: C11, C22 are first written by M1, C21
 // by M2, C12 by M3; C21 is finished by M4, C12 by M5, C22 by M6, C11 by M7.
 static const int FIRST[2][2] = {{0, 2}, {1, 0}}, LAST[2][2] = {{6, 4}, {3, 5}};
 
@@ -233,8 +233,8 @@ void graft_f32s_pack_b(const float *src, int k, int n, int transposed, float *ds
 static int strips(int rows) { return (rows + MR - 1) / MR; }
 
 // Row pointers (from column k0) of rows s..<s+MR of the A quadrant `tm` of a block whose top half has
-// `top` rows and bottom half `bottom` ≤ top rows. The bottom half's missing row reads `zero`; rows
-// past the strip's end repeat its first row (computed, never stored).
+// `top` rows and bottom half `bottom` ≤ top rows. The bottom half's missing row reads `zero`; strip
+// rows past the top half's end repeat the strip's first row (computed, never stored).
 static void quadrant_rows(const float **p, const term *tm, const float *a, int lda, int top, int bottom, int kh,
                           int s, int k0, const float *zero) {
     int have = tm->r ? bottom : top;
