@@ -130,23 +130,24 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
             }
         }
         // More than 64 keys: softmax of each row from the stored scores; padding keys get probability 0.
-        for (int r = 0; r < rows && lp > 64; r++) {
-            float *pr = p + (size_t)r * lp;
-            __m512 mx = _mm512_set1_ps(-INFINITY);
-            for (int j = 0; j < lp; j += 16) {
-                __mmask16 m = len - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - j)) - 1);
-                mx = _mm512_mask_max_ps(mx, m, mx, _mm512_loadu_ps(pr + j));
+        if (lp > 64)
+            for (int r = 0; r < rows; r++) {
+                float *pr = p + (size_t)r * lp;
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (int j = 0; j < lp; j += 16) {
+                    __mmask16 m = len - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - j)) - 1);
+                    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_loadu_ps(pr + j));
+                }
+                __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                __m512 sum = _mm512_setzero_ps();
+                for (int j = 0; j < lp; j += 16) {
+                    __mmask16 m = len - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - j)) - 1);
+                    __m512 e = _mm512_maskz_mov_ps(m, graft_exp16(_mm512_sub_ps(_mm512_loadu_ps(pr + j), vmax)));
+                    _mm512_storeu_ps(pr + j, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
             }
-            __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-            __m512 sum = _mm512_setzero_ps();
-            for (int j = 0; j < lp; j += 16) {
-                __mmask16 m = len - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - j)) - 1);
-                __m512 e = _mm512_maskz_mov_ps(m, graft_exp16(_mm512_sub_ps(_mm512_loadu_ps(pr + j), vmax)));
-                _mm512_storeu_ps(pr + j, e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
-        }
         // out rows = P · V, 32 head dimensions at a time.
         for (int e0 = 0; e0 < dh; e0 += 32) {
             int w0 = dh - e0 < 16 ? dh - e0 : 16, w1 = dh - e0 - 16 < 0 ? 0 : (dh - e0 - 16 < 16 ? dh - e0 - 16 : 16);

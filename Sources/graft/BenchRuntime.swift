@@ -11,8 +11,9 @@ func peerPython() -> String? {
     return FileManager.default.isExecutableFile(atPath: d) ? d : nil
 }
 
-/// Runs a peer script with JSON on stdin; returns the JSON object it prints last.
-func runPeer(_ script: String, input: [String: Any]) throws -> [String: Any]? {
+/// Starts a peer script (offline, 2 threads, stderr discarded) with pipes to its standard input and
+/// output; nil when the peer environment is not installed.
+func startPeer(_ script: String) throws -> (Process, stdin: FileHandle, stdout: FileHandle)? {
     guard let py = peerPython() else { return nil }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: py)
@@ -23,9 +24,15 @@ func runPeer(_ script: String, input: [String: Any]) throws -> [String: Any]? {
     let inPipe = Pipe(), outPipe = Pipe()
     p.standardInput = inPipe; p.standardOutput = outPipe; p.standardError = FileHandle.nullDevice
     try p.run()
-    inPipe.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: input))
-    try inPipe.fileHandleForWriting.close()
-    let data = outPipe.fileHandleForReading.readDataToEndOfFile()
+    return (p, inPipe.fileHandleForWriting, outPipe.fileHandleForReading)
+}
+
+/// Runs a peer script with JSON on stdin; returns the JSON object it prints last.
+func runPeer(_ script: String, input: [String: Any]) throws -> [String: Any]? {
+    guard let (p, stdin, stdout) = try startPeer(script) else { return nil }
+    stdin.write(try JSONSerialization.data(withJSONObject: input))
+    try stdin.close()
+    let data = stdout.readDataToEndOfFile()
     p.waitUntilExit()
     guard p.terminationStatus == 0, let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last else {
         printErr("peer run failed (status \(p.terminationStatus)); is the peer environment complete?")
@@ -44,18 +51,9 @@ final class PeerSession {
 
     /// nil when the peer environment is not installed or the script fails to start.
     init?(script: String, setup: [String: Any]) throws {
-        guard let py = peerPython() else { return nil }
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: py)
-        process.arguments = ["-c", script]
-        var env = ProcessInfo.processInfo.environment
-        env["HF_HUB_OFFLINE"] = "1"; env["OMP_NUM_THREADS"] = "2"
-        process.environment = env
-        let inPipe = Pipe(), outPipe = Pipe()
-        process.standardInput = inPipe; process.standardOutput = outPipe; process.standardError = FileHandle.nullDevice
-        input = inPipe.fileHandleForWriting; output = outPipe.fileHandleForReading
         signal(SIGPIPE, SIG_IGN)  // a peer that died makes writes fail (below), not kill Graft
-        try process.run()
+        guard let (p, stdin, stdout) = try startPeer(script) else { return nil }
+        (process, input, output) = (p, stdin, stdout)
         try? input.write(contentsOf: try JSONSerialization.data(withJSONObject: setup) + Data("\n".utf8))
         guard readLine() == "ready" else {
             printErr("peer failed to start (is the peer environment complete?)")
