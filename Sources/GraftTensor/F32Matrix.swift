@@ -17,8 +17,8 @@ public final class F32Matrix: @unchecked Sendable {
         /// the kernel tests against double precision). Requires k and n even.
         case strassen
         /// Strassen where it pays: k and n even and at least 384. Measured here (2 cores, m = 2048,
-        /// `graft bench gemm` and BERT's products with their epilogues): 2–10 % faster than classical at
-        /// k = 384, 10–12 % at k = 1536; at k = n = 192 the half-size products are too short and it is
+        /// `graft bench gemm` and BERT's products with their epilogues): 7–10 % faster than classical at
+        /// k = 384, 12 % at k = 1536; at k = n = 192 the half-size products are too short and it is
         /// ~20 % slower (one core). Classical otherwise.
         case automatic
     }
