@@ -318,8 +318,9 @@ static void strassen_block(int rows, int n, int k, const float *a, int lda, cons
 
 // A block of rows multiplied classically from the Strassen operands (cheaper for very few rows):
 // with A = [A1 A2], C1 = (A1 + A2)·B11 + A2·(B21 − B11) and C2 = A1·(B12 − B22) + (A1 + A2)·B22.
+// Only the units [unit_begin, unit_end) of C's columns, unit = column half · panels + 64-column panel.
 static void classical_block(int rows, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
-                            const float *bias, const float *res, int ldr, int act) {
+                            const float *bias, const float *res, int ldr, int act, int unit_begin, int unit_end) {
     int kh = k / 2, nh = n / 2, panels = graft_f32_panels(nh);
     int kblocks = (kh + KC - 1) / KC;
     size_t op = graft_f32_packed_size(kh, nh);
@@ -329,7 +330,8 @@ static void classical_block(int rows, int n, int k, const float *a, int lda, con
         const int *sp = steps[st];
         for (int kb = 0; kb < kblocks; kb++) {
             int k0 = kb * KC, kc = kh - k0 < KC ? kh - k0 : KC;
-            for (int p = 0; p < panels; p++) {
+            int p0 = unit_begin - sp[3] * panels, p1 = unit_end - sp[3] * panels;
+            for (int p = p0 < 0 ? 0 : p0; p < (p1 < panels ? p1 : panels); p++) {
                 int nr = nh - p * NR < NR ? nh - p * NR : NR;
                 const float *bp = b + (size_t)sp[2] * op + ((size_t)p * kh + k0) * NR;
                 for (int s = 0; s < rows; s += MR) {
@@ -361,6 +363,17 @@ void graft_f32s_gemm(int n, int k, const float *a, int lda, const float *b, floa
         if (7 * strips((rows + 1) / 2) < 4 * strips(rows))
             strassen_block(rows, n, k, ab, lda, b, cb, ldc, bias, rb, ldr, act, zero);
         else
-            classical_block(rows, n, k, ab, lda, b, cb, ldc, bias, rb, ldr, act);
+            classical_block(rows, n, k, ab, lda, b, cb, ldc, bias, rb, ldr, act, 0, 2 * graft_f32_panels(n / 2));
+    }
+}
+
+// Few rows (see F32Matrix.columnSplitBelow): the weight streams once and bounds the time, so the
+// classical order (four operands, the weight's size, instead of seven) split by columns, in blocks of MC rows.
+void graft_f32s_gemm_columns(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
+                             const float *bias, const float *res, int ldr, int act, int unit_begin, int unit_end) {
+    for (int r0 = 0; r0 < m; r0 += MC) {
+        int rows = m - r0 < MC ? m - r0 : MC;
+        classical_block(rows, n, k, a + (size_t)r0 * lda, lda, b, c + (size_t)r0 * ldc, ldc, bias,
+                        res ? res + (size_t)r0 * ldr : NULL, ldr, act, unit_begin, unit_end);
     }
 }

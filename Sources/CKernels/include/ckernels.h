@@ -46,6 +46,11 @@ size_t graft_f32s_packed_size(int k, int n);
 void graft_f32s_pack_b(const float *src, int k, int n, int transposed, float *dst);
 void graft_f32s_gemm(int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
                      const float *bias, const float *res, int ldr, int act, int row_begin, int row_end);
+// All m rows in the classical order from the Strassen operands, for C's columns in units
+// [unit_begin, unit_end) of 2 · graft_f32_panels(n / 2) (unit = column half · panels + 64-column panel):
+// few rows, split over the cores by columns.
+void graft_f32s_gemm_columns(int m, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
+                             const float *bias, const float *res, int ldr, int act, int unit_begin, int unit_end);
 
 // Attention for one sequence and head (see attention.c): out[len × dh] = softmax(scale · Q·Kᵀ) · V with
 // Q, K, V rows of stride ld (a head's columns inside [tokens × hidden] matrices) and out rows of stride
