@@ -28,8 +28,8 @@ public final class F32Matrix: @unchecked Sendable {
     /// operands, split over the cores by columns. With few rows the weight streams from memory once and
     /// bounds the time: Strassen's seven operands are 7/4 of it, and a split by rows would stream all of
     /// them on each core. Measured (MiniLM embeddings, 2 cores; fraction of a classically packed
-    /// weight's speed, by rows): 16 — 0.79 by rows, 0.92 by columns; 64 — 0.87, 0.96; 128 — 0.96, 0.98;
-    /// 192 — 1.04, 0.95. (Internal so that the tests can take either path.)
+    /// weight's speed, by rows): 16 — 0.79 by rows, 0.92–0.95 by columns; 64 — 0.87, 0.96–0.97;
+    /// 128 — 0.96, 0.98–1.01; 192 — 1.04, 0.95. (Internal so that the tests can take either path.)
     var columnSplitBelow = 160
     /// The algorithm in use (`automatic` resolved).
     public let algorithm: Algorithm
