@@ -27,9 +27,9 @@ public final class F32Matrix: @unchecked Sendable {
     /// With Strassen's layout, products of fewer rows than this run in the classical order from the
     /// operands, split over the cores by columns. With few rows the weight streams from memory once and
     /// bounds the time: Strassen's seven operands are 7/4 of it, and a split by rows would stream all of
-    /// them on each core. Measured (MiniLM embeddings, 2 cores; fraction of a classically packed
-    /// weight's speed, by rows): 16 — 0.79 by rows, 0.92–0.95 by columns; 64 — 0.87, 0.96–0.97;
-    /// 128 — 0.96, 0.98–1.01; 192 — 1.04, 0.95. (Internal so that the tests can take either path.)
+    /// them on each core. Measured (MiniLM embeddings, 2 cores; speed as a fraction of a classically
+    /// packed weight's, split by rows → by columns): 16 rows 0.79 → 0.92–0.95, 64 rows 0.87 → 0.96–0.97,
+    /// 128 rows 0.96 → 0.98–1.01, 192 rows 1.04 → 0.95. (Internal so that the tests can take either path.)
     var columnSplitBelow = 160
     /// The algorithm in use (`automatic` resolved).
     public let algorithm: Algorithm
@@ -62,8 +62,8 @@ public final class F32Matrix: @unchecked Sendable {
     deinit { packed.deallocate() }
 
     /// C[m × n] = act(A[m × k]·B + bias + residual), split over the cores (by column panels, or for
-    /// Strassen by rows, below `columnSplitBelow` rows by columns). Row strides default to the dense ones; `residual` [m × n] must not overlap `c`,
-    /// nor `a` overlap `c`.
+    /// Strassen by rows, below `columnSplitBelow` rows by columns). Row strides default to the dense
+    /// ones; `residual` [m × n] must not overlap `c`, nor `a` overlap `c`.
     public func multiply(_ a: UnsafePointer<Float>, m: Int, lda: Int? = nil, into c: UnsafeMutablePointer<Float>, ldc: Int? = nil,
                          bias: UnsafePointer<Float>? = nil, residual: UnsafePointer<Float>? = nil, ldr: Int? = nil,
                          activation: Activation = .none) {
