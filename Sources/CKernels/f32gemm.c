@@ -64,6 +64,31 @@ typedef struct {
 } target;
 
 #if GRAFT_AVX512
+// Adds a finished tile, with g's sign, to g's rows of C. The base is C itself (`from_c`), else the bias
+// (or zero); `finish` then adds the residual and applies the activation. Always inlined with constant
+// flags, and fully unrolled over the tile (rows past mr skipped), so the accumulators never leave
+// registers.
+static inline __attribute__((always_inline)) void add_tile(__m512 acc[MR][NV], const __mmask16 *mask, target g,
+                                                          int from_c, int finish, int act) {
+    const __m512 sign = _mm512_set1_ps(g.sign);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) {
+        if (m >= g.mr) break;
+        float *cr = g.c + (size_t)m * g.ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) {
+            __m512 base = from_c ? _mm512_maskz_loadu_ps(mask[j], cr + 16 * j)
+                        : g.bias ? _mm512_maskz_loadu_ps(mask[j], g.bias + 16 * j) : _mm512_setzero_ps();
+            __m512 v = _mm512_fmadd_ps(acc[m][j], sign, base);
+            if (finish) {
+                if (g.res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[j], g.res + (size_t)m * g.ldr + 16 * j));
+                if (act == GRAFT_ACT_GELU) v = graft_gelu16(v);
+            }
+            _mm512_mask_storeu_ps(cr + 16 * j, mask[j], v);
+        }
+    }
+}
+
 // One 6 × 64 tile over kc values of k, written to each of its `nt` targets (nr ≤ 64 columns stored).
 // Row m of the tile's A is a0[m] (mode 0), a0[m] + a1[m] (mode 1) or a0[m] − a1[m] (mode 2): the
 // Strassen sums of two A quadrants are formed as they are read (the compiler adds the two scalars,
@@ -105,46 +130,15 @@ static inline __attribute__((always_inline)) void kernel_mode(int mode, int kc, 
         mask[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
     }
     for (int t = 0; t < nt; t++) {
-        // A local copy: the stores below cannot alias it, so its fields stay in registers and each case
-        // below is compiled without per-element tests (measured 1 %). Each is fully unrolled over the
-        // tile (rows past mr skipped) so the accumulators never leave registers.
+        // A local copy: the stores cannot alias it, so its fields stay in registers; with constant flags
+        // each case compiles without per-element tests (measured 1 %).
         const target g = tg[t];
-        const __m512 sign = _mm512_set1_ps(g.sign);
-        if (g.first && !g.last) {
-#pragma GCC unroll 8
-            for (int m = 0; m < MR; m++) {
-                if (m >= g.mr) break;
-                float *cr = g.c + (size_t)m * g.ldc;
-#pragma GCC unroll 4
-                for (int j = 0; j < NV; j++) {
-                    __m512 base = g.bias ? _mm512_maskz_loadu_ps(mask[j], g.bias + 16 * j) : _mm512_setzero_ps();
-                    _mm512_mask_storeu_ps(cr + 16 * j, mask[j], _mm512_fmadd_ps(acc[m][j], sign, base));
-                }
-            }
-        } else if (!g.first && !g.last) {
-#pragma GCC unroll 8
-            for (int m = 0; m < MR; m++) {
-                if (m >= g.mr) break;
-                float *cr = g.c + (size_t)m * g.ldc;
-#pragma GCC unroll 4
-                for (int j = 0; j < NV; j++)
-                    _mm512_mask_storeu_ps(cr + 16 * j, mask[j], _mm512_fmadd_ps(acc[m][j], sign, _mm512_maskz_loadu_ps(mask[j], cr + 16 * j)));
-            }
+        if (!g.last) {
+            if (g.first) add_tile(acc, mask, g, 0, 0, act);
+            else add_tile(acc, mask, g, 1, 0, act);
         } else {
-#pragma GCC unroll 8
-            for (int m = 0; m < MR; m++) {
-                if (m >= g.mr) break;
-                float *cr = g.c + (size_t)m * g.ldc;
-#pragma GCC unroll 4
-                for (int j = 0; j < NV; j++) {
-                    __m512 base = !g.first ? _mm512_maskz_loadu_ps(mask[j], cr + 16 * j)
-                                : g.bias ? _mm512_maskz_loadu_ps(mask[j], g.bias + 16 * j) : _mm512_setzero_ps();
-                    __m512 v = _mm512_fmadd_ps(acc[m][j], sign, base);
-                    if (g.res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[j], g.res + (size_t)m * g.ldr + 16 * j));
-                    if (act == GRAFT_ACT_GELU) v = graft_gelu16(v);
-                    _mm512_mask_storeu_ps(cr + 16 * j, mask[j], v);
-                }
-            }
+            if (g.first) add_tile(acc, mask, g, 0, 1, act);
+            else add_tile(acc, mask, g, 1, 1, act);
         }
     }
 }
