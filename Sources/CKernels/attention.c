@@ -175,6 +175,128 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
         }
     }
 }
+#elif GRAFT_AVX2
+// AVX2 + FMA: the same passes with 8-float vectors. Kᵀ is transposed in 8 × 8 blocks; scores are
+// computed 16 keys × 4 query rows at a time (8 accumulators) and stored, then each row's softmax runs
+// on the stored scores; P · V 16 head dimensions at a time.
+static inline void transpose8(__m256 *r) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    // u[4h + c] holds, per 128-bit lane L, element c of rows 4h..4h+3 for column 4L + c.
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
+                          float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen) {
+    if (len <= 0) return;
+    int blocks = (len + RB - 1) / RB, per_block = nq ? (nlen + blocks - 1) / blocks : 0;
+    int lp = padded(len);
+    float *kt = scratch, *p = scratch + (size_t)dh * lp, *qs = p + (size_t)RB * lp;
+    // Kᵀ [dh × lp], keys past len zero: 8 keys × 8 dimensions at a time.
+    for (int j0 = 0; j0 < lp; j0 += 8) {
+        for (int d0 = 0; d0 < dh; d0 += 8) {
+            int w = dh - d0 < 8 ? dh - d0 : 8;
+            __m256i lanes = graft_lanes8(w);
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = j0 + i >= len ? _mm256_setzero_ps()
+                     : w == 8 ? _mm256_loadu_ps(k + (size_t)(j0 + i) * ld + d0) : _mm256_maskload_ps(k + (size_t)(j0 + i) * ld + d0, lanes);
+            transpose8(r);
+            for (int i = 0; i < w; i++) _mm256_storeu_ps(kt + (size_t)(d0 + i) * lp + j0, r[i]);
+        }
+    }
+    for (int i0 = 0; i0 < len; i0 += RB) {
+        int rows = len - i0 < RB ? len - i0 : RB;
+        for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
+            for (int d = 0; d < dh; d += 16) {
+                size_t o = (size_t)j * ld + d;
+                _mm_prefetch((const char *)(nq + o), _MM_HINT_T0);
+                _mm_prefetch((const char *)(nk + o), _MM_HINT_T0);
+                _mm_prefetch((const char *)(nv + o), _MM_HINT_T0);
+            }
+        for (int r = 0; r < RB; r++) {
+            const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
+            for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
+        }
+        // Scores, 16 keys at a time (lp is a multiple of 16).
+        for (int c = 0; c < lp; c += 16) {
+            __m256 acc[RB][2];
+            for (int r = 0; r < RB; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            const float *kd = kt + c;
+            for (int d = 0; d < dh; d++, kd += lp) {
+                __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
+#pragma GCC unroll 4
+                for (int r = 0; r < RB; r++) {
+                    __m256 qb = _mm256_set1_ps(qs[r * dh + d]);
+                    acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < RB; r++) {
+                _mm256_storeu_ps(p + (size_t)r * lp + c, acc[r][0]);
+                _mm256_storeu_ps(p + (size_t)r * lp + c + 8, acc[r][1]);
+            }
+        }
+        // Softmax of each row; P keeps e^(s − max), padding keys 0; 1/Σ scales the output rows.
+        float inv[RB];
+        for (int r = 0; r < rows; r++) {
+            float *pr = p + (size_t)r * lp;
+            __m256 mx = _mm256_set1_ps(-INFINITY);
+            for (int j = 0; j < lp; j += 8) {
+                __m256 x = _mm256_loadu_ps(pr + j);
+                if (len - j < 8) x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, _mm256_castsi256_ps(graft_lanes8(len - j)));
+                mx = _mm256_max_ps(mx, x);
+            }
+            __m256 vmax = _mm256_set1_ps(graft_hmax8(mx));
+            __m256 sum = _mm256_setzero_ps();
+            for (int j = 0; j < lp; j += 8) {
+                __m256 e = graft_exp8(_mm256_sub_ps(_mm256_loadu_ps(pr + j), vmax));
+                if (len - j < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(graft_lanes8(len - j)));
+                _mm256_storeu_ps(pr + j, e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            inv[r] = 1.0f / graft_hsum8(sum);
+        }
+        // out rows = P · V, 16 head dimensions at a time.
+        for (int e0 = 0; e0 < dh; e0 += 16) {
+            int full = dh - e0 >= 16;
+            __m256i l0 = graft_lanes8(dh - e0), l1 = graft_lanes8(dh - e0 - 8);
+            __m256 acc[RB][2];
+            for (int r = 0; r < RB; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            for (int j = 0; j < len; j++) {
+                const float *vj = v + (size_t)j * ld + e0;
+                __m256 v0 = full ? _mm256_loadu_ps(vj) : _mm256_maskload_ps(vj, l0);
+                __m256 v1 = full ? _mm256_loadu_ps(vj + 8) : _mm256_maskload_ps(vj + 8, l1);
+#pragma GCC unroll 4
+                for (int r = 0; r < RB; r++) {
+                    __m256 pb = _mm256_set1_ps(p[(size_t)r * lp + j]);
+                    acc[r][0] = _mm256_fmadd_ps(pb, v0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(pb, v1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                float *o = out + (size_t)(i0 + r) * ldo + e0;
+                __m256 sr = _mm256_set1_ps(inv[r]);
+                __m256 o0 = _mm256_mul_ps(acc[r][0], sr), o1 = _mm256_mul_ps(acc[r][1], sr);
+                if (full) { _mm256_storeu_ps(o, o0); _mm256_storeu_ps(o + 8, o1); }
+                else { _mm256_maskstore_ps(o, l0, o0); _mm256_maskstore_ps(o + 8, l1, o1); }
+            }
+        }
+    }
+}
 #else
 void graft_attention_head(int len, int dh, const float *q, const float *k, const float *v, int ld, float scale,
                           float *out, int ldo, float *scratch, const float *nq, const float *nk, const float *nv, int nlen) {

@@ -9,12 +9,18 @@
 #else
 #define GRAFT_VNNI 0
 #endif
+// Without VNNI, AVX2 multiplies bytes with vpmaddubsw (pairs summed to 16 bits, then to 32), as llama.cpp.
+#if !GRAFT_VNNI && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define GRAFT_AVX2_INT 1
+#else
+#define GRAFT_AVX2_INT 0
+#endif
 
 int graft_has_vnni(void) { return GRAFT_VNNI; }
 
 static inline float half_to_float(const uint8_t *p) {
     uint16_t h; memcpy(&h, p, 2);
-#if GRAFT_VNNI
+#if defined(__F16C__)
     return _cvtsh_ss(h);
 #else
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
@@ -37,10 +43,15 @@ void graft_quantize_q8(const float *x, int n, int8_t *q, float *d, int32_t *s) {
     }
 }
 
-// Σ_j u[j] · s[j] over 32 unsigned × signed bytes.
-#if GRAFT_VNNI
+// Σ_j u[j] · s[j] over 32 unsigned × signed bytes. (AVX2: the pairs' 16-bit sums saturate past
+// 32767, so u stays below 128 — |w| with w's sign moved to x for Q8_0, nibbles for Q4.)
+#if GRAFT_VNNI || GRAFT_AVX2_INT
 static inline __m256 block_dot(__m256i u, __m256i x, float scale, __m256 acc) {
+#if GRAFT_VNNI
     __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+#else
+    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+#endif
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
 }
 static inline float hsum(__m256 v) {
@@ -57,16 +68,22 @@ void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
     for (int r = row0; r < row1; r++) {
         const uint8_t *row = w + (size_t)r * nb * bb;
         float extra = 0;
-#if GRAFT_VNNI
+#if GRAFT_VNNI || GRAFT_AVX2_INT
         __m256 acc = _mm256_setzero_ps();
         for (int b = 0; b < nb; b++) {
             const uint8_t *blk = row + b * bb;
             float dw = half_to_float(blk), dx = xd[b];
             __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
             __m256i u;
-            if (format == 0) {  // signed weights: (w + 128) as unsigned, minus 128·Σx
+            if (format == 0) {
+#if GRAFT_VNNI  // signed weights: (w + 128) as unsigned, minus 128·Σx
                 u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
                 extra -= dw * dx * 128.0f * (float)xs[b];
+#else           // |w| · (x with w's sign)
+                __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                u = _mm256_sign_epi8(w, w);
+                x = _mm256_sign_epi8(x, w);
+#endif
             } else {
                 __m128i q = _mm_loadu_si128((const __m128i *)(blk + (format == 2 ? 4 : 2)));
                 __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
@@ -129,6 +146,35 @@ void graft_matvec_float(int format, const uint8_t *w, int cols, int row0, int ro
             acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
         }
         y[r] = _mm512_reduce_add_ps(acc) + extra;
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bb;
+            const float d = half_to_float(blk);
+            __m256i q0, q1, q2, q3;  // the block's 32 quants, 8 at a time, as int32
+            if (format == 0) {
+                q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2)));
+                q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 10)));
+                q2 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 18)));
+                q3 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 26)));
+            } else {
+                __m128i q = _mm_loadu_si128((const __m128i *)(blk + (format == 2 ? 4 : 2)));
+                __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+                q0 = _mm256_cvtepu8_epi32(lo);
+                q1 = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+                q2 = _mm256_cvtepu8_epi32(hi);
+                q3 = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+                if (format == 1) extra -= d * 8.0f * xsum[b];
+                else extra += half_to_float(blk + 2) * xsum[b];
+            }
+            const float *xb = x + b * 32;
+            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(xb));
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), _mm256_loadu_ps(xb + 8), t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q2), _mm256_loadu_ps(xb + 16), t);
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q3), _mm256_loadu_ps(xb + 24), t);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), t, acc);
+        }
+        y[r] = hsum(acc) + extra;
 #else
         float acc = 0;
         for (int b = 0; b < nb; b++) {

@@ -1,4 +1,5 @@
-// Vector math shared by the float32 kernels (private to CKernels): e^x and GELU on 16 floats.
+// Vector math shared by the float32 kernels (private to CKernels): e^x and GELU on 16 floats (AVX-512)
+// or 8 (AVX2 + FMA).
 #ifndef GRAFT_SIMD_MATH_H
 #define GRAFT_SIMD_MATH_H
 #if defined(__AVX512F__)
@@ -49,5 +50,71 @@ static inline __m512 graft_gelu16(__m512 x) {
 }
 #else
 #define GRAFT_AVX512 0
+#endif
+
+// AVX2 + FMA without AVX-512 (AMD Zen 2/3, Intel Haswell to Alder Lake): the same functions on 8 floats,
+// with the same formulas, so both paths give the same values to rounding.
+#if !GRAFT_AVX512 && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define GRAFT_AVX2 1
+
+static inline __m256 graft_exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 y = _mm256_mul_ps(x, _mm256_set1_ps(1.4426950408889634f));
+    __m256 n = _mm256_floor_ps(y);
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(y, n), _mm256_set1_ps(0.6931471805599453f));
+    __m256 p = _mm256_set1_ps(0.0013888888889f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.0083333333333f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.041666666666f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.16666666666f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    // 2^n for n in [−126, 127] (x is clamped): n + 127 in the exponent field.
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 graft_gelu8(__m256 x) {
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    z = _mm256_max_ps(_mm256_set1_ps(-4.0f), _mm256_min_ps(z, _mm256_set1_ps(4.0f)));
+    __m256 z2 = _mm256_mul_ps(z, z);
+    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(2.77068142495902e-08f));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.10102402082508e-06f));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-5.69250639462346e-05f));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-7.34990630326855e-04f));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.95459980854025e-03f));
+    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-1.60960333262415e-02f));
+    p = _mm256_mul_ps(p, z);
+    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-2.13374055278905e-04f));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.68282697438203e-03f));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-7.37332916720468e-03f));
+    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.42647390514189e-02f));
+    __m256 erf = _mm256_div_ps(p, q);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
+static inline float graft_hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+static inline float graft_hmax8(__m256 v) {
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+// Lanes i < left set (for _mm256_maskload_ps / _mm256_maskstore_ps).
+static inline __m256i graft_lanes8(int left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#else
+#define GRAFT_AVX2 0
 #endif
 #endif
