@@ -4,7 +4,9 @@
 // repacks it — a general SGEMM packs B on every call, which on BERT-sized products (2048 × 384 × 384) is
 // ~10 % of the time. The micro-kernel keeps a 6 × 64 tile of C in 24 zmm registers, reads A straight
 // from its rows and does 24 FMAs per k (4 loads of B, 6 broadcasts of A). The bias, a residual and
-// GELU are applied while the tile is still in registers.
+// GELU are applied while the tile is still in registers. With AVX2 + FMA and no AVX-512 (16 ymm
+// registers) the same panels are done as four 6 × 16 sub-tiles: 12 FMAs per k from 2 loads of B and
+// 6 broadcasts of A. Without either, portable C gives the same results, slowly.
 //
 // Two layouts of the packed B:
 // - classical (graft_f32_*): B's panels; m·k·n multiply-adds.
@@ -29,11 +31,34 @@
 #include <math.h>
 
 #define NV 4    // 16-float vectors per B panel row
-#define MR 6    // rows per micro-kernel call (MR × NV accumulators + NV B vectors + 1 broadcast ≤ 32 registers)
+#define MR 6    // rows per micro-kernel call (AVX-512: MR × NV accumulators + NV B vectors + 1 broadcast ≤ 32 registers)
 #define NR (16 * NV)   // columns per B panel
-#define KC 1536 // k per block (B micro-panel 1536 × 64 floats = 384 KB, streamed from L2): a BERT-small FFN's whole k, so C is written once
 #define MC 96  // rows of A per block (at most 96 × 1536 floats = 576 KB, held in L2 across the panels)
 #define SH 48  // Strassen: rows per half block (a block is 2 × SH rows of A and C)
+// Sub-tiles per panel: AVX2's 16 registers hold a 6 × 16 tile, so the kernel covers a 64-column panel
+// in four passes (`sub`) over the same k block; AVX-512 (and the portable C) take the panel at once.
+#if GRAFT_AVX2
+#define NSUB 4
+#else
+#define NSUB 1
+#endif
+#define SUBW (NR / NSUB)
+
+// k per block. AVX-512 on Zen 4: 1536, a BERT-small FFN's whole k, so C is written once (B micro-panel
+// 1536 × 64 floats = 384 KB, streamed from L2; 1 MB L2). AVX2: 384, so a 16-column sub-panel (24 KB)
+// stays in L1 across the strips and a 96-row block of A (144 KB) in L2 (Zen 3: 32 KB L1, 512 KB L2).
+// `graft tune` measures the candidates and sets the fastest (graft_f32_set_kc).
+#if GRAFT_AVX512
+#define KC_DEFAULT 1536
+#else
+#define KC_DEFAULT 384
+#endif
+static int KC = KC_DEFAULT;
+
+int graft_f32_kc(void) { return KC; }
+int graft_f32_default_kc(void) { return KC_DEFAULT; }
+void graft_f32_set_kc(int kc) { KC = kc >= 16 ? kc : KC_DEFAULT; }
+int graft_f32_isa(void) { return GRAFT_AVX512 ? 2 : GRAFT_AVX2 ? 1 : 0; }
 
 int graft_f32_panels(int n) { return (n + NR - 1) / NR; }
 
@@ -144,17 +169,106 @@ static inline __attribute__((always_inline)) void kernel_mode(int mode, int kc, 
 }
 
 static void kernel(int mode, int kc, const float *const *a0, const float *const *a1, const float *b, int nr,
-                   const target *tg, int nt, int act) {
+                   const target *tg, int nt, int act, int sub) {
+    (void)sub;
     if (mode == 1) kernel_mode(1, kc, a0, a1, b, nr, tg, nt, act);
     else if (mode == 2) kernel_mode(2, kc, a0, a1, b, nr, tg, nt, act);
     else kernel_mode(0, kc, a0, a1, b, nr, tg, nt, act);
+}
+#elif GRAFT_AVX2
+// A full 8-float vector, or the lanes set in `lanes` (the others read as 0 and are not written).
+static inline __attribute__((always_inline)) __m256 load8(const float *p, int masked, __m256i lanes) {
+    return masked ? _mm256_maskload_ps(p, lanes) : _mm256_loadu_ps(p);
+}
+static inline __attribute__((always_inline)) void store8(float *p, __m256 v, int masked, __m256i lanes) {
+    if (masked) _mm256_maskstore_ps(p, lanes, v); else _mm256_storeu_ps(p, v);
+}
+
+// As the AVX-512 add_tile, for a 6 × 16 tile at column `col0` of g's panel; `masked` when fewer than
+// 16 columns are left (lanes[j]: vector j's columns).
+static inline __attribute__((always_inline)) void add_tile(__m256 acc[MR][2], int masked, const __m256i *lanes, target g,
+                                                          int col0, int from_c, int finish, int act) {
+    const __m256 sign = _mm256_set1_ps(g.sign);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; m++) {
+        if (m >= g.mr) break;
+        float *cr = g.c + (size_t)m * g.ldc + col0;
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++) {
+            __m256 base = from_c ? load8(cr + 8 * j, masked, lanes[j])
+                        : g.bias ? load8(g.bias + col0 + 8 * j, masked, lanes[j]) : _mm256_setzero_ps();
+            __m256 v = _mm256_fmadd_ps(acc[m][j], sign, base);
+            if (finish) {
+                if (g.res) v = _mm256_add_ps(v, load8(g.res + (size_t)m * g.ldr + col0 + 8 * j, masked, lanes[j]));
+                if (act == GRAFT_ACT_GELU) v = graft_gelu8(v);
+            }
+            store8(cr + 8 * j, v, masked, lanes[j]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void finish_targets(__m256 acc[MR][2], int masked, const __m256i *lanes,
+                                                                const target *tg, int nt, int col0, int act) {
+    for (int t = 0; t < nt; t++) {
+        const target g = tg[t];
+        if (!g.last) {
+            if (g.first) add_tile(acc, masked, lanes, g, col0, 0, 0, act);
+            else add_tile(acc, masked, lanes, g, col0, 1, 0, act);
+        } else {
+            if (g.first) add_tile(acc, masked, lanes, g, col0, 0, 1, act);
+            else add_tile(acc, masked, lanes, g, col0, 1, 1, act);
+        }
+    }
+}
+
+// Sub-tile `sub` (columns 16·sub …) of a 6 × 64 tile over kc values of k: 12 FMAs per k (2 loads of
+// B, 6 broadcasts of A). Rows of A as in the AVX-512 kernel (modes 0, 1, 2).
+static inline __attribute__((always_inline)) void kernel_mode(int mode, int kc, const float *const *a0, const float *const *a1,
+                                                             const float *b, int nr, const target *tg, int nt, int act, int sub) {
+    const int col0 = SUBW * sub;
+    for (int t = 0; t < nt; t++) {
+        const target *g = tg + t;
+        for (int m = 0; m < g->mr; m++) {
+            _mm_prefetch((const char *)(g->c + (size_t)m * g->ldc + col0), _MM_HINT_T1);
+            if (g->last && g->res) _mm_prefetch((const char *)(g->res + (size_t)m * g->ldr + col0), _MM_HINT_T1);
+        }
+    }
+    __m256 acc[MR][2];
+    for (int m = 0; m < MR; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    const float *bq = b + col0;
+    for (int q = 0; q < kc; q++, bq += NR) {
+        __m256 b0 = _mm256_load_ps(bq), b1 = _mm256_load_ps(bq + 8);
+#pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) {
+            __m256 av = _mm256_set1_ps(a0[m][q]);
+            if (mode == 1) av = _mm256_add_ps(av, _mm256_set1_ps(a1[m][q]));
+            if (mode == 2) av = _mm256_sub_ps(av, _mm256_set1_ps(a1[m][q]));
+            acc[m][0] = _mm256_fmadd_ps(av, b0, acc[m][0]);
+            acc[m][1] = _mm256_fmadd_ps(av, b1, acc[m][1]);
+        }
+    }
+    int left = nr - col0;
+    if (left >= SUBW) {
+        finish_targets(acc, 0, NULL, tg, nt, col0, act);
+    } else {
+        __m256i lanes[2] = {graft_lanes8(left), graft_lanes8(left - 8)};
+        finish_targets(acc, 1, lanes, tg, nt, col0, act);
+    }
+}
+
+static void kernel(int mode, int kc, const float *const *a0, const float *const *a1, const float *b, int nr,
+                   const target *tg, int nt, int act, int sub) {
+    if (mode == 1) kernel_mode(1, kc, a0, a1, b, nr, tg, nt, act, sub);
+    else if (mode == 2) kernel_mode(2, kc, a0, a1, b, nr, tg, nt, act, sub);
+    else kernel_mode(0, kc, a0, a1, b, nr, tg, nt, act, sub);
 }
 #else
 // GELU, exact (erf) form as HF's "gelu" (portable path: libm's erf).
 static inline float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 static void kernel(int mode, int kc, const float *const *a0, const float *const *a1, const float *b, int nr,
-                   const target *tg, int nt, int act) {
+                   const target *tg, int nt, int act, int sub) {
+    (void)sub;
     float acc[MR][NR];
     for (int m = 0; m < MR; m++) {
         for (int j = 0; j < nr; j++) {
@@ -193,6 +307,7 @@ void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b
             for (int p = panel_begin; p < panel_end; p++) {
                 const float *bp = b + ((size_t)p * k + k0) * NR;
                 int nr = n - p * NR < NR ? n - p * NR : NR;
+                for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++)
                 for (int r = 0; r < mc; r += MR) {
                     int mr = mc - r < MR ? mc - r : MR;
                     size_t row = (size_t)(i0 + r);
@@ -200,7 +315,7 @@ void graft_f32_gemm(int m, int n, int k, const float *a, int lda, const float *b
                                 res ? res + row * ldr + (size_t)p * NR : NULL, ldc, ldr, mr, kb == 0, kb == blocks - 1, 1.0f};
                     const float *ar[MR];
                     for (int i = 0; i < MR; i++) ar[i] = a + (row + (size_t)(i < mr ? i : 0)) * lda + k0;
-                    kernel(0, kc, ar, NULL, bp, nr, &t, 1, act);
+                    kernel(0, kc, ar, NULL, bp, nr, &t, 1, act, sub);
                 }
             }
         }
@@ -287,6 +402,7 @@ static void strassen_block(int rows, int n, int k, const float *a, int lda, cons
             for (int p = 0; p < panels; p++) {
                 int nr = nh - p * NR < NR ? nh - p * NR : NR;
                 const float *bp = bi + ((size_t)p * kh + k0) * NR;
+                for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++)
                 for (int s = 0; s < top; s += MR) {
                     target t[2];
                     int nt = 0;
@@ -303,7 +419,7 @@ static void strassen_block(int rows, int n, int k, const float *a, int lda, cons
                     const float *a0[MR], *a1[MR];
                     quadrant_rows(a0, &tm[0], a, lda, top, bottom, kh, s, k0, zero);
                     if (mode) quadrant_rows(a1, &tm[1], a, lda, top, bottom, kh, s, k0, zero);
-                    kernel(mode, kc, a0, a1, bp, nr, t, nt, act);
+                    kernel(mode, kc, a0, a1, bp, nr, t, nt, act, sub);
                 }
             }
         }
@@ -328,6 +444,7 @@ static void classical_block(int rows, int n, int k, const float *a, int lda, con
             for (int p = p0 < 0 ? 0 : p0; p < (p1 < panels ? p1 : panels); p++) {
                 int nr = nh - p * NR < NR ? nh - p * NR : NR;
                 const float *bp = b + (size_t)sp[2] * op + ((size_t)p * kh + k0) * NR;
+                for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++)
                 for (int s = 0; s < rows; s += MR) {
                     int mr = rows - s < MR ? rows - s : MR;
                     size_t col = (size_t)(sp[3] * nh + p * NR);
@@ -339,7 +456,7 @@ static void classical_block(int rows, int n, int k, const float *a, int lda, con
                         a0[i] = row + (size_t)sp[1] * kh;
                         a1[i] = row + kh;
                     }
-                    kernel(sp[0], kc, a0, a1, bp, nr, &t, 1, act);
+                    kernel(sp[0], kc, a0, a1, bp, nr, &t, 1, act, sub);
                 }
             }
         }

@@ -2,6 +2,12 @@ import CKernels
 
 /// Small SIMD kernels on raw float buffers (single-threaded; callers split work across cores).
 public enum Kernels {
+    /// The instruction set of the float32 product and attention kernels this build carries:
+    /// "avx512", "avx2" (AVX2 + FMA) or "portable" (plain C, several times slower).
+    public static var f32InstructionSet: String {
+        switch graft_f32_isa() { case 2: "avx512"; case 1: "avx2"; default: "portable" }
+    }
+
     /// Floats of scratch `attentionHead` needs for `length` positions of a `headSize`-wide head.
     public static func attentionScratchCount(length: Int, headSize: Int) -> Int {
         graft_attention_scratch(Int32(length), Int32(headSize))

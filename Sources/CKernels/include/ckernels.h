@@ -5,6 +5,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Instruction-set extensions (bits): of the running CPU (cpuid), and those this build was compiled for.
+#define GRAFT_CPU_AVX2 1
+#define GRAFT_CPU_FMA 2
+#define GRAFT_CPU_F16C 4
+#define GRAFT_CPU_AVX512F 8
+#define GRAFT_CPU_AVX512BW 16
+#define GRAFT_CPU_AVX512VL 32
+#define GRAFT_CPU_AVX512DQ 64
+#define GRAFT_CPU_AVX512VNNI 128
+#define GRAFT_CPU_AVX512BF16 256
+int graft_cpu_features(void);
+int graft_build_features(void);
+
 // 1 when the integer kernels below use VNNI instructions, 0 for the portable fallback.
 int graft_has_vnni(void);
 
@@ -34,6 +47,12 @@ void graft_bf16_gemm(int m, int n, int k, const float *a, int lda, const uint16_
 // with bias and R (row stride ldr; must not alias C) optional (NULL) and act GRAFT_ACT_NONE or GRAFT_ACT_GELU.
 #define GRAFT_ACT_NONE 0
 #define GRAFT_ACT_GELU 1
+// Which float32 kernel this build carries: 2 AVX-512, 1 AVX2 + FMA, 0 portable C.
+int graft_f32_isa(void);
+// k per cache block of the products (default per instruction set; graft tune measures and sets it).
+int graft_f32_kc(void);
+int graft_f32_default_kc(void);
+void graft_f32_set_kc(int kc);
 int graft_f32_panels(int n);
 size_t graft_f32_packed_size(int k, int n);
 void graft_f32_pack_b(const float *src, int k, int n, int transposed, float *dst);
