@@ -16,10 +16,11 @@ public final class F32Matrix: @unchecked Sendable {
         /// sums of two quadrants, so rounding errors are a little larger than classical's (1.2–1.7× in
         /// the kernel tests against double precision). Requires k and n even.
         case strassen
-        /// Strassen where it pays: k and n even and at least 384. Measured here (2 cores, m = 2048,
-        /// `graft bench gemm` and BERT's products with their epilogues): 7–10 % faster than classical at
-        /// k = 384, 12 % at k = 1536; at k = n = 192 the half-size products are too short and it is
-        /// ~20 % slower (one core). Classical otherwise.
+        /// Strassen where it pays: k and n even and at least 384, on a CPU where it measured faster
+        /// (`KernelChoices.active.strassen`). On Zen 4 with AVX-512 (2 cores, m = 2048, `graft bench gemm`
+        /// and BERT's products with their epilogues): 7–10 % faster than classical at k = 384, 12 % at
+        /// k = 1536; at k = n = 192 the half-size products are too short and it is ~20 % slower (one
+        /// core). On Zen 3 with AVX2 it was 30–50 % slower at every shape. Classical otherwise.
         case automatic
     }
 
@@ -46,7 +47,7 @@ public final class F32Matrix: @unchecked Sendable {
         case .strassen:
             precondition(even, "F32Matrix: Strassen needs k and n even (got \(k) × \(n))")
             self.algorithm = .strassen
-        case .automatic: self.algorithm = even && k >= 384 && n >= 384 ? .strassen : .classical
+        case .automatic: self.algorithm = KernelChoices.active.strassen && even && k >= 384 && n >= 384 ? .strassen : .classical
         }
         panels = Int(graft_f32_panels(Int32(n)))
         let strassen = self.algorithm == .strassen

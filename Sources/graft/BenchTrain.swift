@@ -196,7 +196,8 @@ struct BenchGemm: ParsableCommand {
             }
             let packed = F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .classical)
             let strassen = k % 2 == 0 && n % 2 == 0 ? F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .strassen) : nil
-            let bf = time { a, c in mat.multiply(a, m: m, into: c) }
+            // The portable bf16 fallback runs at a few GFLOPS: measured only where the CPU has AVX512-BF16.
+            let bf = BF16Matrix.hardwareAccelerated ? time { a, c in mat.multiply(a, m: m, into: c) } : .nan
             let pf = time { a, c in packed.multiply(a, m: m, into: c) }
             let sf = strassen.map { s in time { a, c in s.multiply(a, m: m, into: c) } }
             // SGEMM split over the cores by columns, as the bf16 product is (and as training runs it).

@@ -16,10 +16,20 @@ struct Graft: ParsableCommand {
           graft fuse --model base/ --adapter lora/ fused/
         """,
         version: "0.1.0",
-        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, BenchCommand.self])
+        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, BenchCommand.self,
+                      DoctorCommand.self, TuneCommand.self])
 
     static func main() {
+        // First, before any product: OpenBLAS kernels that fit the CPU (may start this program again).
+        BLASCore.ensureFastKernels()
         ProcessMemory.keepFreedBlocks()
+        // Commands that run products put this CPU's measured kernel choices in force (measured once).
+        let arguments = CommandLine.arguments.dropFirst()
+        if let command = arguments.first, tunedCommands.contains(command), !arguments.contains(where: { $0 == "-h" || $0 == "--help" }) {
+            TuningCache.ensure()
+        }
         Self.main(nil)
     }
+
+    static let tunedCommands: Set<String> = ["embed", "logits", "generate", "chat", "train", "eval", "demo", "bench"]
 }

@@ -7,12 +7,12 @@ import GraftMerging
 import GraftTensor
 
 /// `--precision auto|bf16|f32` → whether the products with the frozen weights run in bf16 (float32 sums);
-/// auto: where the CPU has AVX512-BF16.
+/// auto: where bf16 products were measured faster on this CPU (`KernelChoices`; needs AVX512-BF16).
 func usesBF16(precision p: String) throws -> Bool {
     switch p {
     case "bf16": return true
     case "f32": return false
-    case "auto": return BF16Matrix.hardwareAccelerated
+    case "auto": return KernelChoices.active.bf16
     default: throw ValidationError("--precision must be auto, bf16 or f32 (got '\(p)')")
     }
 }

@@ -72,7 +72,7 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Skip rows that do not fit the task's schema (counted and reported) instead of stopping.") var skipBadRows = false
     @Option(help: "BERT's own dropout while training (hidden and attention probabilities); default: the model config's rates, as transformers' train mode; 0 turns it off.") var modelDropout: Double?
     @Flag(help: "causal-lm: join consecutive examples into rows of up to --max-length tokens (no padding; attention crosses the joins, as TRL's packing).") var packing = false
-    @Option(help: "auto | bf16 | f32: precision of the products with the frozen base weights (float32 sums, adapters and optimizer either way). bf16 is about 1.5× faster on CPUs with AVX512-BF16, gradients within ~2 % of float32; f32 gives PyTorch's float32 gradients to 1e-5. auto (default): bf16 where the CPU has AVX512-BF16.") var precision: String?
+    @Option(help: "auto | bf16 | f32: precision of the products with the frozen base weights (float32 sums, adapters and optimizer either way). bf16 is about 1.5× faster on CPUs with AVX512-BF16, gradients within ~2 % of float32; f32 gives PyTorch's float32 gradients to 1e-5. auto (default): bf16 where the CPU has AVX512-BF16 and bf16 products measured faster than float32 on it (graft doctor shows the choice).") var precision: String?
 
     @Option(help: "LoRA rank r (default 8).") var rank: Int?
     @Option(help: "LoRA alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora.") var alpha: Double?

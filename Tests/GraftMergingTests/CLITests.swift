@@ -10,10 +10,15 @@ final class CLITests: XCTestCase {
             .map(\.path).first { FileManager.default.isExecutableFile(atPath: $0) } ?? b.path + "/graft"
     }
 
-    func run(_ args: [String], cwd: String? = nil) throws -> (Int32, String, String) {
+    func run(_ args: [String], cwd: String? = nil, environment: [String: String?] = [:]) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: graft)
         p.arguments = args
+        if !environment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in environment { env[k] = v }
+            p.environment = env
+        }
         if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -56,5 +61,33 @@ final class CLITests: XCTestCase {
                   "slerp", "model_stock", "pcb", "tsv", "opcm"] {
             XCTAssertTrue(out.contains("\n\(m)\n") || out.hasPrefix("\(m)\n"), m)
         }
+    }
+
+    /// The BLAS products never run on generic kernels where the CPU has AVX2 or AVX-512: as the
+    /// program starts (`graft doctor` reports it), and when OpenBLAS is told to use its oldest
+    /// x86-64 kernels, as its CPU detection does on CPUs it does not know — Graft then starts itself
+    /// again with kernels that fit (unless GRAFT_KEEP_BLAS_CORE=1, and then doctor warns).
+    func testBLASKernelsFitTheCPU() throws {
+        func doctor(_ env: [String: String?]) throws -> [String: Any] {
+            let (code, out, err) = try run(["doctor", "--json"], environment: env)
+            XCTAssertEqual(code, 0, err)
+            return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], out)
+        }
+        let plain = try doctor(["OPENBLAS_CORETYPE": nil, "GRAFT_KEEP_BLAS_CORE": nil])
+        let features = plain["cpu_features"] as? [String] ?? []
+        let avx2 = features.contains("avx2") && features.contains("fma"), avx512 = features.contains("avx512f")
+        XCTAssertEqual(plain["blas_generic"] as? Bool, false, "generic BLAS kernels in use: \(plain)")
+        guard avx2 || avx512 else { return }  // nothing wider to ask for
+
+        let forced = try doctor(["OPENBLAS_CORETYPE": "Prescott", "GRAFT_KEEP_BLAS_CORE": nil])
+        XCTAssertEqual(forced["blas_core_replaced"] as? String, "Prescott", "\(forced)")
+        XCTAssertEqual(forced["blas_generic"] as? Bool, false, "\(forced)")
+        let core = forced["blas_core"] as? String ?? ""
+        XCTAssertTrue(avx512 ? ["SkylakeX", "Cooperlake"].contains(core) : core == "Haswell", core)
+
+        let kept = try doctor(["OPENBLAS_CORETYPE": "Prescott", "GRAFT_KEEP_BLAS_CORE": "1"])
+        XCTAssertEqual(kept["blas_core"] as? String, "Prescott")
+        XCTAssertEqual(kept["blas_generic"] as? Bool, true)
+        XCTAssertTrue((kept["warnings"] as? [String] ?? []).contains { $0.contains("generic 'Prescott'") }, "\(kept)")
     }
 }

@@ -59,15 +59,52 @@ final class InferenceKernelTests: XCTestCase {
         }
     }
 
-    /// `automatic` takes Strassen only where it was measured to pay (k and n even and ≥ 384).
+    /// `automatic` takes Strassen only where it was measured to pay (k and n even and ≥ 384) and only
+    /// when the CPU's kernel choices say it is faster there.
     func testAutomaticAlgorithmChoice() {
+        let saved = KernelChoices.active
+        defer { KernelChoices.apply(saved) }
         let b = [Float](repeating: 0.5, count: 1536 * 1536)
         b.withUnsafeBufferPointer { p in
-            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 1536, transposed: true).algorithm, .strassen)
-            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 1536, n: 384, transposed: true).algorithm, .strassen)
-            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 383, transposed: true).algorithm, .classical)
-            XCTAssertEqual(F32Matrix(p.baseAddress!, k: 192, n: 384, transposed: true).algorithm, .classical)
+            for strassen in [true, false] {
+                var choices = saved
+                choices.strassen = strassen
+                KernelChoices.apply(choices)
+                let paying: F32Matrix.Algorithm = strassen ? .strassen : .classical
+                XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 1536, transposed: true).algorithm, paying)
+                XCTAssertEqual(F32Matrix(p.baseAddress!, k: 1536, n: 384, transposed: true).algorithm, paying)
+                XCTAssertEqual(F32Matrix(p.baseAddress!, k: 384, n: 383, transposed: true).algorithm, .classical)
+                XCTAssertEqual(F32Matrix(p.baseAddress!, k: 192, n: 384, transposed: true).algorithm, .classical)
+            }
         }
+    }
+
+    /// The products give the same values to rounding whatever k block the tuning picks (here every
+    /// candidate, with k spanning several blocks), and `measure` returns a complete, valid choice.
+    func testKernelChoicesBlockSizesAndMeasurement() {
+        let saved = KernelChoices.active
+        defer { KernelChoices.apply(saved) }
+        let (m, k, n) = (13, 1000, 130)
+        var rng = SeededRNG(seed: 5)
+        let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() - 0.5 }, b = (0..<(k * n)).map { _ in rng.nextUnitFloat() - 0.5 }
+        var reference = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { for q in 0..<k { reference[i * n + j] += Double(a[i * k + q]) * Double(b[q * n + j]) } } }
+        for kc in [192, 384, 768, 1536] {
+            var choices = saved
+            choices.f32BlockK = kc
+            KernelChoices.apply(choices)
+            let mat = b.withUnsafeBufferPointer { F32Matrix($0.baseAddress!, k: k, n: n, transposed: false, algorithm: .classical) }
+            var c = [Float](repeating: .nan, count: m * n)
+            a.withUnsafeBufferPointer { ap in c.withUnsafeMutableBufferPointer { mat.multiply(ap.baseAddress!, m: m, into: $0.baseAddress!) } }
+            var worst = 0.0
+            for (x, r) in zip(c, reference) { let d = abs(Double(x) - r); worst = d.isNaN ? .infinity : max(worst, d) }
+            XCTAssertLessThan(worst, 1e-4, "k block \(kc)")
+        }
+        let (measured, timings) = KernelChoices.measure()
+        XCTAssertTrue([192, 384, 768, 1536].contains(measured.f32BlockK))
+        XCTAssertFalse(measured.bf16 && !BF16Matrix.hardwareAccelerated, "bf16 chosen without AVX512-BF16")
+        XCTAssertGreaterThanOrEqual(timings.count, 5)
+        XCTAssertTrue(timings.allSatisfy { $0.gflops.isFinite && $0.gflops > 0 }, "\(timings)")
     }
 
     /// Softmax(scale·QKᵀ)·V for one head whose rows sit inside wider [tokens × hidden] matrices:
