@@ -387,6 +387,26 @@ static void quadrant_rows(const float **p, const term *tm, const float *a, int l
     }
 }
 
+// One strip of MR rows against a panel, in its NSUB passes. With more than one pass (AVX2) the A-side
+// sums of a Strassen product (modes 1, 2) are formed once into `sums` and the passes read them as plain
+// rows: formed in the k loop they cost each pass a load, an add and a broadcast from a register per row
+// and k, which compete with the FMAs for the same pipes (measured: Strassen at half the classical speed).
+static void run_strip(int mode, int kc, const float **a0, const float *const *a1, const float *b, int nr,
+                      const target *tg, int nt, int act) {
+    if (NSUB > 1 && mode) {
+        float sums[MR * kc];
+        for (int i = 0; i < MR; i++) {
+            float *o = sums + (size_t)i * kc;
+            const float *x = a0[i], *y = a1[i];
+            if (mode == 1) for (int q = 0; q < kc; q++) o[q] = x[q] + y[q];
+            else for (int q = 0; q < kc; q++) o[q] = x[q] - y[q];
+            a0[i] = o;
+        }
+        mode = 0;
+    }
+    for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++) kernel(mode, kc, a0, a1, b, nr, tg, nt, act, sub);
+}
+
 // One Strassen block of `rows` ≤ 2·SH rows.
 static void strassen_block(int rows, int n, int k, const float *a, int lda, const float *b, float *c, int ldc,
                            const float *bias, const float *res, int ldr, int act, const float *zero) {
@@ -402,7 +422,6 @@ static void strassen_block(int rows, int n, int k, const float *a, int lda, cons
             for (int p = 0; p < panels; p++) {
                 int nr = nh - p * NR < NR ? nh - p * NR : NR;
                 const float *bp = bi + ((size_t)p * kh + k0) * NR;
-                for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++)
                 for (int s = 0; s < top; s += MR) {
                     target t[2];
                     int nt = 0;
@@ -419,7 +438,7 @@ static void strassen_block(int rows, int n, int k, const float *a, int lda, cons
                     const float *a0[MR], *a1[MR];
                     quadrant_rows(a0, &tm[0], a, lda, top, bottom, kh, s, k0, zero);
                     if (mode) quadrant_rows(a1, &tm[1], a, lda, top, bottom, kh, s, k0, zero);
-                    kernel(mode, kc, a0, a1, bp, nr, t, nt, act, sub);
+                    run_strip(mode, kc, a0, a1, bp, nr, t, nt, act);
                 }
             }
         }
@@ -444,7 +463,6 @@ static void classical_block(int rows, int n, int k, const float *a, int lda, con
             for (int p = p0 < 0 ? 0 : p0; p < (p1 < panels ? p1 : panels); p++) {
                 int nr = nh - p * NR < NR ? nh - p * NR : NR;
                 const float *bp = b + (size_t)sp[2] * op + ((size_t)p * kh + k0) * NR;
-                for (int sub = 0; sub < NSUB && sub * SUBW < nr; sub++)
                 for (int s = 0; s < rows; s += MR) {
                     int mr = rows - s < MR ? rows - s : MR;
                     size_t col = (size_t)(sp[3] * nh + p * NR);
@@ -456,7 +474,7 @@ static void classical_block(int rows, int n, int k, const float *a, int lda, con
                         a0[i] = row + (size_t)sp[1] * kh;
                         a1[i] = row + kh;
                     }
-                    kernel(sp[0], kc, a0, a1, bp, nr, &t, 1, act, sub);
+                    run_strip(sp[0], kc, a0, a1, bp, nr, &t, 1, act);
                 }
             }
         }
