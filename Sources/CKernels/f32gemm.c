@@ -393,8 +393,8 @@ static void quadrant_rows(const float **p, const term *tm, const float *a, int l
 // and k, which compete with the FMAs for the same pipes (measured: Strassen at half the classical speed).
 static void run_strip(int mode, int kc, const float **a0, const float *const *a1, const float *b, int nr,
                       const target *tg, int nt, int act) {
+    float sums[NSUB > 1 && mode ? MR * kc : 1];  // lives until the passes below have read it
     if (NSUB > 1 && mode) {
-        float sums[MR * kc];
         for (int i = 0; i < MR; i++) {
             float *o = sums + (size_t)i * kc;
             const float *x = a0[i], *y = a1[i];
