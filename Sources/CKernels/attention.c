@@ -15,6 +15,26 @@ static int padded(int len) { return (len + 15) & ~15; }
 
 size_t graft_attention_scratch(int len, int dh) { return (size_t)padded(len) * (size_t)(dh + RB) + (size_t)RB * dh; }
 
+#if GRAFT_AVX512 || GRAFT_AVX2
+// Before query block i0 (`rows` real rows): prefetches a share of the next head's rows into L1, spread
+// over the blocks (prefetches into L2, in one burst or spread, left this head's query-row loads the hot
+// spot), and writes the block's query rows, scaled, side by side into qs (rows past len repeat the last).
+static inline void start_block(int i0, int rows, int per_block, int nlen, int dh, int ld, const float *q, float scale,
+                               float *qs, const float *nq, const float *nk, const float *nv) {
+    for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
+        for (int d = 0; d < dh; d += 16) {
+            size_t o = (size_t)j * ld + d;
+            _mm_prefetch((const char *)(nq + o), _MM_HINT_T0);
+            _mm_prefetch((const char *)(nk + o), _MM_HINT_T0);
+            _mm_prefetch((const char *)(nv + o), _MM_HINT_T0);
+        }
+    for (int r = 0; r < RB; r++) {
+        const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
+        for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
+    }
+}
+#endif
+
 #if GRAFT_AVX512
 // Transposes the 16 × 16 block held in r[0..15] (row i in r[i]) in place.
 static inline void transpose16(__m512 *r) {
@@ -62,20 +82,7 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
     }
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
-        // A share of the next head's rows into L1, spread over the blocks (prefetches into L2, in one
-        // burst or spread, left this head's query-row loads the hot spot).
-        for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
-            for (int d = 0; d < dh; d += 16) {
-                size_t o = (size_t)j * ld + d;
-                _mm_prefetch((const char *)(nq + o), _MM_HINT_T0);
-                _mm_prefetch((const char *)(nk + o), _MM_HINT_T0);
-                _mm_prefetch((const char *)(nv + o), _MM_HINT_T0);
-            }
-        // The block's query rows, scaled, side by side (rows past len repeat the last one).
-        for (int r = 0; r < RB; r++) {
-            const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
-            for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
-        }
+        start_block(i0, rows, per_block, nlen, dh, ld, q, scale, qs, nq, nk, nv);
         float inv[RB];  // 1 / Σ_j e^(s_j − max) per query row
         // Scores, 64 keys at a time.
         for (int c = 0; c < lp; c += 64) {
@@ -219,17 +226,7 @@ void graft_attention_head(int len, int dh, const float *q, const float *k, const
     }
     for (int i0 = 0; i0 < len; i0 += RB) {
         int rows = len - i0 < RB ? len - i0 : RB;
-        for (int j = i0 / RB * per_block; j < (i0 / RB + 1) * per_block && j < nlen; j++)
-            for (int d = 0; d < dh; d += 16) {
-                size_t o = (size_t)j * ld + d;
-                _mm_prefetch((const char *)(nq + o), _MM_HINT_T0);
-                _mm_prefetch((const char *)(nk + o), _MM_HINT_T0);
-                _mm_prefetch((const char *)(nv + o), _MM_HINT_T0);
-            }
-        for (int r = 0; r < RB; r++) {
-            const float *src = q + (size_t)(i0 + (r < rows ? r : rows - 1)) * ld;
-            for (int d = 0; d < dh; d++) qs[r * dh + d] = src[d] * scale;
-        }
+        start_block(i0, rows, per_block, nlen, dh, ld, q, scale, qs, nq, nk, nv);
         // Scores, 16 keys at a time (lp is a multiple of 16).
         for (int c = 0; c < lp; c += 16) {
             __m256 acc[RB][2];
