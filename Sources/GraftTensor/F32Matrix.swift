@@ -20,7 +20,7 @@ public final class F32Matrix: @unchecked Sendable {
         /// (`KernelChoices.active.strassen`). On Zen 4 with AVX-512 (2 cores, m = 2048, `graft bench gemm`
         /// and BERT's products with their epilogues): 7–10 % faster than classical at k = 384, 12 % at
         /// k = 1536; at k = n = 192 the half-size products are too short and it is ~20 % slower (one
-        /// core). On Zen 3 with AVX2 it was 30–50 % slower at every shape. Classical otherwise.
+        /// core). On Zen 3 with AVX2 it lost at most shapes (MiniLM embeddings 0.93×). Classical otherwise.
         case automatic
     }
 

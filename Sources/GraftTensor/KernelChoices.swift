@@ -7,8 +7,8 @@ import Darwin
 
 /// Which kernels the products use on this CPU, chosen by timing the candidates (`measure()`), not by
 /// the CPU's name or flags: the AVX-512 bf16 kernel tuned on Zen 4 was slower than float32 on an Intel
-/// Xeon, and Strassen's float32 products, 7–12 % faster with AVX-512 on Zen 4, were 30–50 % slower
-/// with AVX2 on Zen 3 (`graft bench gemm`). The CLI keeps the measured choices per CPU under
+/// Xeon, and Strassen's float32 products, 7–12 % faster with AVX-512 on Zen 4, were slower with AVX2
+/// on Zen 3 at most shapes (MiniLM embeddings 0.93× the classical order). The CLI keeps the measured choices per CPU under
 /// `$GRAFT_HOME/tuning` (as FFTW keeps its wisdom) and applies them at start; libraries and tests use
 /// `defaults` unless something calls `apply`.
 public struct KernelChoices: Sendable, Equatable {
