@@ -113,8 +113,8 @@ public enum BLASCore {
 
     /// The core to ask OpenBLAS for instead of `core` on a CPU with `features`, or nil when `core` already
     /// uses the widest vectors the CPU has. `explicit`: the user named `core` in OPENBLAS_CORETYPE; it is
-    /// kept unless it lacks AVX2 on a CPU that has it (an AVX2 core on an AVX-512 CPU can be a deliberate
-    /// way around a faulty AVX-512 kernel).
+    /// kept unless it lacks AVX2 on a CPU that has it, or asks for AVX-512 on a CPU without it (an AVX2
+    /// core on an AVX-512 CPU can be a deliberate way around a faulty AVX-512 kernel).
     public static func replacement(for core: String, features: CPUInfo.Features, explicit: Bool) -> String? {
         let best = features.avx512 ? (features.contains(.avx512bf16) ? "Cooperlake" : "SkylakeX") : features.avx2 ? "Haswell" : nil
         guard let best else { return nil }
@@ -123,10 +123,18 @@ public enum BLASCore {
         return fits ? nil : best
     }
 
-    /// True when the kernels in use are older than the CPU (what `graft doctor` warns about).
+    /// True when the kernels in use are not what `ensureFastKernels` would keep (what `graft doctor`
+    /// warns about): older than the CPU, or AVX-512 kernels on a CPU without it.
     public static var isGeneric: Bool {
-        replacement(for: name, features: CPUInfo.current.features, explicit: false) != nil
+        #if os(Linux)
+        return replacement(for: name, features: CPUInfo.current.features, explicit: userNamedCore) != nil
+        #else
+        return false
+        #endif
     }
+
+    /// Whether the user (not Graft's re-execution) set OPENBLAS_CORETYPE.
+    private static var userNamedCore: Bool { getenv("OPENBLAS_CORETYPE") != nil && replaced == nil }
 
     /// Called first by `graft`: when OpenBLAS chose generic kernels, re-executes this program with
     /// OPENBLAS_CORETYPE set (OpenBLAS reads it once, when it is loaded, so nothing less than a new
@@ -137,8 +145,7 @@ public enum BLASCore {
         let keep = getenv("GRAFT_KEEP_BLAS_CORE").map { String(cString: $0) == "1" } ?? false
         guard !keep, getenv("GRAFT_BLAS_CORE_REPLACED") == nil else { return }
         let detected = name
-        guard let better = replacement(for: detected, features: CPUInfo.current.features,
-                                       explicit: getenv("OPENBLAS_CORETYPE") != nil) else { return }
+        guard let better = replacement(for: detected, features: CPUInfo.current.features, explicit: userNamedCore) else { return }
         setenv("OPENBLAS_CORETYPE", better, 1)
         setenv("GRAFT_BLAS_CORE_REPLACED", detected, 1)  // also stops a second re-execution
         execv("/proc/self/exe", CommandLine.unsafeArgv)

@@ -77,6 +77,10 @@ public struct KernelChoices: Sendable, Equatable {
             }
         }
         func better(_ x: Double, than y: Double) -> Bool { x > 1.05 * y }
+        /// Whether the candidate is used: the default stays unless the other is 5 % faster.
+        func use(_ candidate: Double, against other: Double, byDefault: Bool) -> Bool {
+            byDefault ? !better(other, than: candidate) : better(candidate, than: other)
+        }
 
         let classical = b.withUnsafeBufferPointer { F32Matrix($0.baseAddress!, k: k, n: n, transposed: false, algorithm: .classical) }
         _ = rate { classical.multiply($0, m: m, into: $1) }  // the clock up to speed before the first candidate
@@ -95,18 +99,19 @@ public struct KernelChoices: Sendable, Equatable {
         let strassen = b.withUnsafeBufferPointer { F32Matrix($0.baseAddress!, k: k, n: n, transposed: false, algorithm: .strassen) }
         let strassenRate = rate { strassen.multiply($0, m: m, into: $1) }
         timings.append(Timing(candidate: "f32 Strassen, k block \(choices.f32BlockK)", gflops: strassenRate))
-        choices.strassen = choices.strassen ? !better(classicalRate, than: strassenRate) : better(strassenRate, than: classicalRate)
+        choices.strassen = use(strassenRate, against: classicalRate, byDefault: choices.strassen)
 
         if BF16Matrix.hardwareAccelerated {
-            // Training's products with a frozen weight: bf16 packed against float32 SGEMM split by columns.
+            // Training's products with a frozen weight: bf16 packed against float32 SGEMM split by columns
+            // over single-threaded BLAS, as training runs them.
             let bf = b.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: false) }
             let bfRate = rate { bf.multiply($0, m: m, into: $1) }
-            let f32Rate = b.withUnsafeBufferPointer { bp in
-                rate { Linalg.gemmParallel(m: m, n: n, k: k, a: $0, b: bp.baseAddress!, c: $1) }
+            let f32Rate = Linalg.withSingleThreadedBLAS {
+                b.withUnsafeBufferPointer { bp in rate { Linalg.gemmParallel(m: m, n: n, k: k, a: $0, b: bp.baseAddress!, c: $1) } }
             }
             timings.append(Timing(candidate: "bf16 packed (training)", gflops: bfRate))
             timings.append(Timing(candidate: "f32 BLAS (training)", gflops: f32Rate))
-            choices.bf16 = better(bfRate, than: f32Rate)
+            choices.bf16 = use(bfRate, against: f32Rate, byDefault: choices.bf16)
         } else {
             choices.bf16 = false
         }

@@ -28,6 +28,19 @@ public enum Linalg {
         singleThreaded = true
     }
 
+    /// Runs `body` with BLAS single-threaded, then restores the previous setting (for measuring what
+    /// training runs without changing what the rest of the process runs).
+    public static func withSingleThreadedBLAS<T>(_ body: () throws -> T) rethrows -> T {
+        let wasSingle = singleThreaded
+        #if !canImport(Accelerate)
+        let threads = openblas_get_num_threads()
+        defer { openblas_set_num_threads(threads) }
+        #endif
+        useSingleThreadedBLAS()
+        defer { singleThreaded = wasSingle }
+        return try body()
+    }
+
     /// Whether callers may run BLAS calls from several threads at once without oversubscribing.
     public static var blasIsSingleThreaded: Bool { singleThreaded }
 

@@ -37,4 +37,11 @@ final class CPUTests: XCTestCase {
         if cpu.buildFeatures.avx512 { XCTAssertEqual(Kernels.f32InstructionSet, "avx512") }
         else if cpu.buildFeatures.avx2 { XCTAssertEqual(Kernels.f32InstructionSet, "avx2") }
     }
+
+    /// The tuner measures training's single-threaded BLAS products without changing the process's setting.
+    func testSingleThreadedBLASIsRestored() {
+        let before = Linalg.blasIsSingleThreaded
+        Linalg.withSingleThreadedBLAS { XCTAssertTrue(Linalg.blasIsSingleThreaded) }
+        XCTAssertEqual(Linalg.blasIsSingleThreaded, before)
+    }
 }
