@@ -71,7 +71,7 @@ public enum Evaluation {
             let ad = try LoRAAdapter(path: adapter)
             try bert.attach(ad.lowRankUpdates(), source: adapter)
         }
-        if bf16 { bert.enableBF16() }
+        bert.packForTraining(bf16: bf16, backward: false)
         return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
     }
 

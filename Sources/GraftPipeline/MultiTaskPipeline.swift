@@ -212,7 +212,7 @@ public final class MultiTaskPipeline {
     /// A merged model on every task's split, each with its own head.
     func scoreMerged(_ folder: String, split: String) throws -> [String: TaskScore] {
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
-        if spec.bf16 { bert.enableBF16() }
+        bert.packForTraining(bf16: spec.bf16, backward: false)
         let tokenizer = try TokenizerLoader.load(model: folder)
         var out: [String: TaskScore] = [:]
         for t in spec.tasks {

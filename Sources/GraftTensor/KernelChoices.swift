@@ -19,15 +19,19 @@ public struct KernelChoices: Sendable, Equatable {
     public var strassen: Bool
     /// bf16 products for the frozen weights under `--precision auto`.
     public var bf16: Bool
+    /// Training's float32 products with a frozen weight over the weight packed once (`F32Matrix`) rather
+    /// than BLAS SGEMM (`Linear.packForTraining`).
+    public var packedTraining: Bool
 
-    public init(f32BlockK: Int, strassen: Bool, bf16: Bool) {
-        self.f32BlockK = f32BlockK; self.strassen = strassen; self.bf16 = bf16
+    public init(f32BlockK: Int, strassen: Bool, bf16: Bool, packedTraining: Bool) {
+        self.f32BlockK = f32BlockK; self.strassen = strassen; self.bf16 = bf16; self.packedTraining = packedTraining
     }
 
     /// Before any measurement: the instruction set's defaults (Strassen and bf16 as measured on Zen 4,
     /// where the kernels were written).
     public static var defaults: KernelChoices {
-        KernelChoices(f32BlockK: Int(graft_f32_default_kc()), strassen: graft_f32_isa() == 2, bf16: BF16Matrix.hardwareAccelerated)
+        KernelChoices(f32BlockK: Int(graft_f32_default_kc()), strassen: graft_f32_isa() == 2, bf16: BF16Matrix.hardwareAccelerated,
+                      packedTraining: graft_f32_isa() != 0)
     }
 
     nonisolated(unsafe) private static var current = KernelChoices.defaults
@@ -101,17 +105,20 @@ public struct KernelChoices: Sendable, Equatable {
         timings.append(Timing(candidate: "f32 Strassen, k block \(choices.f32BlockK)", gflops: strassenRate))
         choices.strassen = use(strassenRate, against: classicalRate, byDefault: choices.strassen)
 
+        // Training's products with a frozen weight: packed float32 (the chosen order) and, where the CPU has
+        // AVX512-BF16, packed bf16, against float32 SGEMM split by columns over single-threaded BLAS, as
+        // training runs it.
+        let blasRate = Linalg.withSingleThreadedBLAS {
+            b.withUnsafeBufferPointer { bp in rate { Linalg.gemmParallel(m: m, n: n, k: k, a: $0, b: bp.baseAddress!, c: $1) } }
+        }
+        timings.append(Timing(candidate: "f32 BLAS (training)", gflops: blasRate))
+        let packedRate = choices.strassen ? strassenRate : classicalRate
+        choices.packedTraining = use(packedRate, against: blasRate, byDefault: choices.packedTraining)
         if BF16Matrix.hardwareAccelerated {
-            // Training's products with a frozen weight: bf16 packed against float32 SGEMM split by columns
-            // over single-threaded BLAS, as training runs them.
             let bf = b.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: false) }
             let bfRate = rate { bf.multiply($0, m: m, into: $1) }
-            let f32Rate = Linalg.withSingleThreadedBLAS {
-                b.withUnsafeBufferPointer { bp in rate { Linalg.gemmParallel(m: m, n: n, k: k, a: $0, b: bp.baseAddress!, c: $1) } }
-            }
             timings.append(Timing(candidate: "bf16 packed (training)", gflops: bfRate))
-            timings.append(Timing(candidate: "f32 BLAS (training)", gflops: f32Rate))
-            choices.bf16 = use(bfRate, against: f32Rate, byDefault: choices.bf16)
+            choices.bf16 = use(bfRate, against: max(blasRate, choices.packedTraining ? packedRate : 0), byDefault: choices.bf16)
         } else {
             choices.bf16 = false
         }

@@ -115,6 +115,7 @@ public struct TrainableAdapter: @unchecked Sendable {
     public mutating func trainFully(_ head: inout Linear, name: String) {
         let g = LinearGradients.zeros(for: head, lowRank: false, full: true)
         head.gradients = g
+        head.bf16 = nil; head.f32Training = nil  // copies packed once would not follow the updates
         parameters.append(TrainableParameter(name: LoRAAdapter.prefix + name + ".weight", value: head.weight, grad: g.weight!,
                                              shape: [head.outFeatures, head.inFeatures], decay: true))
         saved.append((name + ".weight", head.weight, [head.outFeatures, head.inFeatures]))

@@ -155,7 +155,7 @@ public enum TrainingRun {
             let val = try Datasets.classification(valR, tokenizer: tokenizer, labels: labels, options: o, report: &r2)
             let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
-            if spec.bf16 { encoder.enableBF16() }
+            encoder.packForTraining(bf16: spec.bf16)
             encoder.trainingDropout = spec.dropout(for: encoder.config)
             var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed,
                                                       from: existing, allowHeadOnly: true)
@@ -207,7 +207,7 @@ public enum TrainingRun {
         case .embedding:
             let enc = try SentenceEncoder(folder: spec.model)
             var bert = enc.model
-            if spec.bf16 { bert.enableBF16() }
+            bert.packForTraining(bf16: spec.bf16)
             bert.trainingDropout = spec.dropout(for: bert.config)
             let (trainR, valR, testR) = try records(spec, stratify: nil)
             var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)

@@ -60,7 +60,7 @@ struct BenchTrain: ParsableCommand {
             var encoder = try BertModel(checkpoint: try Checkpoint(path: path))
             let v = encoder.vocabularySize, h = encoder.config.hidden
             ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
-            if precision == "bf16" { encoder.enableBF16() }
+            encoder.packForTraining(bf16: precision == "bf16")
             var adapter = try TrainableAdapter.attach(to: &encoder, config: lora, peftPrefix: "bert.", seed: 1)
             var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
             adapter.trainFully(&head, name: "classifier")

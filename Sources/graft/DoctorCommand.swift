@@ -18,13 +18,27 @@ enum TuningCache {
     static func load() -> (KernelChoices, [KernelChoices.Timing], String)? {
         guard let data = FileManager.default.contents(atPath: path), let json = try? JSONValue.parse([UInt8](data)),
               let kc = json["f32_block_k"]?.intValue, let strassen = json["strassen"]?.boolValue,
-              let bf16 = json["bf16"]?.boolValue else { return nil }
+              let bf16 = json["bf16"]?.boolValue, let packedTraining = json["packed_training"]?.boolValue else { return nil }
         let timings = (json["timings"]?.arrayValue ?? []).compactMap { t -> KernelChoices.Timing? in
             guard let c = t["candidate"]?.stringValue, let g = t["gflops"]?.doubleValue else { return nil }
             return KernelChoices.Timing(candidate: c, gflops: g)
         }
-        let choices = KernelChoices(f32BlockK: Int(kc), strassen: strassen, bf16: bf16 && BF16Matrix.hardwareAccelerated)
+        let choices = KernelChoices(f32BlockK: Int(kc), strassen: strassen, bf16: bf16 && BF16Matrix.hardwareAccelerated,
+                                    packedTraining: packedTraining)
         return (choices, timings, json["measured"]?.stringValue ?? "")
+    }
+
+    /// The choices as the file (and `graft doctor --json`) names them.
+    static func fields(_ c: KernelChoices) -> [(String, JSONValue)] {
+        [("f32_block_k", .int(Int64(c.f32BlockK))), ("strassen", .bool(c.strassen)), ("bf16", .bool(c.bf16)),
+         ("packed_training", .bool(c.packedTraining))]
+    }
+
+    /// One line per choice, for people.
+    static func describe(_ c: KernelChoices) -> [String] {
+        ["float32 products: \(c.strassen ? "Strassen (one level) where k, n ≥ 384" : "classical"), k block \(c.f32BlockK)",
+         "training's float32 products: \(c.packedTraining ? "over the weights packed once" : "BLAS SGEMM")",
+         "--precision auto: \(c.bf16 ? "bf16" : "f32")"]
     }
 
     /// Measures, stores (atomically: a partial file is never read) and returns the choices.
@@ -34,7 +48,7 @@ enum TuningCache {
         let json = JSONValue.object([
             ("cpu", .string(CPUInfo.current.summary)), ("kernels", .string(Kernels.f32InstructionSet)),
             ("measured", .string(ISO8601DateFormatter().string(from: Date()))),
-            ("f32_block_k", .int(Int64(choices.f32BlockK))), ("strassen", .bool(choices.strassen)), ("bf16", .bool(choices.bf16)),
+        ] + fields(choices) + [
             ("timings", .array(timings.map { .object([("candidate", .string($0.candidate)), ("gflops", .double($0.gflops))]) })),
         ])
         let url = URL(fileURLWithPath: path)
@@ -99,7 +113,7 @@ struct DoctorCommand: ParsableCommand {
                 ("blas_core", .string(BLASCore.name)), ("blas_core_replaced", BLASCore.replaced.map { .string($0) } ?? .null),
                 ("blas_generic", .bool(BLASCore.isGeneric)), ("blas_config", .string(BLASCore.configuration)),
                 ("threads", .int(Int64(graftThreadCount))), ("tuning_file", .string(TuningCache.path)), ("tuned", .bool(stored != nil)),
-                ("f32_block_k", .int(Int64(choices.f32BlockK))), ("strassen", .bool(choices.strassen)), ("bf16", .bool(choices.bf16)),
+            ] + TuningCache.fields(choices) + [
                 ("warnings", .array(warnings.map { .string($0) })),
             ])
             print(obj.serialized(pretty: true))
@@ -112,8 +126,7 @@ struct DoctorCommand: ParsableCommand {
         print("BLAS         \(BLASCore.name)\(replaced) — \(BLASCore.configuration)")
         print("threads      \(graftThreadCount) (GRAFT_THREADS to change)")
         print("choices      \(stored == nil ? "defaults, not measured" : "measured \(stored!.2)") — \(TuningCache.path)")
-        print("  float32 products: \(choices.strassen ? "Strassen (one level) where k, n ≥ 384" : "classical"), k block \(choices.f32BlockK)")
-        print("  --precision auto: \(choices.bf16 ? "bf16" : "f32")")
+        for line in TuningCache.describe(choices) { print("  " + line) }
         for t in stored?.1 ?? [] { print(String(format: "    %-34@ %6.1f GFLOPS", t.candidate as NSString, t.gflops)) }
         for w in warnings { print("warning: \(w)") }
     }
@@ -124,8 +137,8 @@ struct TuneCommand: ParsableCommand {
         commandName: "tune",
         abstract: "Measure the kernel candidates on this CPU again and keep the fastest (under $GRAFT_HOME/tuning).",
         discussion: """
-        Times the float32 product's k blocking, Strassen against the classical order and, on CPUs with \
-        AVX512-BF16, bf16 against float32 products, with the cores Graft uses (about half a second). \
+        Times the float32 product's k blocking, Strassen against the classical order, training's float32 \
+        products over packed weights against BLAS and, on CPUs with AVX512-BF16, bf16 against float32 products, with the cores Graft uses (about half a second). \
         Commands that run products measure once by themselves; run this after changing GRAFT_THREADS or \
         when the machine was busy during the first measurement. A candidate replaces the default only \
         when at least 5 % faster.
@@ -134,7 +147,7 @@ struct TuneCommand: ParsableCommand {
     func run() throws {
         let (choices, timings) = try TuningCache.measureAndStore()
         for t in timings { print(String(format: "%-34@ %6.1f GFLOPS", t.candidate as NSString, t.gflops)) }
-        print("chosen: float32 \(choices.strassen ? "Strassen" : "classical"), k block \(choices.f32BlockK); --precision auto → \(choices.bf16 ? "bf16" : "f32")")
+        print("chosen:"); for line in TuningCache.describe(choices) { print("  " + line) }
         print("stored in \(TuningCache.path)")
     }
 }

@@ -55,6 +55,22 @@ final class GradientReferenceTests: XCTestCase {
     /// loss to 1e-3, gradients to 3e-2 relative — the rounding, not a wiring error (which would be O(1)).
     func testMiniLMGradientsWithBF16ProductsStayClose() throws { try miniLM(bf16: true) }
 
+    /// Float32 products over weights packed once (`Linear.packForTraining`, what training uses where it
+    /// measured faster than BLAS): the same arithmetic in another order, so PEFT's tolerances hold.
+    func testMiniLMGradientsWithPackedFloat32ProductsMatchPEFT() throws {
+        let saved = KernelChoices.active
+        defer { KernelChoices.apply(saved) }
+        var packed = saved
+        packed.packedTraining = true
+        KernelChoices.apply(packed)
+        var sawPacked = false
+        try miniLM(bf16: false) { bert in
+            bert.packForTraining(bf16: false)
+            sawPacked = bert.linear("encoder.layer.0.attention.self.query")?.f32Training?.backward != nil
+        }
+        XCTAssertTrue(sawPacked, "the products were not packed")
+    }
+
     /// The fixture's classifier on all-MiniLM-L6-v2 with every adapter tensor (and the head) trainable,
     /// its batch without padding, and the gradient buffers by PEFT tensor name.
     struct MiniLMCase {
@@ -87,8 +103,8 @@ final class GradientReferenceTests: XCTestCase {
         return MiniLMCase(clf: clf, grads: grads, ids: ids, labels: ints(batch["labels"]))
     }
 
-    func miniLM(bf16: Bool, fixture: String = "grad-minilm-seqcls") throws {
-        let c = try Self.miniLMCase(fixture) { if bf16 { $0.enableBF16() } }
+    func miniLM(bf16: Bool, fixture: String = "grad-minilm-seqcls", configure: ((inout BertModel) -> Void)? = nil) throws {
+        let c = try Self.miniLMCase(fixture) { if bf16 { $0.enableBF16() }; configure?(&$0) }
         let (clf, grads, ids, labels, head) = (c.clf, c.grads, c.ids, c.labels, c.clf.head)
         let dir = referenceRoot + "/models/" + fixture
         let (logits, tape) = try clf.forwardTraining(ids, rng: Optional<UnsafeMutablePointer<SeededRNG>>.none)

@@ -29,6 +29,13 @@ extension BertModel {
     /// multiply-adds per instruction on CPUs with AVX512-BF16, inputs rounded to 8 mantissa bits.
     public mutating func enableBF16() { updateEveryLinear { $0.enableBF16() } }
 
+    /// Prepares the products with the frozen weights for training (and, `backward: false`, for
+    /// evaluation through `forwardTraining`): bf16, or float32 over weights packed once where that
+    /// measured faster than BLAS (`Linear.packForTraining`).
+    public mutating func packForTraining(bf16: Bool, backward: Bool = true) {
+        updateEveryLinear { $0.packForTraining(bf16: bf16, backward: backward) }
+    }
+
     /// Whether any layer has something to train (else backward below the head is skipped: a linear probe).
     public var hasTrainableLayers: Bool { layers.indices.contains(where: isTrainable) }
 

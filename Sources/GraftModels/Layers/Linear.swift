@@ -23,6 +23,10 @@ public struct Linear: Sendable {
     /// bf16 precision is on; nil: float32 BLAS.
     public var bf16: (forward: BF16Matrix, backward: BF16Matrix)?
 
+    /// The frozen weight packed once in float32 for training's products (x·Wᵀ forward; dy·W backward
+    /// unless only the forward pass runs), where that measured faster than BLAS; nil: BLAS, or bf16.
+    public var f32Training: (forward: F32Matrix, backward: F32Matrix?)?
+
     /// The frozen weight packed once for float32 inference products (`forward`), with bias, residual and
     /// GELU applied in the product's last step; nil: BLAS, which repacks the weight on every call.
     public var packed: F32Matrix?
@@ -38,6 +42,18 @@ public struct Linear: Sendable {
     public mutating func enableBF16() {
         bf16 = (BF16Matrix(weight.values.baseAddress!, k: inFeatures, n: outFeatures, transposed: true),
                 BF16Matrix(weight.values.baseAddress!, k: outFeatures, n: inFeatures, transposed: false))
+    }
+
+    /// Prepares training's products with this (frozen) weight: bf16 when `bf16`, else float32 over the
+    /// weight packed once where `KernelChoices` measured that faster than BLAS SGEMM, which repacks the
+    /// weight on every call (the same float32 arithmetic; sums in another order). `backward: false`
+    /// packs only the forward product (evaluation). Only for frozen weights (`trainFully` drops the copies).
+    public mutating func packForTraining(bf16: Bool, backward: Bool = true) {
+        if bf16 { enableBF16(); return }
+        guard KernelChoices.active.packedTraining else { return }
+        let w = weight.values.baseAddress!
+        f32Training = (F32Matrix(w, k: inFeatures, n: outFeatures, transposed: true),
+                       backward ? F32Matrix(w, k: outFeatures, n: inFeatures, transposed: false) : nil)
     }
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {

@@ -37,12 +37,17 @@ extension Linear {
     public func forwardTraining(_ x: FloatBuffer, rows: Int, rng: UnsafeMutablePointer<SeededRNG>?) -> (y: FloatBuffer, saved: Saved) {
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
-        if let bias { for r in 0..<rows { (yp + r * outFeatures).update(from: bias.values.baseAddress!, count: outFeatures) } }
-        if let packed = bf16?.forward {
-            packed.multiply(x.values.baseAddress!, m: rows, into: yp, beta: bias == nil ? 0 : 1)
+        let xp = x.values.baseAddress!
+        if let packed = f32Training?.forward {
+            packed.multiply(xp, m: rows, into: yp, bias: bias?.values.baseAddress)
         } else {
-            Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
-                                beta: bias == nil ? 0 : 1, c: yp)
+            if let bias { for r in 0..<rows { (yp + r * outFeatures).update(from: bias.values.baseAddress!, count: outFeatures) } }
+            if let packed = bf16?.forward {
+                packed.multiply(xp, m: rows, into: yp, beta: bias == nil ? 0 : 1)
+            } else {
+                Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: xp, b: weight.values.baseAddress!, transB: true,
+                                    beta: bias == nil ? 0 : 1, c: yp)
+            }
         }
         guard let lr = lowRank else { return (y, Saved(x: x, dropScale: nil, t: nil, doraScale: nil, doraPre: nil)) }
         // The low-rank branch's input: x, or x with dropout.
@@ -148,7 +153,9 @@ extension Linear {
         guard needInput else { return nil }
         let dx = FloatBuffer(count: rows * inFeatures)
         let dxp = dx.mutable.baseAddress!
-        if let packed = bf16?.backward {
+        if let packed = f32Training?.backward {
+            packed.multiply(dyp, m: rows, into: dxp)
+        } else if let packed = bf16?.backward {
             packed.multiply(dyp, m: rows, into: dxp)
         } else {
             Linalg.gemmParallel(m: rows, n: inFeatures, k: outFeatures, a: dyp, b: weight.values.baseAddress!, c: dxp)
