@@ -43,32 +43,41 @@ public func parallelEach(_ count: Int, _ body: (Int) -> Void) {
     }
 }
 
-/// Runs `body(part, parts)` for each part of Graft's fork–join pool (`parts` = `GRAFT_THREADS` or the
-/// cores), part 0 on the calling thread. For many short jobs — decode's matrix–vector products, tens of
-/// microseconds each — where a GCD hand-off (waking a thread through the OS) costs more than the job:
-/// the pool's workers spin between jobs and sleep only after ~0.5 ms idle. Nested or concurrent calls
-/// run every part on the calling thread.
-public func forkJoin(_ body: (_ part: Int, _ parts: Int) -> Void) {
+/// Splits `0..<count` into contiguous chunks — one per thread, up to four per thread as far as each keeps
+/// `minChunk` items — and runs `body` on each through Graft's fork–join pool, each chunk taken by whichever thread is free: the
+/// calling thread and the pool's workers (`GRAFT_THREADS`, else the cores). For many short jobs — decode's
+/// matrix–vector products, tens of microseconds each — where a GCD hand-off (waking a thread through the
+/// OS) costs more than the job: the workers spin between jobs and sleep only after ~0.5 ms idle. Chunks
+/// rather than one part per thread keep a core shared with another process from holding every job back.
+/// Nested or concurrent calls run every chunk on the calling thread.
+///
+/// Why both bounds (SmolLM2 decode, Zen 3, 2 cores): alone, four chunks per thread for every product cost
+/// 3 % (float) to 10 % (8-bit) against one, the claims' cache-line traffic weighing on products of a few
+/// microseconds; beside a busy core they gained 5–15 %. Small products keep one chunk per thread, large
+/// ones (the FFN's, the vocabulary head) are balanced.
+public func forkJoinRanges(count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+    guard count > 0 else { return }
+    let threads = graftPoolThreads
+    let chunks = max(min(threads, count), min(4 * threads, count / max(1, minChunk)))
     withoutActuallyEscaping(body) { b in
-        var f = b
-        withUnsafeMutablePointer(to: &f) { p in
-            graft_pool_run({ ctx, part, parts in
-                ctx!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(part), Int(parts))
-            }, UnsafeMutableRawPointer(p))
+        var job = ForkJoinJob(count: count, body: b)
+        withUnsafeMutablePointer(to: &job) { p in
+            graft_pool_run({ ctx, chunk, chunks in
+                let job = ctx!.assumingMemoryBound(to: ForkJoinJob.self)
+                let (c, n, count) = (Int(chunk), Int(chunks), job.pointee.count)
+                job.pointee.body(count * c / n..<count * (c + 1) / n)
+            }, UnsafeMutableRawPointer(p), Int32(chunks))
         }
     }
 }
 
-/// The number of parts `forkJoin` runs (its workers + the calling thread).
-public var graftPoolParts: Int { Int(graft_pool_parts()) }
-
-/// Splits `0..<count` into one contiguous range per fork–join part (see `forkJoin`).
-public func forkJoinRanges(count: Int, _ body: (Range<Int>) -> Void) {
-    forkJoin { part, parts in
-        let lo = count * part / parts, hi = count * (part + 1) / parts
-        if lo < hi { body(lo..<hi) }
-    }
+private struct ForkJoinJob {
+    let count: Int
+    let body: (Range<Int>) -> Void
 }
+
+/// The threads `forkJoinRanges` runs on (its workers + the calling thread).
+public var graftPoolThreads: Int { Int(graft_pool_threads()) }
 
 /// Carries a value across a concurrency boundary the compiler cannot check (raw pointers and
 /// closures over disjoint ranges of one buffer).

@@ -38,6 +38,10 @@ public struct QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// Rows per chunk of work at least, when the products split over the cores: 576-row products run in
+    /// one chunk per thread, the 1536-row and vocabulary-sized ones in more (`forkJoinRanges`).
+    static let rowsPerChunk = 256
+
     /// y[r] = Σ_c W[r, c] · x[c] for one input vector, rows split across the cores: the dequantised
     /// matrix times x up to float rounding. Q8_0/Q4_0/Q4_1 run `graft_matvec_float` (quants turned into
     /// floats 16 lanes at a time, float32 products); F16/BF16 rows convert through F16C here.
@@ -45,7 +49,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         guard let code = blockCode else {
             let ctx = UncheckedSendable((x, y))
             let me = self
-            forkJoinRanges(count: rows) { rr in
+            forkJoinRanges(count: rows, minChunk: Self.rowsPerChunk) { rr in
                 let (x, y) = ctx.value
                 for r in rr { y[r] = me.dotF16(row: r, x) }
             }
@@ -59,7 +63,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
             let ctx = UncheckedSendable((x, y, sb.baseAddress!))
             // Every product is split over the cores through the spinning fork–join pool: a decode step
             // runs ~200 of them, too short for GCD's hand-offs.
-            forkJoinRanges(count: rows) { rr in
+            forkJoinRanges(count: rows, minChunk: Self.rowsPerChunk) { rr in
                 let (x, y, sums) = ctx.value
                 graft_matvec_float(code, me.data.assumingMemoryBound(to: UInt8.self), Int32(me.cols), Int32(rr.lowerBound), Int32(rr.upperBound),
                                    x, sums, y)
@@ -80,7 +84,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         let me = self
         xq.withUnsafeBufferPointer { q in xd.withUnsafeBufferPointer { d in xs.withUnsafeBufferPointer { s in
             let ctx = UncheckedSendable((q.baseAddress!, d.baseAddress!, s.baseAddress!, y))
-            forkJoinRanges(count: rows) { rr in
+            forkJoinRanges(count: rows, minChunk: Self.rowsPerChunk) { rr in
                 let (q, d, s, y) = ctx.value
                 graft_matvec_q8(code, me.data.assumingMemoryBound(to: UInt8.self), Int32(me.cols), Int32(rr.lowerBound), Int32(rr.upperBound),
                                 q, d, s, y)

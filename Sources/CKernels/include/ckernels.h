@@ -86,12 +86,12 @@ void graft_keep_freed_blocks(void);
 // Bytes of the main heap (glibc's mallinfo2().arena); 0 on other C libraries.
 size_t graft_heap_bytes(void);
 
-// Fork–join pool for short jobs (see pool.c): runs fn(ctx, part, parts) for part = 0..<parts, part 0 on
-// the calling thread, the others on spinning workers; returns when all are done. parts is fixed:
-// GRAFT_THREADS, else the online cores. Nested or concurrent calls run every part inline.
-typedef void (*graft_job_fn)(void *ctx, int part, int parts);
-int graft_pool_parts(void);
-void graft_pool_run(graft_job_fn fn, void *ctx);
+// Fork–join pool for short jobs (see pool.c): runs fn(ctx, chunk, chunks) for chunk = 0..<chunks, each
+// chunk claimed by whichever thread is free — the caller and spinning workers; returns when all are done.
+// The threads: GRAFT_THREADS, else the online cores. Nested or concurrent calls run every chunk inline.
+typedef void (*graft_job_fn)(void *ctx, int chunk, int chunks);
+int graft_pool_threads(void);
+void graft_pool_run(graft_job_fn fn, void *ctx, int chunks);
 
 // Float-activation matrix–vector product over Q8_0 (0), Q4_0 (1) or Q4_1 (2) rows row0..<row1 (see kernels.c).
 void graft_matvec_float(int format, const uint8_t *w, int cols, int row0, int row1,
