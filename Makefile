@@ -2,11 +2,11 @@
 SWIFT ?= swift
 RELEASE = -c release -Xswiftc -enable-testing
 TEST_FLAGS = --disable-swift-testing
-APT_PACKAGES = libopenblas-dev
+APT_PACKAGES = libopenblas-dev time
 
 .PHONY: setup build test models data demo bench clean
 
-## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK).
+## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK) and /usr/bin/time (the benchmarks' child peak memory).
 setup:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing $(APT_PACKAGES)"; \

@@ -1,16 +1,101 @@
 import ArgumentParser
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
+import GraftBench
 import GraftFormats
 import GraftTensor
+import GraftTraining
 
+/// `graft bench …`: each subcommand sets a benchmark's options, runs it (GraftBench) and prints it.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks against the peers, measured in the same run.",
-        subcommands: [BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self])
+        discussion: "graft bench all runs every one of them and prints one table; the others run one benchmark each.",
+        subcommands: [BenchAll.self, BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self])
+}
+
+/// The path of this graft executable (the merge benchmark runs it as a child process).
+private var graftExecutable: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path }
+
+private var defaultMergeDir: String {
+    (ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft")) + "/bench/merge"
+}
+
+struct BenchAll: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all",
+        abstract: "Every benchmark against its peer in one run, as one table: the CPU, the kernel choices, and each row's ratio against its target.",
+        discussion: """
+        Rows: LoRA training on MiniLM (B32 T64) and SmolLM2 (B4 T128) against PyTorch + PEFT, with their peak \
+        memory; MiniLM embeddings against sentence-transformers; SmolLM2 512-token prefill and decode against \
+        llama.cpp, alone and again with a second process keeping one core busy (sharing the cores); TIES and \
+        task arithmetic merges against mergekit, with their peak memory. The table is Markdown, ready for \
+        BENCHMARKS.md. About 10 minutes with the peers installed (../shared/tools/peer-env.sh); without them \
+        Graft's figures alone. Run it on a quiet machine: another load changes every figure.
+
+        Examples:
+          graft bench all
+          graft bench all --only embed,generate
+          graft bench all --quick --no-peer        (a check that everything runs: not figures to keep)
+        """)
+
+    @Option(help: ArgumentHelp("Groups to run, comma-separated: \(BenchSuite.Group.allCases.map(\.rawValue).joined(separator: ", ")).",
+                               valueName: "groups"))
+    var only: String?
+    @Option(help: "auto | f32 | bf16: precision of training's products with the frozen weights (auto: as graft train picks it on this CPU).")
+    var precision: String = "auto"
+    @Flag(help: "Shorter runs (fewer steps, layers and tokens): checks that everything runs.") var quick = false
+    @Flag(help: "Skip the peers.") var noPeer = false
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+
+    func run() throws {
+        var suite = BenchSuite(graft: graftExecutable, mergeDir: defaultMergeDir + (quick ? "-quick" : ""))
+        if let only {
+            suite.groups = try only.split(separator: ",").map { name in
+                guard let g = BenchSuite.Group(rawValue: String(name)) else {
+                    throw ValidationError("--only: unknown group '\(name)' (groups: \(BenchSuite.Group.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                return g
+            }
+        }
+        suite.bf16 = try usesBF16(precision: precision)
+        suite.peer = !noPeer; suite.quick = quick
+        let cpu = CPUInfo.current
+        let choices = TuningCache.describe(KernelChoices.active)
+        let date = ISO8601DateFormatter().string(from: Date())
+        var rows: [BenchSuite.Row] = []
+        if !json {
+            print("CPU: \(cpu.modelName) (\(cpu.summary)), \(graftThreadCount) threads — \(date)")
+            print("BLAS: \(BLASCore.name); kernels: \(choices.joined(separator: "; "))")
+            if quick { print("quick run: shortened benchmarks, not figures to keep") }
+            print("")
+            print("| benchmark | graft | peer | ratio | target | met |")
+            print("|---|---|---|---|---|---|")
+        }
+        try suite.run(log: { printErr($0) }) { r in
+            rows.append(r)
+            if !json {
+                print("| \(r.name) | \(r.graft) | \(r.peer ?? "—") | \(r.ratio.map { String(format: "%.2f×", $0) } ?? "—") | \(r.target.text) | \(r.met.map { $0 ? "yes" : "**no**" } ?? "—") |")
+            }
+        }
+        if json {
+            let obj = JSONValue.object([
+                ("cpu", .string(cpu.modelName)), ("cpu_summary", .string(cpu.summary)), ("date", .string(date)),
+                ("blas_core", .string(BLASCore.name)), ("kernel_choices", .object(TuningCache.fields(KernelChoices.active))),
+                ("quick", .bool(quick)),
+                ("rows", .array(rows.map { r in
+                    .object([("group", .string(r.group.rawValue)), ("name", .string(r.name)), ("graft", .string(r.graft)),
+                             ("peer", r.peer.map { .string($0) } ?? .null), ("ratio", r.ratio.map { .double($0) } ?? .null),
+                             ("target", .string(r.target.text)), ("met", r.met.map { .bool($0) } ?? .null)])
+                })),
+            ])
+            print(obj.serialized(pretty: true))
+        } else {
+            let missed = rows.filter { $0.met == false }.count
+            print("\n\(rows.count) rows, \(rows.filter { $0.met == true }.count) on target, \(missed) below" +
+                  (rows.contains { $0.ratio == nil } ? ", the rest without a peer" : "") + ". `make demo` (target < 15 min) is timed on its own.")
+        }
+    }
 }
 
 struct BenchMerge: ParsableCommand {
@@ -23,208 +108,189 @@ struct BenchMerge: ParsableCommand {
         When mergekit is installed — `mergekit-yaml` on PATH, or the environment ../shared/tools/peer-env.sh builds in /tmp/graft-peers — it runs on the same inputs in the same run and the ratios are printed.
         """)
 
-    @Option(help: "Working folder for the generated models and outputs (default: $GRAFT_HOME/bench/merge).")
-    var dir: String?
-
-    @Option(help: "Number of fine-tunes.")
-    var models: Int = 4
-
-    @Option(help: "Number of transformer layers (30 as in SmolLM2-135M; fewer for a quick run).")
-    var layers: Int = 30
-
-    @Option(help: "Methods to run, comma-separated.")
-    var methods: String = "ties,task_arithmetic"
-
-    @Flag(help: "Skip mergekit even if it is installed.")
-    var noPeer = false
-
-    @Flag(help: "Print the results as JSON.")
-    var json = false
+    @Option(help: "Working folder for the generated models and outputs (default: $GRAFT_HOME/bench/merge).") var dir: String?
+    @Option(help: "Number of fine-tunes.") var models: Int = 4
+    @Option(help: "Number of transformer layers (30 as in SmolLM2-135M; fewer for a quick run).") var layers: Int = 30
+    @Option(help: "Methods to run, comma-separated.") var methods: String = "ties,task_arithmetic"
+    @Flag(help: "Skip mergekit even if it is installed.") var noPeer = false
+    @Flag(help: "Print the results as JSON.") var json = false
 
     func run() throws {
-        let home = ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft")
-        let root = dir ?? home + "/bench/merge"
-        let modelsDir = root + "/models-\(layers)l"
-        try SyntheticLlama.ensure(at: modelsDir, fineTunes: models, layers: layers)
-        let inputBytes = try (0...models).reduce(0) { acc, i in
-            acc + (try Checkpoint(path: modelsDir + "/" + SyntheticLlama.name(i))).dataBytes
-        }
-        let outputBytes = try Checkpoint(path: modelsDir + "/base").dataBytes
-        let bandwidth = try measureCopyBandwidth(modelsDir + "/base/model.safetensors", scratch: root + "/copy.tmp")
-        let ioLimit = Double(inputBytes + outputBytes) / bandwidth
-        let graft = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        // The peer: mergekit-yaml on PATH, else the environment ../shared/tools/peer-env.sh builds by default.
-        let defaultPeer = "/tmp/graft-peers/venv/bin/mergekit-yaml"
-        let mergekit = noPeer ? nil : which("mergekit-yaml") ?? (FileManager.default.isExecutableFile(atPath: defaultPeer) ? defaultPeer : nil)
+        guard models > 0, layers > 0 else { throw ValidationError("--models and --layers must be positive") }
+        var b = MergeBenchmark(dir: dir ?? defaultMergeDir)
+        b.models = models; b.layers = layers; b.methods = methods.split(separator: ",").map(String.init); b.peer = !noPeer
+        let r = try b.run(graft: graftExecutable, log: { printErr($0) })
         printErr(String(format: "inputs %@ (base + %d), output %@, copy bandwidth %.2f GB/s → I/O limit %.2f s",
-                        formatBytes(inputBytes), models, formatBytes(outputBytes), bandwidth / 1e9, ioLimit))
-        if mergekit == nil && !noPeer { printErr("mergekit-yaml not found (PATH, \(defaultPeer)): peer not measured; build it with ../shared/tools/peer-env.sh") }
-        var rows: [[String: Any]] = []
-        for method in methods.split(separator: ",").map(String.init) {
-            let cfg = root + "/\(method).yml"
-            try config(method: method, modelsDir: modelsDir).write(toFile: cfg, atomically: true, encoding: .utf8)
-            let out = root + "/out-graft-\(method)"
-            try? FileManager.default.removeItem(atPath: out)
-            let g = try measure([graft, "merge", cfg, out])
-            try? FileManager.default.removeItem(atPath: out)
-            var row: [String: Any] = ["method": method, "graft_seconds": g.seconds, "graft_peak_rss_mb": g.peakRSS / 1e6,
-                                      "io_limit_seconds": ioLimit]
-            var line = String(format: "%-16@ graft %6.2f s  %6.0f MB peak  (I/O limit %.2f s, %.1f× of it)",
-                              method as NSString, g.seconds, g.peakRSS / 1e6, ioLimit, g.seconds / ioLimit)
-            if let mk = mergekit {
-                let mout = root + "/out-mergekit-\(method)"
-                try? FileManager.default.removeItem(atPath: mout)
-                let m = try measure([mk, cfg, mout, "--allow-crimes", "--lazy-unpickle"], env: ["HF_HUB_OFFLINE": "1"], allowFailure: true)
-                try? FileManager.default.removeItem(atPath: mout)
-                row["mergekit_seconds"] = m.seconds
-                row["mergekit_peak_rss_mb"] = m.peakRSS / 1e6
-                row["speedup"] = m.seconds / g.seconds
-                line += String(format: " | mergekit %6.2f s  %6.0f MB peak | %.1f× faster, %.1f× less memory",
-                               m.seconds, m.peakRSS / 1e6, m.seconds / g.seconds, m.peakRSS / g.peakRSS)
-            }
-            rows.append(row)
-            if !json { print(line) }
-        }
+                        formatBytes(r.inputBytes), models, formatBytes(r.outputBytes), r.copyBandwidth / 1e9, r.rows.first?.ioLimitSeconds ?? 0))
         if json {
-            let data = try JSONSerialization.data(withJSONObject: ["results": rows, "input_bytes": inputBytes, "output_bytes": outputBytes,
-                                                                   "copy_bandwidth_gbps": bandwidth / 1e9], options: [.prettyPrinted, .sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        }
-    }
-
-    func config(method: String, modelsDir: String) -> String {
-        var s = "merge_method: \(method)\nbase_model: \(modelsDir)/base\ndtype: float32\nmodels:\n"
-        for i in 1...models {
-            s += "- model: \(modelsDir)/\(SyntheticLlama.name(i))\n  parameters:\n    weight: \(method == "ties" ? "1.0" : String(format: "%.3f", 1.0 / Double(models)))\n"
-            if method == "ties" { s += "    density: 0.3\n" }
-        }
-        return s
-    }
-
-    /// File-copy bandwidth (bytes read + written per second) copying one input with read/write
-    /// through an 8 MB buffer, page cache warm — what a merge that only moved bytes would take.
-    func measureCopyBandwidth(_ path: String, scratch: String) throws -> Double {
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: 8 << 20, alignment: 4096)
-        defer { buf.deallocate() }
-        func copyOnce() throws -> (Int, Double) {
-            let src = open(path, O_RDONLY), dst = open(scratch, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            guard src >= 0, dst >= 0 else { throw ValidationError("cannot copy \(path) to \(scratch)") }
-            defer { close(src); close(dst); unlink(scratch) }
-            let start = Date()
-            var total = 0
-            while true {
-                let r = read(src, buf, 8 << 20)
-                if r <= 0 { break }
-                var w = 0
-                while w < r { let k = write(dst, buf + w, r - w); if k <= 0 { break }; w += k }
-                total += r
+            let rows: [JSONValue] = r.rows.map { m in
+                var f: [(String, JSONValue)] = [("method", .string(m.method)), ("graft_seconds", .double(m.graft.seconds)),
+                                                ("graft_peak_rss_mb", .double(m.graft.peakRSS / 1e6)), ("io_limit_seconds", .double(m.ioLimitSeconds))]
+                if let mk = m.mergekit, let s = m.speedup {
+                    f += [("mergekit_seconds", .double(mk.seconds)), ("mergekit_peak_rss_mb", .double(mk.peakRSS / 1e6)), ("speedup", .double(s))]
+                }
+                return .object(f)
             }
-            return (total, Date().timeIntervalSince(start))
+            print(JSONValue.object([("results", .array(rows)), ("input_bytes", .int(Int64(r.inputBytes))), ("output_bytes", .int(Int64(r.outputBytes))),
+                                    ("copy_bandwidth_gbps", .double(r.copyBandwidth / 1e9))]).serialized(pretty: true))
+            return
         }
-        _ = try copyOnce()  // warm the page cache
-        let (bytes, t) = try copyOnce()
-        return Double(2 * bytes) / t
-    }
-
-    struct Measurement { let seconds: Double; let peakRSS: Double }
-
-    /// Runs a command as a child process; wall time and its peak resident set (wait4's ru_maxrss).
-    func measure(_ argv: [String], env: [String: String] = [:], allowFailure: Bool = false) throws -> Measurement {
-        var environ = ProcessInfo.processInfo.environment
-        for (k, v) in env { environ[k] = v }
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environ.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var pid: pid_t = 0
-        let start = Date()
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else { throw ValidationError("cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        var usage = rusage()
-        _ = wait4(pid, &status, 0, &usage)
-        let seconds = Date().timeIntervalSince(start)
-        if status != 0 && !allowFailure {
-            throw ValidationError("\(argv.joined(separator: " ")) failed (status \(status)); run it by hand to see why")
+        for m in r.rows {
+            var line = String(format: "%-16@ graft %6.2f s  %6.0f MB peak  (I/O limit %.2f s, %.1f× of it)",
+                              m.method as NSString, m.graft.seconds, m.graft.peakRSS / 1e6, m.ioLimitSeconds, m.graft.seconds / m.ioLimitSeconds)
+            if let mk = m.mergekit {
+                line += String(format: " | mergekit %6.2f s  %6.0f MB peak | %.1f× faster, %.1f× less memory",
+                               mk.seconds, mk.peakRSS / 1e6, mk.seconds / m.graft.seconds, mk.peakRSS / m.graft.peakRSS)
+            }
+            print(line)
         }
-        return Measurement(seconds: seconds, peakRSS: Double(usage.ru_maxrss) * 1024)
-    }
-
-    func which(_ name: String) -> String? {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
-            let p = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
     }
 }
 
-/// Float32 checkpoints with SmolLM2-135M's tensor shapes (hidden 576, 9/3 heads of 64, FFN 1536,
-/// vocabulary 49,152, tied embeddings): a random base and fine-tunes = base + low-rank + sparse + noise.
-enum SyntheticLlama {
-    static func name(_ i: Int) -> String { i == 0 ? "base" : "ft\(i)" }
+struct BenchEmbed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embed",
+        abstract: "Sentence embeddings per second on all-MiniLM-L6-v2 (batch 32 × 64 tokens), against sentence-transformers when installed.",
+        discussion: """
+        Both sides embed the same 32 distinct texts (tokenization included) once to warm up, then take \
+        turns, one batch each, so that both see the machine in the same state (its speed drifts by \
+        ±15 % over minutes). Each rate comes from its median batch time, so a moment of interference \
+        from other work does not decide the result. The peer runs PyTorch with 2 threads in its own \
+        process, which waits for its turn.
+        """)
 
-    static func shapes(layers: Int) -> [(String, [Int])] {
-        var s: [(String, [Int])] = [("model.embed_tokens.weight", [49152, 576])]
-        for l in 0..<layers {
-            let p = "model.layers.\(l)."
-            s += [(p + "self_attn.q_proj.weight", [576, 576]), (p + "self_attn.k_proj.weight", [192, 576]),
-                  (p + "self_attn.v_proj.weight", [192, 576]), (p + "self_attn.o_proj.weight", [576, 576]),
-                  (p + "mlp.gate_proj.weight", [1536, 576]), (p + "mlp.up_proj.weight", [1536, 576]),
-                  (p + "mlp.down_proj.weight", [576, 1536]),
-                  (p + "input_layernorm.weight", [576]), (p + "post_attention_layernorm.weight", [576])]
+    @Option(help: "Model (folder or short name).") var model: String = "minilm"
+    @Option(help: "Sentences per batch.") var batch: Int = 32
+    @Option(help: "Tokens per sentence, [CLS] and [SEP] included.") var tokens: Int = 64
+    @Option(help: "Timed batches.") var iterations: Int = 20
+    @Flag(help: "Skip the peer.") var noPeer = false
+    @Flag(help: "Graft multiplies in bf16 (graft embed --bf16).") var bf16 = false
+    @Flag(help: ArgumentHelp("Also time float32 products in the classical order (no Strassen), batches alternating with the default's in one process.",
+                             discussion: "Alternation makes the two comparable: this machine's speed drifts between runs by more than their difference."))
+    var compareClassical = false
+
+    func run() throws {
+        var b = EmbedBenchmark()
+        b.model = model; b.batch = batch; b.tokens = tokens; b.iterations = iterations
+        b.peer = !noPeer; b.bf16 = bf16; b.compareClassical = compareClassical
+        let r = try b.run(log: { printErr($0) })
+        var line = String(format: "graft%@: %.0f sentences/s (%.0f tokens/s)", bf16 ? " (bf16)" : "", r.sentencesPerSecond, r.sentencesPerSecond * Double(tokens))
+        if let c = r.classicalSentencesPerSecond {
+            line += String(format: " | float32 classical products: %.0f sentences/s (default %.3f× that)", c, r.sentencesPerSecond / c)
         }
-        s.append(("model.norm.weight", [576]))
-        return s
+        if let st = r.peerSentencesPerSecond, let ratio = r.ratio {
+            line += String(format: " | sentence-transformers: %.0f sentences/s | %.2f×", st, ratio)
+        }
+        print(line)
     }
+}
 
-    static func config(layers: Int) -> String {
-        """
-        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
-         "num_hidden_layers": \(layers), "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-         "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 100000.0, "tie_word_embeddings": true,
-         "hidden_act": "silu", "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2}
-        """
+struct BenchGenerate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "SmolLM2 prefill and decode tokens/s, against llama.cpp (llama-cpp-python, 2 threads) on the same GGUF when installed.")
+
+    @Option(help: "GGUF model (file or short name).") var model: String = "smollm2"
+    @Option(help: "Prompt tokens for the prefill measurement.") var prompt: Int = 512
+    @Option(help: "Tokens decoded one at a time.") var decode: Int = 128
+    @Flag(help: "Keep one core busy with a second process while measuring (sharing the cores).") var busy = false
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func run() throws {
+        var b = GenerateBenchmark()
+        b.model = model; b.prompt = prompt; b.decode = decode; b.peer = !noPeer
+        let neighbour = busy ? try BusyNeighbour() : nil
+        defer { neighbour?.stop() }
+        let r = try b.run(log: { printErr($0) })
+        var line = String(format: "graft: prefill %.0f tok/s (%d tokens), decode %.1f tok/s (%d tokens; %.1f with --int8-decode)",
+                          r.prefill, prompt, r.decode, decode, r.decodeInt8)
+        if let pp = r.peerPrefill, let dd = r.peerDecode {
+            line += String(format: "\nllama.cpp: prefill %.0f tok/s, decode %.1f tok/s | graft/llama.cpp: prefill %.2f×, decode %.2f× (%.2f× with --int8-decode)",
+                           pp, dd, r.prefill / pp, r.decode / dd, r.decodeInt8 / dd)
+        }
+        print(line)
     }
+}
 
-    static func ensure(at dir: String, fineTunes: Int, layers: Int) throws {
-        let shapes = shapes(layers: layers)
-        for i in 0...fineTunes {
-            let d = dir + "/" + name(i)
-            if FileManager.default.fileExists(atPath: d + "/model.safetensors") { continue }
-            printErr("generating \(d)")
-            let out = try OutputDirectory(d, overwrite: true)
-            let w = try ShardedSafetensorsWriter(directory: out.tempPath, specs: shapes.map { TensorSpec(name: $0.0, dtype: .f32, shape: $0.1) },
-                                                 maxShardBytes: Int.max)
-            for (k, (n, shape)) in shapes.enumerated() {
-                let count = shape.reduce(1, *)
-                var rng = SeededRNG(seed: UInt64(k), key: n)  // the base: same for every model
-                let buf = FloatBuffer(count: count)
-                let v = buf.mutable
-                let isNorm = shape.count == 1
-                for j in 0..<count { v[j] = isNorm ? 1 + 0.1 * (rng.nextUnitFloat() - 0.5) : 0.04 * (rng.nextUnitFloat() - 0.5) }
-                if i > 0 {
-                    var t = SeededRNG(seed: UInt64(i) << 32 | UInt64(k), key: n)
-                    for j in 0..<count {
-                        let u = t.nextUnitFloat()
-                        v[j] += 0.002 * (u - 0.5) + (u > 0.97 ? 0.01 * (t.nextUnitFloat() - 0.5) : 0)
-                    }
-                    if shape.count == 2 {  // a rank-4 update
-                        let (r, c) = (shape[0], shape[1])
-                        let a = (0..<(4 * c)).map { _ in t.nextUnitFloat() - 0.5 }, b = (0..<(r * 4)).map { _ in 0.01 * (t.nextUnitFloat() - 0.5) }
-                        let ab = Linalg.matmul(b, a, m: r, k: 4, n: c)
-                        for j in 0..<count { v[j] += ab[j] }
-                    }
-                }
-                try w.write(n, tensor: buf.tensor(shape: shape))
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "LoRA training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch when installed.",
+        discussion: """
+        Examples (the issue's two reference points):
+          graft bench train --model smollm2 --task causal-lm --batch 4 --seq 128 --rank 8 --targets q_proj,v_proj
+          graft bench train --model minilm --task classification --batch 32 --seq 64 --rank 8 --targets query,value
+        Random token ids of exactly --seq tokens (no padding), dropout off, one untimed warm-up step.
+        """)
+
+    @Option(help: "Model (folder, .gguf or short name).") var model: String = "minilm"
+    @Option(help: "classification | causal-lm.") var task: String = "classification"
+    @Option(help: "Sequences per step.") var batch: Int = 32
+    @Option(help: "Tokens per sequence.") var seq: Int = 64
+    @Option(help: "LoRA rank.") var rank: Int = 8
+    @Option(help: "Target modules, comma-separated.") var targets: String = "query,value"
+    @Option(help: "Timed optimizer steps.") var steps: Int = 5
+    @Option(help: "auto | f32 | bf16: precision of the products with the frozen weights, float32 sums either way (auto: as graft train picks it on this CPU).")
+    var precision: String = "auto"
+    @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func run() throws {
+        var b = TrainBenchmark()
+        guard let kind = TaskKind(rawValue: task) else { throw ValidationError("--task must be classification or causal-lm") }
+        b.model = model; b.task = kind; b.batch = batch; b.seq = seq; b.rank = rank
+        b.targets = targets.split(separator: ",").map(String.init); b.steps = steps; b.peer = !noPeer
+        b.bf16 = try usesBF16(precision: precision)
+        let r = try b.run(log: { printErr($0) })
+        let name = b.bf16 ? "bf16" : "f32"
+        if json {
+            var f: [(String, JSONValue)] = [("precision", .string(name)), ("tokens_per_second", .double(r.tokensPerSecond.rounded())),
+                                            ("gflops", .double((r.effectiveGFLOPS * 10).rounded() / 10)), ("peak_rss_mb", .double(r.peakRSSMB.rounded()))]
+            if let p = r.peerTokensPerSecond, let s = r.ratio {
+                f += [("peer_tokens_per_second", .double(p.rounded())), ("peer_peak_rss_mb", .double((r.peerPeakRSSMB ?? .nan).rounded())),
+                      ("speedup", .double((s * 100).rounded() / 100))]
             }
-            try w.finish()
-            try config(layers: layers).write(toFile: out.path("config.json"), atomically: true, encoding: .utf8)
-            try out.commit()
+            if let a = r.peerAutocastTokensPerSecond {
+                f += [("peer_autocast_tokens_per_second", .double(a.rounded())), ("speedup_vs_autocast", .double((r.tokensPerSecond / a * 100).rounded() / 100))]
+            }
+            print(JSONValue.object(f).serialized())
+            return
+        }
+        var line = String(format: "graft (\(name)): %.0f tokens/s, ≈%.0f effective GFLOPS, peak RSS %.0f MB", r.tokensPerSecond, r.effectiveGFLOPS, r.peakRSSMB)
+        if let p = r.peerTokensPerSecond, let s = r.ratio {
+            line += String(format: " | PyTorch+PEFT float32: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", p, r.peerPeakRSSMB ?? .nan, s, r.memoryRatio ?? .nan)
+        }
+        if let a = r.peerAutocastTokensPerSecond {
+            line += String(format: " | PyTorch bf16 autocast: %.0f tokens/s | %.2f×", a, r.tokensPerSecond / a)
+        }
+        print(line)
+    }
+}
+
+struct BenchGemm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm",
+        abstract: "Products over packed frozen weights — bf16 (AVX512-BF16) and float32 — against OpenBLAS SGEMM on the model shapes, in GFLOPS.",
+        discussion: """
+        float32 runs twice: the classical kernel, and one level of Strassen's algorithm (k and n even), \
+        whose rate is the effective one, 2·m·k·n over its time, though it does 7/8 of those operations. \
+        SGEMM is split over the cores by columns, as training runs it.
+        """)
+
+    @Option(help: "Shapes m×k×n, comma-separated.") var shapes: String = "2048x384x384,2048x384x1536,2048x1536x384,512x576x576,512x576x1536,512x1536x576,64x576x49152,64x49152x576"
+
+    func run() throws {
+        var b = GemmBenchmark()
+        b.shapes = try shapes.split(separator: ",").map { spec in
+            let d = spec.split(separator: "x").compactMap { Int($0) }
+            guard d.count == 3, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("bad shape '\(spec)' (use m×k×n as 2048x384x384)") }
+            return (d[0], d[1], d[2])
+        }
+        print("bf16 on this CPU: \(BF16Matrix.hardwareAccelerated ? "AVX512-BF16" : "portable fallback (not measured)")")
+        for r in b.run() {
+            let bf = r.bf16.map { String(format: "  bf16 %4.0f GFLOPS (%.2f×)", $0, $0 / r.blas) } ?? ""
+            let st = r.strassen.map { String(format: "  f32 Strassen %4.0f (%.2f×)", $0, $0 / r.blas) } ?? ""
+            print(String(format: "%6d×%6d×%6d%@  f32 packed %4.0f (%.2f×)%@  f32 BLAS %4.0f", r.m, r.k, r.n, bf, r.packed, r.packed / r.blas, st, r.blas))
         }
     }
 }

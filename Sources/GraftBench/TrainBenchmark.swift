@@ -1,0 +1,195 @@
+import Foundation
+import GraftAdapters
+import GraftFormats
+import GraftModels
+import GraftTensor
+import GraftText
+import GraftTraining
+
+/// LoRA training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch: random
+/// token ids of exactly `seq` tokens (no padding), dropout off, one untimed warm-up step each.
+public struct TrainBenchmark: Sendable {
+    public var model = "minilm"
+    public var task: TaskKind = .classification
+    public var batch = 32
+    public var seq = 64
+    public var rank = 8
+    public var targets = ["query", "value"]
+    public var steps = 5
+    /// bf16 products with the frozen weights (float32 sums); the peer then also runs bf16 autocast.
+    public var bf16 = false
+    public var peer = true
+
+    public init() {}
+
+    /// The issue's two reference shapes.
+    public static var miniLM: TrainBenchmark { TrainBenchmark() }
+    public static var smolLM2: TrainBenchmark {
+        var b = TrainBenchmark()
+        b.model = "smollm2"; b.task = .causalLM; b.batch = 4; b.seq = 128; b.targets = ["q_proj", "v_proj"]
+        return b
+    }
+
+    public struct Result: Sendable {
+        public let tokensPerSecond: Double
+        /// The FLOPs of the full computation PyTorch does, over Graft's time (Graft skips some, e.g. the
+        /// classifier's last layer past the first token, so this can pass the FP32 peak).
+        public let effectiveGFLOPS: Double
+        public let peakRSSMB: Double
+        public let peerTokensPerSecond: Double?, peerPeakRSSMB: Double?, peerAutocastTokensPerSecond: Double?
+        public var ratio: Double? { peerTokensPerSecond.map { tokensPerSecond / $0 } }
+        public var memoryRatio: Double? { peerPeakRSSMB.map { peakRSSMB / $0 } }
+    }
+
+    public func run(log: (String) -> Void) throws -> Result {
+        guard batch > 0, seq > 1, rank > 0, steps > 0 else { throw BenchError("--batch, --seq, --rank and --steps must be positive (--seq ≥ 2)") }
+        guard task == .classification || task == .causalLM else { throw BenchError("--task must be classification or causal-lm") }
+        let path = try ModelLocator.resolve(model)
+        Linalg.useSingleThreadedBLAS()  // as graft train: Graft splits the work over the cores itself
+        let lora = LoRAConfig(rank: rank, alpha: Double(2 * rank), targetModules: targets)
+        var rng = SeededRNG(seed: 1)
+        let tps: Double, flopsPerStep: Double
+        var ids: [[Int]] = []
+        if task == .classification {
+            var encoder = try BertModel(checkpoint: try Checkpoint(path: path))
+            let v = encoder.vocabularySize, h = encoder.config.hidden
+            ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
+            encoder.packForTraining(bf16: bf16)
+            var adapter = try TrainableAdapter.attach(to: &encoder, config: lora, peftPrefix: "bert.", seed: 1)
+            var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
+            adapter.trainFully(&head, name: "classifier")
+            let t = ClassificationTask(model: try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: path), head: head))
+            let ex = ids.enumerated().map { ClassificationTask.Example(ids: $1, label: $0 % 2) }
+            let c = encoder.config
+            let linear = Double(c.layers * (4 * h * h + 2 * h * c.intermediate))
+            tps = try timeSteps(t, adapter, ex)
+            flopsPerStep = flops(linearParams: linear, layers: c.layers, hidden: h, head: 0)
+        } else {
+            var lm = try CausalLM(path: path)
+            let c = lm.model.config
+            ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
+            if bf16 { lm.model.enableBF16() }
+            let adapter = try TrainableAdapter.attach(to: &lm.model, config: lora, peftPrefix: "", seed: 1)
+            let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
+            let h = c.hidden, kv = c.kvHeads * c.headDim
+            let linear = Double(c.layers * (2 * h * h + 2 * h * kv + 3 * h * c.intermediate))
+            tps = try timeSteps(CausalLMTask(model: lm.model), adapter, ex)
+            flopsPerStep = flops(linearParams: linear, layers: c.layers, hidden: h, head: Double(c.vocab * h))
+        }
+        let gflops = flopsPerStep * tps / Double(batch * seq) / 1e9
+        let rss = peakRSSBytes() / 1e6
+        var peerTPS: Double?, peerRSS: Double?, autocast: Double?
+        if peer {
+            if let r = try Peers.run(Self.peerScript, input: ["path": path, "task": task.rawValue, "ids": ids, "rank": rank,
+                                                             "targets": targets.joined(separator: ","), "steps": steps, "autocast": bf16], log: log) {
+                peerTPS = r["tokens_per_second"] as? Double; peerRSS = r["peak_rss_mb"] as? Double
+                autocast = r["autocast_tokens_per_second"] as? Double
+            } else if Peers.python == nil {
+                log("PyTorch + PEFT not installed (../shared/tools/peer-env.sh): peer not measured")
+            }
+        }
+        return Result(tokensPerSecond: tps, effectiveGFLOPS: gflops, peakRSSMB: rss, peerTokensPerSecond: peerTPS, peerPeakRSSMB: peerRSS,
+                      peerAutocastTokensPerSecond: autocast)
+    }
+
+    /// Approximate FLOPs of one step as PyTorch computes it: forward = 2·(linear weights + head)·tokens + attention 4·t²·h per
+    /// sequence and layer; backward with frozen weights = input gradients only (≈ the forward's
+    /// linear FLOPs again, attention twice).
+    func flops(linearParams: Double, layers: Int, hidden: Int, head: Double) -> Double {
+        let tokens = Double(batch * seq)
+        let fwdLinear = 2 * (linearParams + head) * tokens
+        let fwdAttn = 4 * Double(seq * seq * hidden * layers * batch)
+        return 2 * fwdLinear + 3 * fwdAttn
+    }
+
+    func timeSteps<T: TrainingTask>(_ task: T, _ adapter: TrainableAdapter, _ examples: [T.Example]) throws -> Double {
+        let opt = AdamW(adapter.parameters, weightDecay: 0)
+        func step() throws {
+            adapter.zeroGrad()
+            _ = try task.step(examples, lossScale: 1, rng: nil, backward: true)
+            opt.update(lr: 1e-4)
+        }
+        try step()
+        let t0 = monotonicSeconds()
+        for _ in 0..<steps { try step() }
+        return Double(batch * seq * steps) / (monotonicSeconds() - t0)
+    }
+
+    static let peerScript = """
+    import json, sys, time, resource, torch
+    from peft import LoraConfig, get_peft_model
+    a = json.load(sys.stdin); torch.set_num_threads(2); torch.manual_seed(0)
+    ids = torch.tensor(a["ids"]); targets = a["targets"].split(",")
+    if a["task"] == "classification":
+        from transformers import AutoModelForSequenceClassification
+        m = AutoModelForSequenceClassification.from_pretrained(a["path"], num_labels=2)
+        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="SEQ_CLS", lora_dropout=0.0)
+        labels = torch.arange(ids.shape[0]) % 2
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+    else:
+        import os
+        from transformers import AutoModelForCausalLM
+        d, f = os.path.split(a["path"])
+        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="CAUSAL_LM", lora_dropout=0.0)
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+    m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    def step(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = m(**batch).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+    def measure(autocast):
+        step(autocast)
+        t = time.time()
+        for _ in range(a["steps"]): step(autocast)
+        return ids.numel() * a["steps"] / (time.time() - t)
+    out = {"tokens_per_second": measure(False), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if a["autocast"]: out["autocast_tokens_per_second"] = measure(True)  # the same bf16 products Graft's bf16 does
+    print(json.dumps(out))
+    """
+}
+
+/// Products over packed frozen weights — bf16 (AVX512-BF16) and float32, classical and Strassen —
+/// against OpenBLAS SGEMM split over the cores by columns (as training runs it), in GFLOPS.
+public struct GemmBenchmark: Sendable {
+    public var shapes: [(m: Int, k: Int, n: Int)] = [(2048, 384, 384), (2048, 384, 1536), (2048, 1536, 384), (512, 576, 576),
+                                                     (512, 576, 1536), (512, 1536, 576), (64, 576, 49152), (64, 49152, 576)]
+
+    public init() {}
+
+    /// GFLOPS per candidate; Strassen's is the effective rate (2·m·k·n over its time, though it does
+    /// 7/8 of those operations), nil where k or n is odd; bf16 nil without AVX512-BF16 (the portable
+    /// fallback runs at a few GFLOPS).
+    public struct Row: Sendable { public let m: Int, k: Int, n: Int; public let bf16: Double?, packed: Double, strassen: Double?, blas: Double }
+
+    public func run() -> [Row] {
+        Linalg.useSingleThreadedBLAS()
+        return shapes.map { (m, k, n) in
+            // Eight inputs and outputs in turn, as a model's products see fresh activations (one A and C
+            // reused would stay in cache and flatter every kernel).
+            var rng = SeededRNG(seed: 3)
+            func random(_ count: Int) -> FloatBuffer { FloatBuffer((0..<count).map { _ in rng.nextUnitFloat() - 0.5 }) }
+            let inputs = (0..<8).map { _ in random(m * k) }, outputs = (0..<8).map { _ in random(m * n) }
+            let b = random(k * n)
+            let reps = max(2, 100_000_000_000 / (2 * m * n * k))  // about half a second per measurement
+            func time(_ f: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
+                f(inputs[0].values.baseAddress!, outputs[0].mutable.baseAddress!)
+                let t0 = monotonicSeconds()
+                for r in 0..<reps { f(inputs[r % 8].values.baseAddress!, outputs[r % 8].mutable.baseAddress!) }
+                return 2 * Double(m * n * k) * Double(reps) / (monotonicSeconds() - t0) / 1e9
+            }
+            let packed = F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .classical)
+            let strassen = k % 2 == 0 && n % 2 == 0 ? F32Matrix(b.values.baseAddress!, k: k, n: n, transposed: false, algorithm: .strassen) : nil
+            var bf: Double?
+            if BF16Matrix.hardwareAccelerated {
+                let mat = BF16Matrix(b.values.baseAddress!, k: k, n: n, transposed: false)
+                bf = time { a, c in mat.multiply(a, m: m, into: c) }
+            }
+            let pf = time { a, c in packed.multiply(a, m: m, into: c) }
+            let sf = strassen.map { s in time { a, c in s.multiply(a, m: m, into: c) } }
+            let f32 = time { a, c in Linalg.gemmParallel(m: m, n: n, k: k, a: a, b: b.values.baseAddress!, c: c) }
+            return Row(m: m, k: k, n: n, bf16: bf, packed: pf, strassen: sf, blas: f32)
+        }
+    }
+}
