@@ -65,7 +65,7 @@ struct BenchAll: ParsableCommand {
         let date = ISO8601DateFormatter().string(from: Date())
         var rows: [BenchSuite.Row] = []
         if !json {
-            print("CPU: \(cpu.modelName) (\(cpu.summary)), \(graftThreadCount) threads — \(date)")
+            print("CPU: \(cpu.summary), \(graftThreadCount) threads — \(date)")
             print("BLAS: \(BLASCore.name); kernels: \(choices.joined(separator: "; "))")
             if quick { print("quick run: shortened benchmarks, not figures to keep") }
             print("")

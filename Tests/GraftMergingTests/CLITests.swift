@@ -90,4 +90,33 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(kept["blas_generic"] as? Bool, true)
         XCTAssertTrue((kept["warnings"] as? [String] ?? []).contains { $0.contains("generic 'Prescott'") }, "\(kept)")
     }
+
+    /// `graft bench all`: one row per figure with Graft's measurement, no ratio without the peer, the
+    /// CPU and the kernel choices in the header; the sharing rows' busy neighbour is gone afterwards; an
+    /// unknown group is refused by name. (Quick runs of the shortest groups: the figures are not checked.)
+    func testBenchAllTable() throws {
+        let (code, out, err) = try run(["bench", "all", "--quick", "--no-peer", "--only", "embed,generate,sharing", "--json"])
+        XCTAssertEqual(code, 0, err)
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], out)
+        XCTAssertFalse((obj["cpu"] as? String ?? "").isEmpty)
+        XCTAssertNotNil((obj["kernel_choices"] as? [String: Any])?["packed_training"], "\(obj)")
+        let rows = obj["rows"] as? [[String: Any]] ?? []
+        XCTAssertEqual(rows.map { $0["group"] as? String ?? "" }, ["embed", "generate", "generate", "sharing", "sharing"])
+        for r in rows {
+            let figure = Double((r["graft"] as? String ?? "").split(separator: " ").first ?? "") ?? 0
+            XCTAssertGreaterThan(figure, 0, "\(r)")
+            XCTAssertTrue(r["ratio"] is NSNull && r["met"] is NSNull, "no peer, no ratio: \(r)")
+        }
+        XCTAssertTrue(rows.last?["name"] as? String ?? "" == "SmolLM2 decode, one core busy", "\(rows)")
+        let ps = Process()
+        ps.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        ps.arguments = ["-f", "while :; do :; done"]
+        ps.standardOutput = FileHandle.nullDevice
+        try ps.run(); ps.waitUntilExit()
+        XCTAssertEqual(ps.terminationStatus, 1, "the busy neighbour is still running")
+
+        let (bad, _, badErr) = try run(["bench", "all", "--only", "embed,bogus"])
+        XCTAssertNotEqual(bad, 0)
+        XCTAssertTrue(badErr.contains("unknown group 'bogus'"), badErr)
+    }
 }

@@ -179,3 +179,58 @@ extension GradientReferenceTests {
         XCTAssertEqual(checked, 6)
     }
 }
+
+extension GradientReferenceTests {
+    /// Skipping the padding rows in the products with frozen weights (`TokenRows`, the default) changes
+    /// no value where Graft's own kernels multiply (each row's sums run in the same order whatever the
+    /// number of rows): the loss and every gradient equal, to the bit, those of the pass that multiplies
+    /// the padding too — with model dropout and LoRA dropout on, so the masks line up as well. OpenBLAS's
+    /// SGEMM rounds a row differently depending on where it falls in its tiles, so there the two agree to
+    /// rounding. The fixture's batch has sequences of different lengths.
+    func testSkippingPaddingRowsChangesNothing() throws {
+        enum Products { case packedF32, bf16, blas }
+        func run(_ products: Products, multipliesPadding: Bool) throws -> (Double, [String: [Float]]) {
+            let saved = KernelChoices.active
+            defer { KernelChoices.apply(saved) }
+            var choices = saved
+            choices.packedTraining = true
+            KernelChoices.apply(choices)
+            let c = try Self.miniLMCase("grad-minilm-seqcls") { bert in
+                bert.trainingDropout = (0.1, 0.1)
+                bert.multipliesPadding = multipliesPadding
+                bert.updateEveryLinear { $0.loraDropout = 0.1 }
+                if products != .blas { bert.packForTraining(bf16: products == .bf16) }
+            }
+            XCTAssertGreaterThan(Set(c.ids.map(\.count)).count, 1, "the batch must have padding")
+            var rng = SeededRNG(seed: 5)
+            return try withUnsafeMutablePointer(to: &rng) { r in
+                let (logits, tape) = try c.clf.forwardTraining(c.ids, rng: r)
+                let (sum, count, dl) = Loss.crossEntropy(logits, classes: c.clf.head.outFeatures, targets: c.labels)
+                c.clf.backward(dl, tape: tape)
+                return (sum / Double(count), c.grads.mapValues(\.array))
+            }
+        }
+        for products in [Products.packedF32, .bf16, .blas] {
+            let (skipLoss, skipGrads) = try run(products, multipliesPadding: false)
+            let (fullLoss, fullGrads) = try run(products, multipliesPadding: true)
+            XCTAssertEqual(Set(skipGrads.keys), Set(fullGrads.keys))
+            if products == .blas {
+                XCTAssertEqual(skipLoss, fullLoss, accuracy: 1e-6 * fullLoss)
+            } else {
+                XCTAssertEqual(skipLoss, fullLoss, "\(products)")
+            }
+            for (name, g) in fullGrads {
+                let other = skipGrads[name] ?? []
+                XCTAssertTrue(g.contains { $0 != 0 }, "\(name) has no gradient: the test would prove nothing")
+                if products == .blas {
+                    var num = 0.0, den = 0.0
+                    for (a, b) in zip(g, other) { num += Double(a - b) * Double(a - b); den += Double(a) * Double(a) }
+                    XCTAssertLessThan((num / den).squareRoot(), 1e-4, name)
+                } else {
+                    let differing = zip(g, other).filter { $0 != $1 }.count
+                    XCTAssertEqual(differing, 0, "\(products) \(name): \(differing) of \(g.count) entries differ")
+                }
+            }
+        }
+    }
+}

@@ -27,6 +27,9 @@ public struct BertModel: Sendable, LinearLayers {
     /// after the embeddings, on the attention probabilities, and on each sublayer's output before its
     /// residual sum. Defaults to 0 (off); training sets it from the config unless told otherwise.
     public var trainingDropout: (hidden: Float, attention: Float) = (0, 0)
+    /// Whether the training pass multiplies padding rows by the frozen weights too (`TokenRows`): off,
+    /// the default, skips them with the same results to the bit; on is for the test that shows it.
+    public var multipliesPadding = false
     let words: Embedding, positions: Embedding, tokenTypes: Embedding
     let embNorm: LayerNorm
     var layers: [Layer]

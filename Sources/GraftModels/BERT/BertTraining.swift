@@ -66,23 +66,25 @@ extension BertModel {
         func seed() -> UInt64 { rng?.pointee.next() ?? 0 }
         _ = Dropout.apply(x, p: pHidden, seed: seed())
         let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
+        let tokens = multipliesPadding ? nil : TokenRows(lengths: lengths, length: t)
         var tapes: [LayerTape] = []
         for (i, layer) in layers.enumerated() {
             let firstOnly = firstTokenOnly && i == layers.count - 1
             let xq = firstOnly ? firstTokens(x, batch: b, length: t) : x, qRows = firstOnly ? b : rows
-            let (q, qs) = layer.query.forwardTraining(xq, rows: qRows, rng: rng)
-            let (k, ks) = layer.key.forwardTraining(x, rows: rows, rng: rng)
-            let (v, vs) = layer.value.forwardTraining(x, rows: rows, rng: rng)
+            let qTokens = firstOnly ? nil : tokens  // the first rows are tokens
+            let (q, qs) = layer.query.forwardTraining(xq, rows: qRows, rng: rng, tokens: qTokens)
+            let (k, ks) = layer.key.forwardTraining(x, rows: rows, rng: rng, tokens: tokens)
+            let (v, vs) = layer.value.forwardTraining(x, rows: rows, rng: rng, tokens: tokens)
             let (ctx, att) = attention.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths,
                                                        queries: firstOnly ? 1 : nil, dropout: pAttn, seed: seed())
-            let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng)
+            let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng, tokens: qTokens)
             let attnDrop = Dropout.apply(ao, p: pHidden, seed: seed())
             addInPlace(ao, xq)
             let (a, ans) = layer.attnNorm.forwardTraining(ao, rows: qRows)
-            let (pre, ups) = layer.up.forwardTraining(a, rows: qRows, rng: rng)
+            let (pre, ups) = layer.up.forwardTraining(a, rows: qRows, rng: rng, tokens: qTokens)
             let u = FloatBuffer(count: pre.count)
             Activation.gelu(pre, into: u)
-            let (d, ds) = layer.down.forwardTraining(u, rows: qRows, rng: rng)
+            let (d, ds) = layer.down.forwardTraining(u, rows: qRows, rng: rng, tokens: qTokens)
             let outDrop = Dropout.apply(d, p: pHidden, seed: seed())
             addInPlace(d, a)
             let (out, ons) = layer.outNorm.forwardTraining(d, rows: qRows)
@@ -101,26 +103,27 @@ extension BertModel {
         guard let lowest = (0..<layers.count).first(where: isTrainable) else { return }
         let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
         var dx = dHidden
+        let tokens = multipliesPadding ? nil : TokenRows(lengths: tape.lengths, length: tape.length)
         for i in stride(from: layers.count - 1, through: lowest, by: -1) {
             let l = layers[i], s = tape.layers[i]
-            let qRows = s.firstOnly ? tape.batch : rows
+            let qRows = s.firstOnly ? tape.batch : rows, qTokens = s.firstOnly ? nil : tokens
             let ds2 = l.outNorm.backward(dx, saved: s.outNorm, rows: qRows)
             let dd = FloatBuffer(ds2.array)
             Dropout.backward(dd, scale: s.outDrop)
-            let dg = l.down.backward(s.outDrop == nil ? ds2 : dd, saved: s.down, rows: qRows)!
+            let dg = l.down.backward(s.outDrop == nil ? ds2 : dd, saved: s.down, rows: qRows, tokens: qTokens)!
             Activation.geluBackward(dg, input: s.preGelu)
-            let da = l.up.backward(dg, saved: s.up, rows: qRows)!
+            let da = l.up.backward(dg, saved: s.up, rows: qRows, tokens: qTokens)!
             addInPlace(da, ds2)  // residual: a feeds both the MLP and the second sum
             let ds1 = l.attnNorm.backward(da, saved: s.attnNorm, rows: qRows)
             let dao = FloatBuffer(ds1.array)
             Dropout.backward(dao, scale: s.attnDrop)
-            let dctx = l.attnOut.backward(s.attnDrop == nil ? ds1 : dao, saved: s.attnOut, rows: qRows)!
+            let dctx = l.attnOut.backward(s.attnDrop == nil ? ds1 : dao, saved: s.attnOut, rows: qRows, tokens: qTokens)!
             let (dq, dk, dv) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, saved: s.attention, batch: tape.batch,
                                                   length: tape.length, lengths: tape.lengths, queries: s.firstOnly ? 1 : nil)
             let needInput = i > lowest
-            let dxq = l.query.backward(dq, saved: s.q, rows: qRows, needInput: needInput)
-            let dxk = l.key.backward(dk, saved: s.k, rows: rows, needInput: needInput)
-            let dxv = l.value.backward(dv, saved: s.v, rows: rows, needInput: needInput)
+            let dxq = l.query.backward(dq, saved: s.q, rows: qRows, needInput: needInput, tokens: qTokens)
+            let dxk = l.key.backward(dk, saved: s.k, rows: rows, needInput: needInput, tokens: tokens)
+            let dxv = l.value.backward(dv, saved: s.v, rows: rows, needInput: needInput, tokens: tokens)
             guard needInput, let dxq, let dxk, let dxv else { break }
             addInPlace(dxk, dxv)
             if s.firstOnly {
