@@ -105,14 +105,15 @@ public struct KernelChoices: Sendable, Equatable {
         timings.append(Timing(candidate: "f32 Strassen, k block \(choices.f32BlockK)", gflops: strassenRate))
         choices.strassen = use(strassenRate, against: classicalRate, byDefault: choices.strassen)
 
-        // Training's products with a frozen weight: packed float32 (the chosen order) and, where the CPU has
+        // Training's products with a frozen weight: packed float32 and, where the CPU has
         // AVX512-BF16, packed bf16, against float32 SGEMM split by columns over single-threaded BLAS, as
         // training runs it.
         let blasRate = Linalg.withSingleThreadedBLAS {
             b.withUnsafeBufferPointer { bp in rate { Linalg.gemmParallel(m: m, n: n, k: k, a: $0, b: bp.baseAddress!, c: $1) } }
         }
         timings.append(Timing(candidate: "f32 BLAS (training)", gflops: blasRate))
-        let packedRate = choices.strassen ? strassenRate : classicalRate
+        // Training packs in the classical order (`Linear.packForTraining`).
+        let packedRate = classicalRate
         choices.packedTraining = use(packedRate, against: blasRate, byDefault: choices.packedTraining)
         if BF16Matrix.hardwareAccelerated {
             let bf = b.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: false) }

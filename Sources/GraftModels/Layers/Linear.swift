@@ -52,8 +52,10 @@ public struct Linear: Sendable {
         if bf16 { enableBF16(); return }
         guard KernelChoices.active.packedTraining else { return }
         let w = weight.values.baseAddress!
-        f32Training = (F32Matrix(w, k: inFeatures, n: outFeatures, transposed: true),
-                       backward ? F32Matrix(w, k: outFeatures, n: inFeatures, transposed: false) : nil)
+        // Classical order: each row's sums then run the same way whatever the number of rows, which
+        // skipping padding rows relies on (`TokenRows`); Strassen's small-row path would not.
+        f32Training = (F32Matrix(w, k: inFeatures, n: outFeatures, transposed: true, algorithm: .classical),
+                       backward ? F32Matrix(w, k: outFeatures, n: inFeatures, transposed: false, algorithm: .classical) : nil)
     }
 
     public init(weight: FloatBuffer, bias: FloatBuffer?, inFeatures: Int, outFeatures: Int) {

@@ -166,7 +166,6 @@ extension Linear {
         return dx
     }
 
-
     /// The product with the frozen weight — forward x·Wᵀ + b into `c` [rows × out], or backward dy·W
     /// [rows × in] — over the packed copies where there are some (`packForTraining`), else BLAS. With
     /// `tokens` it multiplies only those rows, gathered into one dense product, and writes zeros to the
