@@ -30,8 +30,8 @@ struct BenchAll: ParsableCommand {
         memory; MiniLM embeddings against sentence-transformers; SmolLM2 512-token prefill and decode against \
         llama.cpp, alone and again with a second process keeping one core busy (sharing the cores); TIES and \
         task arithmetic merges against mergekit, with their peak memory. The table is Markdown, ready for \
-        BENCHMARKS.md. About 10 minutes with the peers installed (../shared/tools/peer-env.sh); without them \
-        Graft's figures alone. Run it on a quiet machine: another load changes every figure.
+        BENCHMARKS.md. With the peers installed (../shared/tools/peer-env.sh) about 6 minutes on 2 cores, more \
+        the first time, which writes the merge inputs; without them, Graft's figures alone. Run it on a quiet machine: another load changes every figure.
 
         Examples:
           graft bench all
