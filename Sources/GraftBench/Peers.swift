@@ -74,7 +74,11 @@ public enum Peers {
         var environ = ProcessInfo.processInfo.environment
         for (k, v) in env { environ[k] = v }
         let timeTool = "/usr/bin/time"
-        let hasTime = FileManager.default.isExecutableFile(atPath: timeTool)
+        #if os(Linux)
+        let hasTime = FileManager.default.isExecutableFile(atPath: timeTool)  // GNU time (BSD's has no -f)
+        #else
+        let hasTime = false
+        #endif
         let report = NSTemporaryDirectory() + "graft-bench-\(getpid())-\(UInt64.random(in: 0..<UInt64.max)).rss"
         defer { unlink(report) }
         let command = hasTime ? [timeTool, "-f", "%M", "-o", report] + argv : argv
