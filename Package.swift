@@ -57,12 +57,15 @@ let package = Package(
                                          "GraftData", "GraftTraining", "GraftEval", "GraftPipeline", "GraftBench",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: nativeCPU),
+        // What the test targets share (fixture and model locations, temporary folders).
+        .target(name: "GraftTestSupport", dependencies: ["GraftFormats"], path: "Tests/GraftTestSupport"),
         .testTarget(name: "GraftTensorTests", dependencies: ["GraftTensor"]),
-        .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats"]),
-        .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats", "GraftAdapters"]),
+        .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats", "GraftTestSupport"]),
+        .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats", "GraftAdapters", "GraftTestSupport"]),
         .testTarget(name: "GraftTrainingTests",
-                    dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft"]),
+                    dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft",
+                                   "GraftTestSupport"]),
         .testTarget(name: "GraftMergingTests",
-                    dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft"]),
+                    dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft", "GraftTestSupport"]),
     ]
 )

@@ -2,14 +2,13 @@ import Foundation
 import XCTest
 @testable import GraftFormats
 import GraftTensor
-
-let formatsProjectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+import GraftTestSupport
 
 final class GGUFTests: XCTestCase {
     /// Every block type against llama.cpp's gguf-py `quants.dequantize` on random blocks
     /// (scripts/reference/make-gguf-references.py).
     func testDequantizationMatchesGGUFPy() throws {
-        let ref = try SafetensorsFile(path: formatsProjectRoot + "/Tests/Fixtures/gguf/dequant.safetensors")
+        let ref = try SafetensorsFile(path: projectRoot + "/Tests/Fixtures/gguf/dequant.safetensors")
         let types = ref.tensors.map(\.name).filter { $0.hasSuffix(".blocks") }.map { String($0.dropLast(7)) }
         XCTAssertEqual(Set(types), ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
         for name in types {

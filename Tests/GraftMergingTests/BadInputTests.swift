@@ -3,6 +3,7 @@ import GraftFormats
 import GraftTensor
 @testable import GraftMerging
 import XCTest
+import GraftTestSupport
 
 /// Each kind of bad input is a clear error naming what is wrong, and leaves no output folder.
 final class BadInputTests: XCTestCase {

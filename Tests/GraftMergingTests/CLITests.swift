@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import GraftTestSupport
 
 /// The `graft` binary: exit codes, messages on stderr, nothing written on failure.
 final class CLITests: XCTestCase {

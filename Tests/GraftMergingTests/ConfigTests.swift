@@ -4,6 +4,7 @@ import GraftFormats
 import GraftTensor
 @testable import GraftMerging
 import XCTest
+import GraftTestSupport
 
 final class ConfigTests: XCTestCase {
     func testGradientsInterpolateAndFiltersMatchSubstrings() throws {

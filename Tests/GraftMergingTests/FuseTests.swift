@@ -2,6 +2,7 @@ import Foundation
 import GraftFormats
 @testable import GraftMerging
 import XCTest
+import GraftTestSupport
 
 /// `graft fuse` equals PEFT's merge_and_unload of peft-minilm-seqcls on all-MiniLM-L6-v2 (to 1e-6).
 final class FuseTests: XCTestCase {

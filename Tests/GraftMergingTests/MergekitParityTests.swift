@@ -2,6 +2,7 @@ import Foundation
 import GraftFormats
 @testable import GraftMerging
 import XCTest
+import GraftTestSupport
 
 /// `graft merge` on every mergekit config of the reference set equals mergekit's output:
 /// max |diff| ≤ 1e-6 for float32 tensors; DARE (random) methods by statistics, since RNGs differ.

@@ -2,6 +2,7 @@ import Foundation
 import GraftFormats
 @testable import GraftMerging
 import XCTest
+import GraftTestSupport
 
 /// PCB, TSV-M and OPCM against the authors' / FusionBench's code on the tiny Llama fixtures.
 /// References: Tests/Fixtures/reference/research/expected/*/SOURCE.md, made by

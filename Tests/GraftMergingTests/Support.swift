@@ -2,27 +2,8 @@ import Foundation
 import GraftFormats
 import GraftTensor
 @testable import GraftMerging
+import GraftTestSupport
 import XCTest
-
-/// The project's root folder (tests locate fixtures and the built binary from it).
-let projectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-
-/// Committed copy of the reference fixtures (laid out like ../shared/fixtures).
-let committedReferenceRoot = projectRoot + "/Tests/Fixtures/reference"
-
-/// The fixture root: `GRAFT_REFERENCE_DIR` when set, else the committed copy.
-var referenceRoot: String { ProcessInfo.processInfo.environment["GRAFT_REFERENCE_DIR"] ?? committedReferenceRoot }
-
-/// Where `scripts/fetch-models` unpacks models.
-var graftHome: String { ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft") }
-
-/// A fresh temporary folder, removed when the test ends.
-func temporaryDirectory(_ test: XCTestCase) throws -> String {
-    let d = NSTemporaryDirectory() + "graft-test-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    return d
-}
 
 /// Runs `body` with the working directory set to `dir` (mergekit configs resolve paths from there).
 func inDirectory<T>(_ dir: String, _ body: () throws -> T) rethrows -> T {

@@ -3,6 +3,7 @@ import GraftFormats
 @testable import GraftModels
 import GraftText
 import XCTest
+import GraftTestSupport
 
 /// GGUF → HF folder → GGUF round trip on SmolLM2, each step loaded and run by Graft.
 /// (transformers and llama.cpp load these outputs too: checked with the peer environment, see the issue note.)

@@ -5,6 +5,7 @@ import GraftModels
 import GraftTensor
 import GraftText
 import XCTest
+import GraftTestSupport
 
 /// Backward passes against PyTorch + PEFT: the loss and every adapter gradient of one batch
 /// (fixtures grad-minilm-seqcls, grad-smollm2-lora). Loss to 1e-5 relative, each gradient tensor to
@@ -121,7 +122,7 @@ extension GradientReferenceTests {
     func testSmolLM2CausalLMGradientsMatchPEFT() throws {
         let dir = referenceRoot + "/models/grad-smollm2-lora"
         let adapter = try LoRAAdapter(path: dir)
-        var lm = try CausalLM(path: try fetchedModel("smollm2") + "/SmolLM2-135M-Instruct.Q4_1.gguf")
+        var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
         let grads = try Self.attachTrainable(adapter) { name, u, g in
             try lm.model.attach([(name, u)], source: dir)
             _ = lm.model.updateLinear(name) { $0.gradients = g }

@@ -1,6 +1,7 @@
 import GraftModels
 import GraftTensor
 import XCTest
+import GraftTestSupport
 
 /// Each layer's backward against central finite differences of its forward, on small random shapes.
 /// The scalar checked is L = Σ y ⊙ R for a fixed random R, so dL/dy = R.

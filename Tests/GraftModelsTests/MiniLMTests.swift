@@ -5,6 +5,7 @@ import GraftText
 import GraftAdapters
 import GraftTensor
 import XCTest
+import GraftTestSupport
 
 /// all-MiniLM-L6-v2 against transformers 5.24 / sentence-transformers 6.2 (fixtures models/minilm).
 final class MiniLMTests: XCTestCase {

@@ -3,6 +3,7 @@ import GraftFormats
 @testable import GraftModels
 import GraftText
 import XCTest
+import GraftTestSupport
 
 /// Bad input to the runtime: a clear error naming what is wrong.
 final class RuntimeBadInputTests: XCTestCase {

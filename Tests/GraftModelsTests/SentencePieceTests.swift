@@ -2,6 +2,7 @@ import Foundation
 import GraftFormats
 import GraftText
 import XCTest
+import GraftTestSupport
 
 /// A "llama" (SentencePiece BPE) GGUF vocabulary against llama.cpp's own tokenizer
 /// (Tests/Fixtures/gguf/spm-expected.json, made by scripts/reference/make-spm-references.py: the vocabulary

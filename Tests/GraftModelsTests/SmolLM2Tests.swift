@@ -4,6 +4,7 @@ import GraftFormats
 @testable import GraftModels
 import GraftText
 import XCTest
+import GraftTestSupport
 
 /// SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32) against transformers 5.24 (fixtures models/smollm2).
 final class SmolLM2Tests: XCTestCase {

@@ -4,6 +4,7 @@ import GraftFormats
 import GraftText
 @testable import GraftTraining
 import XCTest
+import GraftTestSupport
 
 final class DataTests: XCTestCase {
     func testCSVQuotesNewlinesBOMAndNoHeader() throws {
@@ -89,7 +90,7 @@ final class DataTests: XCTestCase {
         {"messages": [{"role": "user", "content": "Hi"}]}
 
         """, to: d + "/c.jsonl")
-        let tok = try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: try fetchedModel("smollm2")))
+        let tok = try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: try fetchedSmolLM2GGUF()))
         let recs = try Table.read(d + "/c.jsonl")
         var report = DataReport()
         let tmpl = ChatTemplate(kind: .chatml, defaultSystem: "You are helpful.")

@@ -5,6 +5,7 @@ import GraftFormats
 import GraftTensor
 import GraftTraining
 import XCTest
+import GraftTestSupport
 
 /// The multi-task pipeline (`graft demo`) on two small tasks: it trains, merges, reports, reuses its
 /// cache, and its numbers are what `graft eval` gives for the same merged model.

@@ -1,28 +1,6 @@
 import Foundation
+import GraftTestSupport
 import XCTest
-
-let projectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-var referenceRoot: String { ProcessInfo.processInfo.environment["GRAFT_REFERENCE_DIR"] ?? projectRoot + "/Tests/Fixtures/reference" }
-var graftHome: String { ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft") }
-
-func fetchedModel(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-    let p = graftHome + "/models/" + name
-    guard FileManager.default.fileExists(atPath: p + "/.complete") else {
-        XCTFail("\(name) is not in \(p): run scripts/fetch-models (make test does)", file: file, line: line)
-        throw XCTSkip("model missing")
-    }
-    if name == "smollm2" { return p + "/SmolLM2-135M-Instruct.Q4_1.gguf" }
-    return p
-}
-
-func temporaryDirectory(_ test: XCTestCase) throws -> String {
-    let d = NSTemporaryDirectory() + "graft-train-test-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    return d
-}
-
-func write(_ text: String, to path: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: path)) }
 
 /// A small sentiment set whose label a model can learn in a few steps: clear positive and negative words.
 func toySentiment(_ n: Int) -> String {

@@ -7,6 +7,7 @@ import GraftTensor
 import GraftText
 @testable import GraftTraining
 import XCTest
+import GraftTestSupport
 
 final class TrainerTests: XCTestCase {
     func spec(_ d: String, steps: Int = 12, out: String = "out") throws -> TrainSpec {
@@ -132,7 +133,7 @@ final class TrainerTests: XCTestCase {
         {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]}
 
         """, count: 8), to: d + "/chat.jsonl")
-        var s = TrainSpec(model: try fetchedModel("smollm2"), task: .causalLM, data: d + "/chat.jsonl",
+        var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl",
                           lora: LoRAConfig(rank: 4, alpha: 8, targetModules: ["q_proj", "v_proj"]), output: d + "/lm")
         s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = 1e-2; s.trainer.logEvery = 1; s.validationSplit = 0
         s.lora.layersToTransform = [28, 29]
