@@ -5,7 +5,8 @@ import GraftTraining
 /// Every benchmark against its peer in one run (`graft bench all`), one row per figure the project
 /// holds a target for, each with its ratio to the peer measured in the same run.
 public struct BenchSuite: Sendable {
-    /// The benchmark groups, in the order they run.
+    /// The benchmark groups, in the order they run. Training's peak memory is this process's peak so
+    /// far, so the training groups come first, the smaller model first.
     public enum Group: String, CaseIterable, Sendable {
         case trainMiniLM = "train-minilm", trainSmolLM2 = "train-smollm2", embed, generate, merge, sharing
     }
