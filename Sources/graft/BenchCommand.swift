@@ -51,12 +51,13 @@ struct BenchAll: ParsableCommand {
     func run() throws {
         var suite = BenchSuite(graft: graftExecutable, mergeDir: defaultMergeDir + (quick ? "-quick" : ""))
         if let only {
-            suite.groups = try only.split(separator: ",").map { name in
+            let chosen = try Set(only.split(separator: ",").map { name in
                 guard let g = BenchSuite.Group(rawValue: String(name)) else {
                     throw ValidationError("--only: unknown group '\(name)' (groups: \(BenchSuite.Group.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
                 return g
-            }
+            })
+            suite.groups = BenchSuite.Group.allCases.filter(chosen.contains)  // the suite's order, whatever the option's
         }
         suite.bf16 = try usesBF16(precision: precision)
         suite.peer = !noPeer; suite.quick = quick
