@@ -2,6 +2,16 @@
 // or 8 (AVX2 + FMA).
 #ifndef GRAFT_SIMD_MATH_H
 #define GRAFT_SIMD_MATH_H
+
+// The formulas' coefficients, once for both vector widths (Horner order, highest degree first).
+// e^x's fraction polynomial p(f), degree 6:
+static const float graft_exp_poly[7] = {0.0013888888889f, 0.0083333333333f, 0.041666666666f, 0.16666666666f, 0.5f, 1.0f, 1.0f};
+// erf(z) ≈ z·P(z²)/Q(z²), the degree-13/8 rational approximation of Eigen and XLA:
+static const float graft_erf_p[7] = {-2.72614225801306e-10f, 2.77068142495902e-08f, -2.10102402082508e-06f, -5.69250639462346e-05f,
+                                     -7.34990630326855e-04f, -2.95459980854025e-03f, -1.60960333262415e-02f};
+static const float graft_erf_q[5] = {-1.45660718464996e-05f, -2.13374055278905e-04f, -1.68282697438203e-03f, -7.37332916720468e-03f,
+                                     -1.42647390514189e-02f};
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define GRAFT_AVX512 1
@@ -13,13 +23,8 @@ static inline __m512 graft_exp16(__m512 x) {
     __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(1.4426950408889634f));
     __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_mul_ps(_mm512_sub_ps(y, n), _mm512_set1_ps(0.6931471805599453f));
-    __m512 p = _mm512_set1_ps(0.0013888888889f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0083333333333f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.041666666666f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.16666666666f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(graft_exp_poly[0]);
+    for (int i = 1; i < 7; i++) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(graft_exp_poly[i]));
     return _mm512_scalef_ps(p, n);
 }
 
@@ -32,19 +37,11 @@ static inline __m512 graft_gelu16(__m512 x) {
     __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
     z = _mm512_max_ps(_mm512_set1_ps(-4.0f), _mm512_min_ps(z, _mm512_set1_ps(4.0f)));
     __m512 z2 = _mm512_mul_ps(z, z);
-    __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.77068142495902e-08f));
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.10102402082508e-06f));
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-5.69250639462346e-05f));
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-7.34990630326855e-04f));
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-2.95459980854025e-03f));
-    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(-1.60960333262415e-02f));
+    __m512 p = _mm512_set1_ps(graft_erf_p[0]);
+    for (int i = 1; i < 7; i++) p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(graft_erf_p[i]));
     p = _mm512_mul_ps(p, z);
-    __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
-    q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-2.13374055278905e-04f));
-    q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.68282697438203e-03f));
-    q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-7.37332916720468e-03f));
-    q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(-1.42647390514189e-02f));
+    __m512 q = _mm512_set1_ps(graft_erf_q[0]);
+    for (int i = 1; i < 5; i++) q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(graft_erf_q[i]));
     __m512 erf = _mm512_div_ps(p, q);
     return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
 }
@@ -63,13 +60,8 @@ static inline __m256 graft_exp8(__m256 x) {
     __m256 y = _mm256_mul_ps(x, _mm256_set1_ps(1.4426950408889634f));
     __m256 n = _mm256_floor_ps(y);
     __m256 f = _mm256_mul_ps(_mm256_sub_ps(y, n), _mm256_set1_ps(0.6931471805599453f));
-    __m256 p = _mm256_set1_ps(0.0013888888889f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.0083333333333f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.041666666666f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.16666666666f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256 p = _mm256_set1_ps(graft_exp_poly[0]);
+    for (int i = 1; i < 7; i++) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(graft_exp_poly[i]));
     // 2^n for n in [−126, 127] (x is clamped): n + 127 in the exponent field.
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
@@ -79,19 +71,11 @@ static inline __m256 graft_gelu8(__m256 x) {
     __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
     z = _mm256_max_ps(_mm256_set1_ps(-4.0f), _mm256_min_ps(z, _mm256_set1_ps(4.0f)));
     __m256 z2 = _mm256_mul_ps(z, z);
-    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(2.77068142495902e-08f));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.10102402082508e-06f));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-5.69250639462346e-05f));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-7.34990630326855e-04f));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.95459980854025e-03f));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-1.60960333262415e-02f));
+    __m256 p = _mm256_set1_ps(graft_erf_p[0]);
+    for (int i = 1; i < 7; i++) p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(graft_erf_p[i]));
     p = _mm256_mul_ps(p, z);
-    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-2.13374055278905e-04f));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.68282697438203e-03f));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-7.37332916720468e-03f));
-    q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.42647390514189e-02f));
+    __m256 q = _mm256_set1_ps(graft_erf_q[0]);
+    for (int i = 1; i < 5; i++) q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(graft_erf_q[i]));
     __m256 erf = _mm256_div_ps(p, q);
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
 }

@@ -113,13 +113,12 @@ public struct KernelChoices: Sendable, Equatable {
         }
         timings.append(Timing(candidate: "f32 BLAS (training)", gflops: blasRate))
         // Training packs in the classical order (`Linear.packForTraining`).
-        let packedRate = classicalRate
-        choices.packedTraining = use(packedRate, against: blasRate, byDefault: choices.packedTraining)
+        choices.packedTraining = use(classicalRate, against: blasRate, byDefault: choices.packedTraining)
         if BF16Matrix.hardwareAccelerated {
             let bf = b.withUnsafeBufferPointer { BF16Matrix($0.baseAddress!, k: k, n: n, transposed: false) }
             let bfRate = rate { bf.multiply($0, m: m, into: $1) }
             timings.append(Timing(candidate: "bf16 packed (training)", gflops: bfRate))
-            choices.bf16 = use(bfRate, against: max(blasRate, choices.packedTraining ? packedRate : 0), byDefault: choices.bf16)
+            choices.bf16 = use(bfRate, against: max(blasRate, choices.packedTraining ? classicalRate : 0), byDefault: choices.bf16)
         } else {
             choices.bf16 = false
         }

@@ -98,16 +98,7 @@ public struct Linear: Sendable {
             addLowRank(x, rows: rows, into: yp)
             return finish(y, residual: residual, activation: activation)
         }
-        if let bias {
-            let b = bias.values
-            for r in 0..<rows { (yp + r * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
-        }
-        if let packed = bf16?.forward {
-            packed.multiply(x.values.baseAddress!, m: rows, into: yp, beta: bias == nil ? 0 : 1)
-        } else {
-            Linalg.gemmParallel(m: rows, n: outFeatures, k: inFeatures, a: x.values.baseAddress!,
-                                b: weight.values.baseAddress!, transB: true, beta: bias == nil ? 0 : 1, c: yp)
-        }
+        frozenProduct(x.values.baseAddress!, rows: rows, into: yp, backward: false, tokens: nil)
         addLowRank(x, rows: rows, into: yp)
         return finish(y, residual: residual, activation: activation)
     }
