@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "GraftFormatsTests", dependencies: ["GraftFormats", "GraftTestSupport"]),
         .testTarget(name: "GraftModelsTests", dependencies: ["GraftModels", "GraftText", "GraftFormats", "GraftAdapters", "GraftTestSupport"]),
         .testTarget(name: "GraftTrainingTests",
-                    dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft",
+                    dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftMerging", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft",
                                    "GraftTestSupport"]),
         .testTarget(name: "GraftMergingTests",
                     dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft", "GraftTestSupport"]),

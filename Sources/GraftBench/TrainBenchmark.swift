@@ -55,7 +55,7 @@ public struct TrainBenchmark: Sendable {
             let v = encoder.vocabularySize, h = encoder.config.hidden
             ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
             encoder.packForTraining(bf16: bf16)
-            var adapter = try TrainableAdapter.attach(to: &encoder, config: lora, peftPrefix: "bert.", seed: 1)
+            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: lora, peftPrefix: "bert.", seed: 1)
             var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
             adapter.trainFully(&head, name: "classifier")
             let t = ClassificationTask(model: try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: path), head: head))
@@ -69,7 +69,7 @@ public struct TrainBenchmark: Sendable {
             let c = lm.model.config
             ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
             if bf16 { lm.model.enableBF16() }
-            let adapter = try TrainableAdapter.attach(to: &lm.model, config: lora, peftPrefix: "", seed: 1)
+            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: lora, peftPrefix: "", seed: 1)
             let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
             let h = c.hidden, kv = c.kvHeads * c.headDim
             let linear = Double(c.layers * (2 * h * h + 2 * h * kv + 3 * h * c.intermediate))

@@ -68,8 +68,8 @@ public enum Evaluation {
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         let tokenizer = try TokenizerLoader.load(model: folder)
         if !headOnly {
-            let ad = try LoRAAdapter(path: adapter)
-            try bert.attach(ad.lowRankUpdates(), source: adapter)
+            let ad = try AdapterMethods.open(adapter)
+            try bert.attach(ad.layerUpdates(dropout: 0), source: adapter)
         }
         bert.packForTraining(bf16: bf16, backward: false)
         return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
@@ -78,7 +78,7 @@ public enum Evaluation {
     /// `encoder` (ready to run: adapters attached, bf16 packed) with the classifier head saved in
     /// the adapter folder `head` (its LoRA modules are not applied) and the class names beside it.
     public static func classifier(encoder: BertModel, tokenizer: any Tokenizer, head folder: String) throws -> LoadedClassifier {
-        let ad = try LoRAAdapter(path: folder)
+        let ad = try AdapterMethods.open(folder)
         guard let (w, b) = try ad.classificationHead() else { throw TrainingError("\(folder): the adapter has no classifier (modules_to_save)") }
         guard w.shape.count == 2 else { throw TrainingError("\(folder): the classifier weight has shape \(w.shape), expected [classes, hidden]") }
         let head = Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0])
@@ -140,8 +140,8 @@ public enum Evaluation {
         -> (loss: Double, perplexity: Double, tokens: Int) {
         var lm = try CausalLM(path: path)
         if let a = adapter {
-            let ad = try LoRAAdapter(path: a)
-            try lm.model.attach(ad.lowRankUpdates(), source: a)
+            let ad = try AdapterMethods.open(a)
+            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
         }
         let records = try Table.read(data)
         guard !records.isEmpty else { throw DataError(data, "the dataset is empty") }

@@ -3,8 +3,9 @@ import GraftAdapters
 import GraftFormats
 import GraftTensor
 
-/// `merge_and_unload`: folds an HF PEFT LoRA adapter into its base model, W' = W + scaling · B·A for
-/// every targeted module (scaling α/r, or α/√r with rsLoRA), and adds the adapter's `modules_to_save`
+/// `merge_and_unload`: folds an HF PEFT adapter into its base model — LoRA's W' = W + scaling · B·A for
+/// every targeted module (scaling α/r, or α/√r with rsLoRA), DoRA's rescaled rows, IA³'s scaled rows
+/// or columns — and adds the adapter's `modules_to_save`
 /// tensors (e.g. a classifier head). When the adapter's module paths carry a task-model prefix that the
 /// base checkpoint lacks (PEFT on BertForSequenceClassification names `bert.encoder…` for a BertModel
 /// checkpoint's `encoder…`), every base tensor gets that prefix, so the output loads as the task model.
@@ -20,9 +21,9 @@ public enum Fuse {
                            dtype: DType? = nil, options: MergeOptions = MergeOptions(),
                            progress: ((StreamProgress) -> Void)? = nil) throws -> Summary {
         let base = try Checkpoint(path: modelPath)
-        let adapter = try LoRAAdapter(path: adapterPath)
+        let adapter = try AdapterMethods.open(adapterPath)
         let prefix = adapter.namePrefix(relativeTo: base.names)
-        let target = try adapter.targets(in: base)
+        let target = try adapter.folds(in: base)
         let saved = adapter.savedTensors
         let savedNames = Set(saved.map(\.0))
         var specs: [TensorSpec] = []
@@ -44,8 +45,8 @@ public enum Fuse {
             for n in base.names where !savedNames.contains(prefix + n) {
                 let t = try base.tensor(n)
                 let outDType = t.dtype.isFloatingPoint ? (dtype ?? t.dtype) : t.dtype
-                if let m = target[n] {
-                    try writer.write(prefix + n, tensor: adapter.updated(FloatBuffer(t), m).tensor(shape: t.shape, dtype: outDType))
+                if let fold = target[n] {
+                    try writer.write(prefix + n, tensor: fold(FloatBuffer(t)).tensor(shape: t.shape, dtype: outDType))
                 } else {
                     try writer.write(prefix + n, tensor: t.dtype.isFloatingPoint ? t.converted(to: outDType) : t)
                 }
@@ -72,13 +73,13 @@ public enum Fuse {
                 cfg.json = .object(o)
             }
             if options.copyTokenizer { try MergeOutput.copyTokenizer(from: base.directory, to: out) }
-            let card = "---\ntags:\n- graft\n- lora\n- fused\n---\n# Fused model\n\n`graft fuse`: base `\(modelPath)` with LoRA adapter `\(adapterPath)` folded in (r = \(adapter.config.r), alpha = \(adapter.config.loraAlpha)\(adapter.config.useRSLoRA ? ", rsLoRA" : "")); \(target.count) module(s) updated, \(saved.count) saved tensor(s) added.\n"
+            let card = "---\ntags:\n- graft\n- \(adapter.method)\n- fused\n---\n# Fused model\n\n`graft fuse`: base `\(modelPath)` with adapter `\(adapterPath)` folded in (\(adapter.settingsSummary)); \(adapter.moduleNames.count) module(s) updated, \(saved.count) saved tensor(s) added.\n"
             try MergeOutput.writeModelCard(card, to: out)
             try out.commit()
         } catch {
             out.abandon()
             throw error
         }
-        return Summary(fusedModules: target.count, savedTensors: saved.count, outputPath: out.finalPath)
+        return Summary(fusedModules: adapter.moduleNames.count, savedTensors: saved.count, outputPath: out.finalPath)
     }
 }

@@ -148,7 +148,7 @@ public final class MultiTaskPipeline {
         trainedNow = true
         var lora = spec.lora
         if probe { lora.targetModules = []; lora.targetRegex = nil }
-        var s = TrainSpec(model: spec.model, task: .classification, data: t.split("train"), lora: lora, output: out)
+        var s = TrainSpec(model: spec.model, task: .classification, data: t.split("train"), adapter: lora, output: out)
         s.validation = t.split("validation")
         s.maxLength = spec.maxLength
         s.bf16 = spec.bf16

@@ -7,7 +7,7 @@ public struct TrainerOptions: Sendable, Equatable {
     public var epochs = 1
     /// Optimizer steps to run (overrides `epochs` when set).
     public var maxSteps: Int? = nil
-    public var batchSize = 8
+    public var batchSize = 16
     public var gradientAccumulation = 1
     public var learningRate = 2e-4
     public var weightDecay = 0.0

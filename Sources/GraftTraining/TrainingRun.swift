@@ -37,7 +37,8 @@ public struct TrainSpec: Sendable {
     public var packing = false
     /// Products with the frozen weights in bf16 (float32 accumulation), or all float32.
     public var bf16 = false
-    public var lora: LoRAConfig
+    /// The adapter method and its settings (`LoRAConfig`, `IA3Config`, …).
+    public var adapter: any AdapterRecipe
     public var trainer = TrainerOptions()
     /// A PEFT adapter folder to continue training from.
     public var initAdapter: String? = nil
@@ -49,8 +50,19 @@ public struct TrainSpec: Sendable {
     /// Checkpoint folder to resume from, or "latest" for the newest in the checkpoint folder.
     public var resume: String? = nil
 
-    public init(model: String, task: TaskKind, data: String, lora: LoRAConfig, output: String) {
-        self.model = model; self.task = task; self.data = data; self.lora = lora; self.output = output
+    public init(model: String, task: TaskKind, data: String, adapter: any AdapterRecipe, output: String) {
+        self.model = model; self.task = task; self.data = data; self.adapter = adapter; self.output = output
+    }
+
+    /// The defaults of every setting (what `graft train` uses for an option not given).
+    public static let defaults = TrainSpec(model: "", task: .classification, data: "",
+                                           adapter: LoRAConfig(rank: LoRAConfig.defaultRank, alpha: Double(2 * LoRAConfig.defaultRank),
+                                                               targetModules: LoRAConfig.defaultTargets(llama: false)), output: "")
+
+    /// The recipe as LoRA's (or DoRA's), to set its fields; nil for other methods.
+    public var lora: LoRAConfig? {
+        get { adapter as? LoRAConfig }
+        set { if let newValue { adapter = newValue } }
     }
 
     /// BERT's train-mode dropout rates (hidden, attention): `modelDropout` for both, else the config's.
@@ -75,7 +87,8 @@ public struct TrainSpec: Sendable {
             ("text_column", .string(textColumn)), ("label_column", .string(labelColumn)),
             ("max_length", maxLength.map { .int(Int64($0)) } ?? .null), ("truncate", .bool(truncate)),
             ("skip_bad_rows", .bool(skipBadRows)), ("precision", .string(bf16 ? "bf16" : "f32")), ("packing", .bool(packing)), ("model_dropout", modelDropout.map { .double($0) } ?? .null),
-            ("lora", LoRAWriter.configJSON(lora, taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
+            ("adapter", adapter.peftConfig(taskType: task.peftTaskType, baseModel: "", modulesToSave: [])),
+            ("adapter_dropout", .double(adapter.dropout)),
             ("init_adapter", initAdapter.map { .string($0) } ?? .null), ("init_head", initHead.map { .string($0) } ?? .null),
             ("trainer", trainer.json),
         ])
@@ -122,7 +135,7 @@ public enum TrainingRun {
         // Training splits its products over the cores itself (by columns, per attention head); BLAS's own
         // worker threads would only spin and compete for the same cores.
         Linalg.useSingleThreadedBLAS()
-        if spec.lora.headOnly && spec.task != .classification {
+        if spec.adapter.targets.isEmpty && spec.task != .classification {
             throw TrainingError("no target modules given (--targets none trains only a classification head)")
         }
         let resumePath: String? = try spec.resume.map { r in
@@ -132,7 +145,7 @@ public enum TrainingRun {
             }
             return last.path
         }
-        let existing = try spec.initAdapter.map { try LoRAAdapter(path: $0) }
+        let existing = try spec.initAdapter.map { try AdapterMethods.open($0) }
         func report(_ name: String, _ r: DataReport) {
             var s = "\(name): \(r.examples) examples"
             if r.skipped > 0 { s += ", \(r.skipped) bad rows skipped (first: \(r.firstSkipped ?? ""))" }
@@ -157,9 +170,9 @@ public enum TrainingRun {
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
             encoder.packForTraining(bf16: spec.bf16)
             encoder.trainingDropout = spec.dropout(for: encoder.config)
-            var adapter = try TrainableAdapter.attach(to: &encoder, config: spec.lora, peftPrefix: "bert.", seed: spec.trainer.seed,
-                                                      from: existing, allowHeadOnly: true)
-            let headSource = try existing ?? spec.initHead.map { try LoRAAdapter(path: $0) }
+            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: spec.adapter, peftPrefix: "bert.", seed: spec.trainer.seed,
+                                                      from: existing, dropout: spec.adapter.dropout, allowHeadOnly: true)
+            let headSource = try existing ?? spec.initHead.map { try AdapterMethods.open($0) }
             if let h = spec.initHead {
                 // The head's classes must be this data's, in the same order.
                 if let names = try AdapterLabels.read(h)?.names, names != labels {
@@ -170,7 +183,7 @@ public enum TrainingRun {
             adapter.trainFully(&head, name: "classifier")
             let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
             let outcome: TrainOutcome
-            if spec.lora.headOnly {
+            if spec.adapter.targets.isEmpty {
                 // A linear probe: the encoder is frozen, so its features are computed once.
                 log("linear probe: computing frozen features once for \(train.count + val.count + test.count) examples")
                 let probe = ProbeTask(head: head, dropout: encoder.trainingDropout.hidden)
@@ -201,7 +214,8 @@ public enum TrainingRun {
                 log("packing: \(before) training examples into \(train.count) rows of up to \(o.maxLength) tokens")
             }
             if spec.bf16 { lm.model.enableBF16() }
-            let adapter = try TrainableAdapter.attach(to: &lm.model, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
+            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: spec.adapter, peftPrefix: "", seed: spec.trainer.seed, from: existing,
+                                                      dropout: spec.adapter.dropout)
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .embedding:
@@ -217,7 +231,8 @@ public enum TrainingRun {
             let val = try Datasets.pairs(valR, tokenizer: enc.tokenizer, options: o, report: &r2)
             let test = try Datasets.pairs(testR, tokenizer: enc.tokenizer, options: o, report: &r3)
             report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
-            let adapter = try TrainableAdapter.attach(to: &bert, config: spec.lora, peftPrefix: "", seed: spec.trainer.seed, from: existing)
+            let adapter = try TrainableAdapter.attach(to: &bert, recipe: spec.adapter, peftPrefix: "", seed: spec.trainer.seed, from: existing,
+                                                      dropout: spec.adapter.dropout)
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
@@ -225,7 +240,7 @@ public enum TrainingRun {
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in
     /// the adapter being continued.
-    static func classifierHead(_ existing: LoRAAdapter?, classes: Int, hidden: Int, seed: UInt64) throws -> Linear {
+    static func classifierHead(_ existing: (any LoadedAdapter)?, classes: Int, hidden: Int, seed: UInt64) throws -> Linear {
         if let existing, let (w, b) = try existing.classificationHead() {
             guard w.shape == [classes, hidden] else {
                 throw TrainingError("\(existing.path): its classifier is \(w.shape) but the data has \(classes) classes and the model \(hidden) features")
@@ -262,7 +277,7 @@ public enum TrainingRun {
         try adapter.save(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
         let metrics = history.map { $0.serialized() }.joined(separator: "\n") + "\n"
         try Data(metrics.utf8).write(to: URL(fileURLWithPath: out.path("metrics.jsonl")))
-        let title = "\(spec.task.rawValue) · \((spec.model as NSString).lastPathComponent) · LoRA r=\(spec.lora.rank)"
+        let title = "\(spec.task.rawValue) · \((spec.model as NSString).lastPathComponent) · \(spec.adapter.label)"
         try Data(LossCurve.svg(history, title: title).utf8).write(to: URL(fileURLWithPath: out.path("loss_curve.svg")))
         try Data((spec.fingerprint.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("training_config.json")))
         return TrainOutcome(adapterPath: spec.output, history: history, test: testResult, trainExamples: train.count,

@@ -18,12 +18,12 @@ struct EvalCommand: ParsableCommand {
           graft eval --model merged/ties --adapter sentiment-lora --head-only --data test.jsonl
         Classification labels come from the adapter's labels.json (written by graft train), else 0, 1, …
         --head-only scores a model that already contains the task's update (a merge or a fuse) with
-        the classifier head saved in --adapter, leaving its LoRA modules out.
+        the classifier head saved in --adapter, leaving its adapter modules out.
         """)
 
     @Option(help: "Model: HF folder, .gguf file, or a fetched short name.") var model: String
     @Option(help: "PEFT adapter folder (for classification: with its classifier head).") var adapter: String?
-    @Flag(help: "Use only the classifier head saved in --adapter, not its LoRA update (for a merged or fused model).") var headOnly = false
+    @Flag(help: "Use only the classifier head saved in --adapter, not its adapter update (for a merged or fused model).") var headOnly = false
     @Option(help: "auto | bf16 | f32: precision of the products with the weights (float32 sums). auto (default): as graft train — bf16 where the CPU has AVX512-BF16 and it measured faster (graft doctor).") var precision = "auto"
     @Option(help: "Labelled data (.jsonl or .csv).") var data: String
     @Option(help: "classification | causal-lm (default: causal-lm for a .gguf model, else classification).") var task: String?

@@ -5,10 +5,11 @@ import GraftTensor
 struct FuseCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fuse",
-        abstract: "Fold an HF PEFT LoRA adapter into its base model (PEFT's merge_and_unload).",
+        abstract: "Fold an HF PEFT adapter (LoRA, DoRA, IA³) into its base model (PEFT's merge_and_unload).",
         discussion: """
-        Every module the adapter targets becomes W + (alpha / r) · B·A (alpha / sqrt(r) with rsLoRA);
-        tensors in the adapter's modules_to_save (e.g. a classifier head) are added. The output is a
+        Every module the adapter targets gets its update folded in, as PEFT merges it: LoRA
+        W + (alpha / r) · B·A (alpha / sqrt(r) with rsLoRA); DoRA m ⊙ (W + ΔW) / ‖W + ΔW‖; IA³ W's
+        rows and bias scaled (columns on feed-forward modules). Tensors in the adapter's modules_to_save (e.g. a classifier head) are added. The output is a
         plain model folder that transformers, llama.cpp's converter and Graft load without PEFT.
 
         Example:
@@ -18,7 +19,7 @@ struct FuseCommand: ParsableCommand {
     @Option(help: "Base model folder or .safetensors file.")
     var model: String
 
-    @Option(help: "HF PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).")
+    @Option(help: "HF PEFT adapter folder (adapter_config.json + adapter_model.safetensors) of a method graft train --list-methods shows.")
     var adapter: String
 
     @Argument(help: "Output model folder.")

@@ -24,7 +24,7 @@ struct LogitsCommand: ParsableCommand {
     @Option(help: "Show this many top tokens (without --json).")
     var top: Int = 10
 
-    @Option(help: "An HF PEFT LoRA adapter folder, applied without fusing.")
+    @Option(help: "An HF PEFT adapter folder (LoRA, DoRA, IA³), applied without fusing.")
     var adapter: String?
 
     @Argument(help: "The text (no special tokens are added).")
@@ -33,8 +33,8 @@ struct LogitsCommand: ParsableCommand {
     func run() throws {
         var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
-            let ad = try LoRAAdapter(path: a)
-            try lm.model.attach(ad.lowRankUpdates(), source: a)
+            let ad = try AdapterMethods.open(a)
+            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
         }
         let ids = lm.tokenizer.encode(text, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the text encodes to no tokens") }
@@ -55,7 +55,7 @@ struct LMOptions: ParsableArguments {
     @Option(help: "A .gguf file, an HF Llama folder, or a fetched model's short name (smollm2).")
     var model: String
 
-    @Option(help: "An HF PEFT LoRA adapter folder, applied without fusing.")
+    @Option(help: "An HF PEFT adapter folder (LoRA, DoRA, IA³), applied without fusing.")
     var adapter: String?
 
     @Option(help: "Most tokens to generate.")
@@ -100,8 +100,8 @@ struct LMOptions: ParsableArguments {
     func load() throws -> CausalLM {
         var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
-            let ad = try LoRAAdapter(path: a)
-            try lm.model.attach(ad.lowRankUpdates(), source: a)
+            let ad = try AdapterMethods.open(a)
+            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
         }
         if int8Decode { lm.model.decodeArithmetic = .int8 }
         return lm

@@ -45,6 +45,31 @@ final class FuseTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/fused/tokenizer.json"))
     }
 
+    /// (IA)³ folds as PEFT's merge: key and value rows (and their biases) scaled, both output.dense
+    /// layers' columns scaled with their biases unchanged (fixture fuse-minilm-ia3, from PEFT 0.21's
+    /// merge_and_unload of grad-minilm-ia3).
+    func testIA3FuseMatchesPEFTMergeAndUnload() throws {
+        try requireMiniLM()
+        let tmp = try temporaryDirectory(self)
+        let s = try Fuse.run(model: minilm, adapter: referenceRoot + "/models/grad-minilm-ia3", to: tmp + "/fused")
+        XCTAssertEqual(s.fusedModules, 24)
+        XCTAssertEqual(s.savedTensors, 2)
+        let mine = try Checkpoint(path: tmp + "/fused")
+        let ref = try Checkpoint(path: referenceRoot + "/models/fuse-minilm-ia3/fused_subset.safetensors")
+        let base = try Checkpoint(path: minilm)
+        XCTAssertEqual(ref.names.count, 50, "24 modules' weights and biases, the classifier's weight and bias")
+        var worst: Float = 0, changedBiases = 0
+        for n in ref.names {
+            guard let info = mine.info(n), let refInfo = ref.info(n) else { XCTFail("fused model lacks \(n)"); continue }
+            XCTAssertEqual(Array(info.shape.dropFirst()), Array(refInfo.shape.dropFirst()), n)
+            let a = try mine.tensor(n).floats(), b = try ref.tensor(n).floats()
+            for i in b.indices { worst = max(worst, abs(a[i] - b[i])) }
+            if n.hasSuffix(".bias"), n.hasPrefix("bert."), try base.tensor(String(n.dropFirst(5))).floats() != b { changedBiases += 1 }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-6)
+        XCTAssertEqual(changedBiases, 12, "key and value biases are scaled, feed-forward biases are not")
+    }
+
     func testFuseRejectsAdapterForAnotherBase() throws {
         let tmp = try temporaryDirectory(self)
         // The tiny Llama of the merge fixtures has no BERT modules.

@@ -11,19 +11,14 @@ import GraftTestSupport
 /// (fixtures grad-minilm-seqcls, grad-smollm2-lora). Loss to 1e-5 relative, each gradient tensor to
 /// 1e-3 relative (‖g − g_ref‖ / ‖g_ref‖).
 final class GradientReferenceTests: XCTestCase {
-    /// Copies of the adapter's tensors (writable), attached to `model` with zeroed gradient buffers.
-    /// Returns the gradient buffers by PEFT tensor name.
-    static func attachTrainable(_ adapter: LoRAAdapter, update: (String, LowRankUpdate, LinearGradients) throws -> Void) throws
-        -> [String: FloatBuffer] {
+    /// The adapter's updates (their own writable copies of the tensors) made trainable and handed to
+    /// `attach`. Returns the gradient buffers by PEFT tensor name.
+    static func attachTrainable(_ adapter: any LoadedAdapter, attach: (String, any LayerUpdate) throws -> Void) throws -> [String: FloatBuffer] {
         var grads: [String: FloatBuffer] = [:]
-        for (name, u) in adapter.lowRankUpdates() {
-            let a = FloatBuffer(u.a.array), b = FloatBuffer(u.b.array), m = u.magnitude.map { FloatBuffer($0.array) }
-            let g = LinearGradients(a: FloatBuffer(repeating: 0, count: a.count), b: FloatBuffer(repeating: 0, count: b.count),
-                                    magnitude: m.map { FloatBuffer(repeating: 0, count: $0.count) })
-            try update(name, LowRankUpdate(a: a, b: b, rank: u.rank, scale: u.scale, magnitude: m), g)
-            grads[LoRAAdapter.prefix + name + ".lora_A.weight"] = g.a
-            grads[LoRAAdapter.prefix + name + ".lora_B.weight"] = g.b
-            if let gm = g.magnitude { grads[LoRAAdapter.prefix + name + ".lora_magnitude_vector"] = gm }
+        for (name, u) in adapter.layerUpdates(dropout: 0) {
+            u.makeTrainable()
+            try attach(name, u)
+            for p in u.parameters { grads[LoRAAdapter.prefix + name + "." + p.suffix] = p.gradient }
         }
         return grads
     }
@@ -51,6 +46,16 @@ final class GradientReferenceTests: XCTestCase {
     /// DoRA (PEFT's use_dora, magnitudes moved off their initial norms): loss and A, B, magnitude and
     /// classifier gradients (fixture made by scripts/reference/make-dora-grad-reference.py).
     func testMiniLMDoRAGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-dora") }
+
+    /// (IA)³ with PEFT's BERT defaults (key and value outputs scaled; both output.dense layers — PEFT's
+    /// suffix rule takes attention.output.dense too — scaled at their input), vectors moved off their ones.
+    func testMiniLMIA3GradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-ia3") }
+
+    /// LoRA on PEFT's `dense` target, which includes `bert.pooler.dense`: the pooler's update trains
+    /// and every gradient matches.
+    func testMiniLMLoRAOnEveryDenseLayerIncludingThePoolerMatchesPEFT() throws {
+        try miniLM(bf16: false, fixture: "grad-minilm-lora-dense")
+    }
 
     /// bf16 products (inputs rounded to 8 mantissa bits, float32 sums) stay close to float32 PyTorch:
     /// loss to 1e-3, gradients to 3e-2 relative — the rounding, not a wiring error (which would be O(1)).
@@ -83,17 +88,14 @@ final class GradientReferenceTests: XCTestCase {
     static func miniLMCase(_ fixture: String, configure: (inout BertModel) -> Void) throws -> MiniLMCase {
         let folder = try fetchedModel("minilm")
         let dir = referenceRoot + "/models/" + fixture
-        let adapter = try LoRAAdapter(path: dir)
+        let adapter = try AdapterMethods.open(dir)
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         configure(&bert)
-        var grads = try attachTrainable(adapter) { name, u, g in
-            try bert.attach([(name, u)], source: dir)
-            _ = bert.updateLinear(String(name.dropFirst("bert.".count))) { $0.gradients = g }
-        }
+        var grads = try attachTrainable(adapter) { name, u in try bert.attach([(name, u)], source: dir) }
         guard let (w, b) = try adapter.classificationHead() else { throw XCTSkip("no classifier in \(dir)") }
         var head = Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: b.map { FloatBuffer(FloatBuffer($0).array) },
                           inFeatures: w.shape[1], outFeatures: w.shape[0])
-        let hg = LinearGradients.zeros(for: head, lowRank: false, full: true)
+        let hg = LinearGradients.zeros(for: head)
         head.gradients = hg
         grads[LoRAAdapter.prefix + "classifier.weight"] = hg.weight
         grads[LoRAAdapter.prefix + "classifier.bias"] = hg.bias
@@ -113,6 +115,21 @@ final class GradientReferenceTests: XCTestCase {
         let loss = sum / Double(count)
         let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(loss, want, accuracy: (bf16 ? 1e-3 : 1e-5) * abs(want))
+        if !bf16, let rows = try fixtureJSON("models/\(fixture)/expected.json")["logits"]?.arrayValue {
+            // PEFT's outputs with its adapter, against Graft's inference path (packed products, the
+            // updates applied unfused) and its training forward.
+            var inference = clf
+            inference.encoder.packForInference()
+            let fromInference = try inference.encoder.forward(ids).map { try inference.head.forward(try inference.encoder.pooledOutput($0), rows: 1).array }
+            for (i, row) in rows.enumerated() {
+                let ref = row.arrayValue?.compactMap(\.doubleValue) ?? []
+                XCTAssertEqual(ref.count, head.outFeatures)
+                for (j, v) in ref.enumerated() {
+                    XCTAssertEqual(Double(logits[i * head.outFeatures + j]), v, accuracy: 1e-4, "training logits [\(i), \(j)]")
+                    XCTAssertEqual(Double(fromInference[i][j]), v, accuracy: 1e-4, "inference logits [\(i), \(j)]")
+                }
+            }
+        }
         clf.backward(dLogits, tape: tape)
         try Self.compare(grads, reference: dir + "/grads.safetensors", tolerance: bf16 ? 3e-2 : 1e-3)
     }
@@ -120,21 +137,26 @@ final class GradientReferenceTests: XCTestCase {
 
 extension GradientReferenceTests {
     func testSmolLM2CausalLMGradientsMatchPEFT() throws {
-        let dir = referenceRoot + "/models/grad-smollm2-lora"
-        let adapter = try LoRAAdapter(path: dir)
+        try smolLM2("grad-smollm2-lora")
+    }
+
+    /// (IA)³ on keys, values and the down projection (PEFT's Llama defaults), vectors moved off their
+    /// ones (fixture made by scripts/reference/make-ia3-grad-reference.py).
+    func testSmolLM2IA3GradientsMatchPEFT() throws { try smolLM2("grad-smollm2-ia3") }
+
+    func smolLM2(_ fixture: String) throws {
+        let dir = referenceRoot + "/models/" + fixture
+        let adapter = try AdapterMethods.open(dir)
         var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
-        let grads = try Self.attachTrainable(adapter) { name, u, g in
-            try lm.model.attach([(name, u)], source: dir)
-            _ = lm.model.updateLinear(name) { $0.gradients = g }
-        }
-        let batch = try fixtureJSON("models/grad-smollm2-lora/batch.json")
+        let grads = try Self.attachTrainable(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
+        let batch = try fixtureJSON("models/\(fixture)/batch.json")
         let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
         let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
         // HF shifts: position i predicts label i + 1; -100 is no target.
         let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
         let targets = zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } }
         let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
-        let want = try fixtureJSON("models/grad-smollm2-lora/expected.json")["loss"]?.doubleValue ?? .nan
+        let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
         try Self.compare(grads, reference: dir + "/grads.safetensors")
     }
@@ -164,7 +186,7 @@ extension GradientReferenceTests {
             guard let g = grads[name] else { return XCTFail("no gradient for \(name)") }
             // The live parameter is the buffer the model holds: find it through the update attached.
             let module = String(name.dropFirst(LoRAAdapter.prefix.count + "bert.".count).dropLast(".lora_X.weight".count))
-            guard let lr = clf.encoder.linear(module)?.lowRank else { return XCTFail("no update on \(module)") }
+            guard let lr = clf.encoder.linear(module)?.updates.first as? LoRAUpdate else { return XCTFail("no update on \(module)") }
             let param = name.hasSuffix("lora_A.weight") ? lr.a : lr.b
             let order = (0..<g.count).sorted { abs(g[$0]) > abs(g[$1]) }.prefix(3)
             for i in order {
@@ -199,7 +221,7 @@ extension GradientReferenceTests {
             let c = try Self.miniLMCase("grad-minilm-seqcls") { bert in
                 bert.trainingDropout = (0.1, 0.1)
                 bert.multipliesPadding = multipliesPadding
-                bert.updateEveryLinear { $0.loraDropout = 0.1 }
+                bert.updateEveryLinear { for u in $0.updates { (u as? LoRAUpdate)?.dropout = 0.1 } }
                 if products != .blas { bert.packForTraining(bf16: products == .bf16) }
             }
             XCTAssertGreaterThan(Set(c.ids.map(\.count)).count, 1, "the batch must have padding")

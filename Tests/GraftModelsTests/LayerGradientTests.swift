@@ -1,3 +1,4 @@
+import GraftAdapters
 import GraftModels
 import GraftTensor
 import XCTest
@@ -37,12 +38,16 @@ final class LayerGradientTests: XCTestCase {
         let rows = 3, inF = 6, outF = 5, r = 2
         for (dora, dropout) in [(false, Float(0)), (true, Float(0)), (false, Float(0.3)), (true, Float(0.3))] {
             var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            let a = random(r * inF), b = random(outF * r)
             let m = dora ? random(outF, scale: 0.5) : nil
             if let m { for j in 0..<outF { m.mutable[j] += 1.5 } }
-            l.lowRank = LowRankUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.7, magnitude: m)
-            l.loraDropout = dropout
-            let g = LinearGradients.zeros(for: l, lowRank: true, full: !dora)
+            let u: any LayerUpdate = m.map { DoRAUpdate(a: a, b: b, magnitude: $0, rank: r, scale: 0.7, dropout: dropout) }
+                ?? LoRAUpdate(a: a, b: b, rank: r, scale: 0.7, dropout: dropout)
+            u.makeTrainable()
+            l.updates = [u]
+            let g = dora ? nil : LinearGradients.zeros(for: l)
             l.gradients = g
+            let grad = Dictionary(uniqueKeysWithValues: u.parameters.map { ($0.suffix, $0.gradient!) })
             let x = random(rows * inF), dy = random(rows * outF)
             // The same dropout mask for every evaluation: a fresh generator from one seed each time.
             func run() -> (FloatBuffer, Linear.Saved) {
@@ -57,13 +62,41 @@ final class LayerGradientTests: XCTestCase {
             if let m {
                 // DoRA treats the row norms ‖W + s·B·A‖ as constants (as PEFT does), so finite differences
                 // of A and B (which move the norms) are not its gradient; x and m do not enter the norms.
-                assertGradient("dm \(tag)", param: m, analytic: g.magnitude!, loss: L)
+                assertGradient("dm \(tag)", param: m, analytic: grad["lora_magnitude_vector"]!, loss: L)
             } else {
-                assertGradient("dA \(tag)", param: l.lowRank!.a, analytic: g.a!, loss: L)
-                assertGradient("dB \(tag)", param: l.lowRank!.b, analytic: g.b!, loss: L)
-                assertGradient("dW \(tag)", param: l.weight, analytic: g.weight!, loss: L)
-                assertGradient("db \(tag)", param: l.bias!, analytic: g.bias!, loss: L)
+                assertGradient("dA \(tag)", param: a, analytic: grad["lora_A.weight"]!, loss: L)
+                assertGradient("dB \(tag)", param: b, analytic: grad["lora_B.weight"]!, loss: L)
+                assertGradient("dW \(tag)", param: l.weight, analytic: g!.weight!, loss: L)
+                assertGradient("db \(tag)", param: l.bias!, analytic: g!.bias!, loss: L)
             }
+        }
+    }
+
+    /// IA³ scaling the output (keys, values: the bias scaled too) and the input (feed-forward layers).
+    func testLinearWithIA3() {
+        let rows = 4, inF = 6, outF = 5
+        for feedforward in [false, true] {
+            var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            let scaling = random(feedforward ? inF : outF)
+            let u = IA3Update(scaling: scaling, feedforward: feedforward)
+            u.makeTrainable()
+            l.updates = [u]
+            let x = random(rows * inF), dy = random(rows * outF)
+            let L = { self.dot(l.forwardTraining(x, rows: rows, rng: nil).y, dy) }
+            // The forward is PEFT's: (x·Wᵀ + b) ⊙ l, or (x ⊙ l)·Wᵀ + b.
+            let y = l.forwardTraining(x, rows: rows, rng: nil).y
+            for r in 0..<rows {
+                for j in 0..<outF {
+                    var want: Float = l.bias![j]
+                    for i in 0..<inF { want += x[r * inF + i] * (feedforward ? scaling[i] : 1) * l.weight[j * inF + i] }
+                    if !feedforward { want *= scaling[j] }
+                    XCTAssertEqual(y[r * outF + j], want, accuracy: 1e-5)
+                }
+            }
+            let (_, saved) = l.forwardTraining(x, rows: rows, rng: nil)
+            let dx = l.backward(dy, saved: saved, rows: rows)!
+            assertGradient("IA³ dx feedforward \(feedforward)", param: x, analytic: dx, loss: L)
+            assertGradient("IA³ dl feedforward \(feedforward)", param: scaling, analytic: u.parameters[0].gradient!, loss: L)
         }
     }
 
@@ -179,7 +212,7 @@ final class PackedLinearTests: XCTestCase {
         let x = random(rows * inF), res = random(rows * outF)
         for withLoRA in [false, true] {
             var plain = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
-            if withLoRA { plain.lowRank = LowRankUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.5) }
+            if withLoRA { plain.updates = [LoRAUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.5)] }
             for algorithm in [F32Matrix.Algorithm.classical, .strassen] {
             var packed = plain
             packed.packForInference(algorithm: algorithm)

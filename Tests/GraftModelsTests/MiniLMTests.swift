@@ -97,7 +97,7 @@ final class MiniLMAdapterTests: XCTestCase {
         for order in ["unpacked", "packed, then attached", "attached, then packed"] {
             var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
             if order.hasPrefix("packed") { bert.packForInference() }
-            try bert.attach(adapter.lowRankUpdates(), source: adapter.path)
+            try bert.attach(adapter.layerUpdates(dropout: 0), source: adapter.path)
             if order.hasPrefix("attached") { bert.packForInference() }
             let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
             let got = try clf.logits(texts)
@@ -109,6 +109,6 @@ final class MiniLMAdapterTests: XCTestCase {
     func testAdapterForAnotherModelIsRefused() throws {
         var bert = try BertModel(checkpoint: try Checkpoint(path: try fetchedModel("minilm")))
         let adapter = try LoRAAdapter(path: referenceRoot + "/models/peft-smollm2-lora")
-        XCTAssertThrowsError(try bert.attach(adapter.lowRankUpdates(), source: adapter.path)) { XCTAssertTrue("\($0)".contains("q_proj"), "\($0)") }
+        XCTAssertThrowsError(try bert.attach(adapter.layerUpdates(dropout: 0), source: adapter.path)) { XCTAssertTrue("\($0)".contains("q_proj"), "\($0)") }
     }
 }

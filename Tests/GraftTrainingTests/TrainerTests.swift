@@ -13,7 +13,7 @@ final class TrainerTests: XCTestCase {
     func spec(_ d: String, steps: Int = 12, out: String = "out") throws -> TrainSpec {
         try write(toySentiment(96), to: d + "/train.jsonl")
         var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl",
-                          lora: LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"]), output: d + "/" + out)
+                          adapter: LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"]), output: d + "/" + out)
         s.trainer.maxSteps = steps
         s.trainer.batchSize = 8
         s.trainer.learningRate = 2e-3
@@ -46,7 +46,7 @@ final class TrainerTests: XCTestCase {
         let d = try temporaryDirectory(self)
         var s = try spec(d, steps: 8)
         s.trainer.saveEvery = 3
-        s.lora.dropout = 0.1  // dropout masks must repeat too
+        s.lora?.dropout = 0.1  // dropout masks must repeat too
         s.trainer.gradientAccumulation = 2
         let full = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
         let cps = Checkpoints.list(in: s.checkpointDir).map(\.step)
@@ -103,13 +103,13 @@ final class TrainerTests: XCTestCase {
     func testTrainedAdapterReloadsWithTheSameOutputs() throws {
         let d = try temporaryDirectory(self)
         var s = try spec(d, steps: 4)
-        s.lora.useDoRA = true
+        s.lora?.useDoRA = true
         _ = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
         let folder = try fetchedModel("minilm")
         let adapter = try LoRAAdapter(path: d + "/out")
         XCTAssertTrue(adapter.modules.values.allSatisfy { $0.magnitude != nil }, "DoRA magnitudes saved")
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
-        try bert.attach(adapter.lowRankUpdates(), source: adapter.path)
+        try bert.attach(adapter.layerUpdates(dropout: 0), source: adapter.path)
         guard let (w, b) = try adapter.classificationHead() else { return XCTFail("no classifier") }
         let head = Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0])
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(model: folder), head: head)
@@ -134,9 +134,9 @@ final class TrainerTests: XCTestCase {
 
         """, count: 8), to: d + "/chat.jsonl")
         var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl",
-                          lora: LoRAConfig(rank: 4, alpha: 8, targetModules: ["q_proj", "v_proj"]), output: d + "/lm")
+                          adapter: LoRAConfig(rank: 4, alpha: 8, targetModules: ["q_proj", "v_proj"]), output: d + "/lm")
         s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = 1e-2; s.trainer.logEvery = 1; s.validationSplit = 0
-        s.lora.layersToTransform = [28, 29]
+        s.lora?.layersToTransform = [28, 29]
         let lm = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
         let l = losses(lm.history)
         XCTAssertLessThan(l.last!, l.first! * 0.7, "\(l)")
@@ -147,7 +147,7 @@ final class TrainerTests: XCTestCase {
         let pairs = (0..<16).map { i in "{\"query\": \"question number \(i) about topic \(i % 4)\", \"positive\": \"answer \(i) on topic \(i % 4)\"}" }
         try write(pairs.joined(separator: "\n"), to: d + "/pairs.jsonl")
         var e = TrainSpec(model: try fetchedModel("minilm"), task: .embedding, data: d + "/pairs.jsonl",
-                          lora: LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"]), output: d + "/emb")
+                          adapter: LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"]), output: d + "/emb")
         e.trainer.maxSteps = 6; e.trainer.batchSize = 8; e.trainer.learningRate = 2e-3; e.trainer.logEvery = 1; e.validationSplit = 0
         let emb = try TrainingRun.run(e, log: { _ in }, onEvent: { _ in })
         let el = losses(emb.history)
@@ -163,9 +163,9 @@ final class TrainerTests: XCTestCase {
             }
             XCTAssertFalse(FileManager.default.fileExists(atPath: s.output), "nothing written", line: line)
         }
-        var t = s; t.lora.targetModules = ["q_proj"]
+        var t = s; t.lora?.targetModules = ["q_proj"]
         fails(t, "target module 'q_proj' is not a linear layer of this model; its modules are: attention.self.query, attention.self.key")
-        t = s; t.lora.rank = 0
+        t = s; t.lora?.rank = 0
         fails(t, "rank must be a positive integer")
         try write("", to: d + "/empty.jsonl")
         t = s; t.data = d + "/empty.jsonl"
@@ -210,7 +210,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(out.contains("\"trainable_parameters\""), out)
         let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/a/training_config.json"))))
         XCTAssertEqual(cfg["trainer"]?["learning_rate"]?.doubleValue, 1e-3, "the flag overrides the file")
-        XCTAssertEqual(cfg["lora"]?["r"]?.intValue, 4)
+        XCTAssertEqual(cfg["adapter"]?["r"]?.intValue, 4)
         try write("model: minilm\nbatchsize: 8\n", to: d + "/bad.yaml")
         let (c2, _, e2) = try runGraft(TrainerTests.self, ["train", "--config", d + "/bad.yaml", "--output", d + "/b"])
         XCTAssertNotEqual(c2, 0)
@@ -276,7 +276,7 @@ extension TrainerTests {
     func testLinearProbeTrainsOnlyTheHead() throws {
         let d = try temporaryDirectory(self)
         var s = try spec(d, steps: 30)
-        s.lora.targetModules = []
+        s.lora?.targetModules = []
         s.trainer.learningRate = 1e-2
         let run = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
         XCTAssertEqual(run.trainableParameters, 2 * 384 + 2)
@@ -297,7 +297,7 @@ extension TrainerTests {
     func testInitHeadStartsFromTheProbe() throws {
         let d = try temporaryDirectory(self)
         var probe = try spec(d, steps: 10, out: "probe")
-        probe.lora.targetModules = []
+        probe.lora?.targetModules = []
         probe.trainer.learningRate = 1e-2
         _ = try TrainingRun.run(probe, log: { _ in }, onEvent: { _ in })
         var s = try spec(d, steps: 1, out: "lpft")

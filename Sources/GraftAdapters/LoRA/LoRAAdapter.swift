@@ -5,7 +5,7 @@ import GraftTensor
 /// An HF PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`), read for
 /// applying to base weights: ΔW = scaling · B · A per target module, and the `modules_to_save`
 /// tensors (e.g. a classification head) that replace or extend the base model's.
-public final class LoRAAdapter: @unchecked Sendable {
+public final class LoRAAdapter: LoadedAdapter, @unchecked Sendable {
     public struct Module: Sendable {
         /// Module path as PEFT names it, without the `base_model.model.` prefix.
         public let name: String
@@ -26,16 +26,24 @@ public final class LoRAAdapter: @unchecked Sendable {
 
     public static let prefix = "base_model.model."
 
-    public init(path: String) throws {
-        self.path = path
+    /// Reads a LoRA or DoRA folder; another method's folder is an error naming its type (`AdapterMethods.open`
+    /// reads any method's).
+    public convenience init(path: String) throws {
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path, nil, "not a PEFT adapter folder (no adapter_config.json)")
         }
-        config = try PEFTAdapterConfig(path: configPath)
+        let config = try PEFTAdapterConfig(path: configPath)
         guard config.peftType == "LORA" else {
-            throw FormatError(configPath, "peft_type", "'\(config.peftType)' is not supported here (only LORA)")
+            throw FormatError(configPath, "peft_type", "'\(config.peftType)' is not a LoRA adapter (only LORA is read here)")
         }
+        try self.init(path: path, config: config)
+    }
+
+    init(path: String, config: PEFTAdapterConfig) throws {
+        self.path = path
+        self.config = config
+        let configPath = config.path
         let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
         guard FileManager.default.fileExists(atPath: weights) else {
             throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
@@ -141,17 +149,5 @@ public final class LoRAAdapter: @unchecked Sendable {
         let path = String(tensorName.dropLast(".weight".count))
         if let m = modules[path] { return m }
         return modules.first { $0.key.hasSuffix("." + path) }?.value
-    }
-
-    /// The prefix (e.g. `bert.`) the adapter's module paths add to the base checkpoint's names, if any.
-    public func namePrefix(relativeTo baseNames: [String]) -> String {
-        let names = Set(baseNames)
-        for key in modules.keys.sorted() where !names.contains(key + ".weight") {
-            for bn in baseNames where bn.hasSuffix(".weight") {
-                let path = String(bn.dropLast(7))
-                if key.hasSuffix("." + path) { return String(key.dropLast(path.count)) }
-            }
-        }
-        return ""
     }
 }

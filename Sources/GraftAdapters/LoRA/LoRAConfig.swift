@@ -1,29 +1,64 @@
 import Foundation
 import GraftFormats
+import GraftTensor
 
 /// How to build a new LoRA (or DoRA) adapter, with PEFT's meanings: rank r, alpha (scaling α/r, or
-/// α/√r with rsLoRA), dropout on the adapter's input, target modules by name or pattern, layers to
-/// transform. `init` options follow PEFT's `LoraConfig`.
-public struct LoRAConfig: Sendable, Equatable {
+/// α/√r with rsLoRA), dropout on the adapter's input, target modules, layers to transform. `init`
+/// options follow PEFT's `LoraConfig`.
+public struct LoRAConfig: AdapterRecipe, Equatable {
     public var rank: Int
     public var alpha: Double
     public var dropout: Double = 0
     public var useRSLoRA = false
     public var useDoRA = false
-    /// Module-name suffixes (`query`, `self_attn.q_proj`), `all-linear`, or one regular expression
-    /// matched against the whole module path (PEFT: a string `target_modules` is a regex).
-    public var targetModules: [String]
-    public var targetRegex: String? = nil
-    /// Only these layer indices (nil: every layer).
-    public var layersToTransform: [Int]? = nil
+    public var targets: ModuleTargets
 
     public init(rank: Int, alpha: Double, targetModules: [String]) {
-        self.rank = rank; self.alpha = alpha; self.targetModules = targetModules
+        self.rank = rank; self.alpha = alpha; self.targets = ModuleTargets(names: targetModules)
     }
+
+    /// The rank when none is given; alpha defaults to twice the rank.
+    public static let defaultRank = 8
+
+    /// Target modules when none are given: query and value (BERT), q_proj and v_proj (Llama), as PEFT's
+    /// `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`.
+    public static func defaultTargets(llama: Bool) -> [String] { llama ? ["q_proj", "v_proj"] : ["query", "value"] }
+
+    static let options: [(name: String, help: String)] = [
+        ("rank", "rank r (default \(defaultRank))"), ("alpha", "alpha (default 2·rank); scaling alpha/r, or alpha/√r with --rslora"),
+        ("dropout", "dropout on the adapter's input in training (default 0)"), ("rslora", "rsLoRA scaling alpha/√r"),
+    ]
+
+    static func recipe(_ s: MethodSettings, dora: Bool) throws -> any AdapterRecipe {
+        let r = try s.int("rank") ?? defaultRank
+        var c = LoRAConfig(rank: r, alpha: try s.double("alpha") ?? Double(2 * r), targetModules: [])
+        c.targets = s.targets ?? ModuleTargets(names: defaultTargets(llama: s.llama))
+        c.dropout = try s.double("dropout") ?? 0
+        c.useRSLoRA = s.bool("rslora")
+        c.useDoRA = dora
+        return c
+    }
+
+    static let info = AdapterMethodInfo(
+        name: "lora", summary: "low-rank update y += s·(x·Aᵀ)·Bᵀ (Hu et al. 2021)", peftType: "LORA", fusable: true,
+        options: options, recipe: { try recipe($0, dora: false) })
+    static let doraInfo = AdapterMethodInfo(
+        name: "dora", summary: "LoRA on the weight's direction plus a trained magnitude per output (Liu et al. 2024); PEFT's LoRA with use_dora",
+        peftType: "LORA", fusable: true, options: options, recipe: { try recipe($0, dora: true) })
+
+    public var method: String { useDoRA ? "dora" : "lora" }
+    public var label: String { "\(useDoRA ? "DoRA" : "LoRA") r=\(rank)" }
+
+    /// Module-name suffixes (`query`, `self_attn.q_proj`) or `all-linear`.
+    public var targetModules: [String] { get { targets.names } set { targets.names = newValue } }
+    /// One regular expression matched against the whole module path.
+    public var targetRegex: String? { get { targets.regex } set { targets.regex = newValue } }
+    /// Only these layer indices (nil: every layer).
+    public var layersToTransform: [Int]? { get { targets.layers } set { targets.layers = newValue } }
 
     /// No low-rank modules at all (targets "none"): only fully trained modules such as a classifier
     /// head — a linear probe on frozen features.
-    public var headOnly: Bool { targetModules.isEmpty && targetRegex == nil }
+    public var headOnly: Bool { targets.isEmpty }
 
     public var scaling: Double { useRSLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank) }
 
@@ -33,46 +68,24 @@ public struct LoRAConfig: Sendable, Equatable {
         guard dropout >= 0 && dropout < 1 else { throw LoRAError("lora_dropout must be in [0, 1) (got \(dropout))") }
     }
 
-    /// The modules of `available` (module paths of a model's linear layers) this config targets. An
-    /// entry that matches nothing is an error that lists the model's module names.
-    public func targets(in available: [String]) throws -> [String] {
-        func layerIndex(_ path: String) -> Int? {
-            let parts = path.split(separator: ".")
-            for (i, p) in parts.enumerated() where (p == "layer" || p == "layers") && i + 1 < parts.count { return Int(parts[i + 1]) }
-            return nil
+    /// The modules of `available` (module paths of a model's linear layers) this config targets.
+    public func targets(in available: [String]) throws -> [String] { try targets.select(in: available) }
+
+    /// PEFT's initialisation: A Kaiming-uniform (a = √5, so U(−1/√in, 1/√in)) from a stream keyed by the
+    /// module path, B zero; DoRA's magnitude = the row norms of W.
+    public func makeUpdate(module: String, weight: FloatBuffer, inFeatures inF: Int, outFeatures outF: Int, seed: UInt64) throws -> any LayerUpdate {
+        var rng = SeededRNG(seed: seed, key: "lora_A/" + module)
+        let bound = 1 / Float(inF).squareRoot()
+        let a = FloatBuffer((0..<(rank * inF)).map { _ in (rng.nextUnitFloat() * 2 - 1) * bound })
+        let b = FloatBuffer(repeating: 0, count: outF * rank)
+        if useDoRA {
+            return DoRAUpdate(a: a, b: b, magnitude: DoRAUpdate.initialMagnitude(weight, inFeatures: inF, outFeatures: outF),
+                              rank: rank, scale: Float(scaling), dropout: Float(dropout))
         }
-        var chosen: [String] = []
-        if let re = targetRegex {
-            let regex: NSRegularExpression
-            do { regex = try NSRegularExpression(pattern: "^(?:" + re + ")$") } catch { throw LoRAError("target_modules regex '\(re)' is invalid: \(error)") }
-            chosen = available.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
-            guard !chosen.isEmpty else { throw LoRAError("target_modules regex '\(re)' matches none of the model's modules (\(Self.distinctNames(available)))") }
-        } else if targetModules == ["all-linear"] {
-            chosen = available
-        } else {
-            for t in targetModules {
-                let hit = available.filter { $0 == t || $0.hasSuffix("." + t) }
-                guard !hit.isEmpty else {
-                    throw LoRAError("target module '\(t)' is not a linear layer of this model; its modules are: \(Self.distinctNames(available))")
-                }
-                chosen += hit
-            }
-        }
-        if let layers = layersToTransform {
-            chosen = chosen.filter { layerIndex($0).map(layers.contains) ?? false }
-            guard !chosen.isEmpty else { throw LoRAError("layers_to_transform \(layers) leaves no target module") }
-        }
-        return available.filter(Set(chosen).contains)
+        return LoRAUpdate(a: a, b: b, rank: rank, scale: Float(scaling), dropout: Float(dropout))
     }
 
-    /// The per-layer module names (`attention.self.query`, …) without layer indices, for error messages.
-    static func distinctNames(_ paths: [String]) -> String {
-        var seen: [String] = []
-        for p in paths {
-            let parts = p.split(separator: ".")
-            let tail = parts.firstIndex { Int($0) != nil }.map { parts[($0 + 1)...].joined(separator: ".") } ?? p
-            if !seen.contains(tail) { seen.append(tail) }
-        }
-        return seen.joined(separator: ", ")
+    public func peftConfig(taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue {
+        LoRAWriter.configJSON(self, taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave)
     }
 }

@@ -1,24 +1,42 @@
+import GraftFormats
 import GraftTensor
 
 extension LoRAAdapter {
-    /// Every LoRA module as an unfused low-rank update (module path as PEFT names it, without the
-    /// `base_model.model.` prefix), for a model to attach to its linear layers at inference.
-    public func lowRankUpdates() -> [(module: String, update: LowRankUpdate)] {
+    public var method: String { config.useDoRA || modules.values.contains { $0.magnitude != nil } ? "dora" : "lora" }
+    public var moduleNames: [String] { modules.keys.sorted() }
+
+    /// Every module as an unfused update (LoRA, or DoRA where it has a magnitude), with its own copies
+    /// of the tensors, for a model to attach.
+    public func layerUpdates(dropout: Float = 0) -> [(module: String, update: any LayerUpdate)] {
         modules.sorted { $0.key < $1.key }.map { name, m in
-            (name, LowRankUpdate(a: FloatBuffer(m.a), b: FloatBuffer(m.b), rank: m.a.shape[0], scale: Float(m.scaling),
-                                  magnitude: m.magnitude.map { FloatBuffer($0) }))
+            let a = FloatBuffer(FloatBuffer(m.a).array), b = FloatBuffer(FloatBuffer(m.b).array)
+            let rank = m.a.shape[0], scale = Float(m.scaling)
+            if let mag = m.magnitude {
+                return (name, DoRAUpdate(a: a, b: b, magnitude: FloatBuffer(FloatBuffer(mag).array), rank: rank, scale: scale, dropout: dropout))
+            }
+            return (name, LoRAUpdate(a: a, b: b, rank: rank, scale: scale, dropout: dropout))
         }
     }
 
-    /// The classification head saved in `modules_to_save` (`classifier` or `score`): weight [classes × hidden], bias.
-    public func classificationHead() throws -> (weight: Tensor, bias: Tensor?)? {
-        for stem in ["classifier", "score"] {
-            guard let w = savedTensors.first(where: { $0.0 == stem + ".weight" || $0.0.hasSuffix("." + stem + ".weight") })?.1 else { continue }
-            guard w.shape.count == 2 else { throw LoRAError("\(path): \(stem).weight is not a matrix") }
-            let bias = savedTensors.first { $0.0 == stem + ".bias" || $0.0.hasSuffix("." + stem + ".bias") }?.1
-            return (w, bias)
+    /// Each module's weight tensor → W + ΔW (DoRA: m ⊙ (W + ΔW)/‖W + ΔW‖), shapes checked.
+    public func folds(in checkpoint: Checkpoint) throws -> [String: TensorFold] {
+        try targets(in: checkpoint).mapValues { m in { [self] w in updated(w, m) } }
+    }
+
+    /// Continuing this adapter: its own rank, alpha, scaling rule and targets (only the dropout is the
+    /// new run's), so the saved config describes the saved tensors.
+    public func recipe(dropout: Double) throws -> any AdapterRecipe {
+        let c = config
+        guard c.rankPattern.isEmpty && c.alphaPattern.isEmpty else {
+            throw LoRAError("\(path): adapters with rank_pattern or alpha_pattern cannot be continued yet")
         }
-        return nil
+        var own = LoRAConfig(rank: c.r, alpha: c.loraAlpha, targetModules: c.targetModules)
+        own.dropout = dropout; own.useRSLoRA = c.useRSLoRA; own.useDoRA = method == "dora"
+        return own
+    }
+
+    public var settingsSummary: String {
+        "\(method == "dora" ? "DoRA" : "LoRA") r = \(config.r), alpha = \(config.loraAlpha)\(config.useRSLoRA ? ", rsLoRA" : "")"
     }
 }
 

@@ -19,7 +19,7 @@ public enum LoRAWriter {
 
     /// The `adapter_config.json` object PEFT 0.21 reads back for this configuration.
     public static func configJSON(_ c: LoRAConfig, taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue {
-        let targets: JSONValue = c.targetRegex.map { .string($0) } ?? .array(c.targetModules.map { .string($0) })
+        let targets = c.targets.json
         return .object([
             ("alpha_pattern", .object([])), ("base_model_name_or_path", .string(baseModel)), ("bias", .string("none")),
             ("fan_in_fan_out", .bool(false)), ("inference_mode", .bool(true)), ("init_lora_weights", .bool(true)),

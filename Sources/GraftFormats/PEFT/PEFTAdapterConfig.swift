@@ -1,8 +1,10 @@
 import Foundation
 
-/// An HF PEFT `adapter_config.json` (the LoRA fields Graft reads).
+/// An HF PEFT `adapter_config.json`: the fields every method has, LoRA's, and the whole object for the
+/// keys of other methods (`json`).
 public struct PEFTAdapterConfig: Sendable {
     public let path: String
+    public let json: JSONValue
     public let peftType: String
     public let taskType: String?
     public let r: Int
@@ -22,19 +24,18 @@ public struct PEFTAdapterConfig: Sendable {
         let json: JSONValue
         do { json = try JSONValue.parse([UInt8](data)) } catch { throw FormatError(path, nil, "invalid JSON: \(error)") }
         guard json.objectValue != nil else { throw FormatError(path, nil, "not a JSON object") }
+        self.json = json
         peftType = json["peft_type"]?.stringValue ?? "LORA"
         taskType = json["task_type"]?.stringValue
-        guard let rv = json["r"]?.intValue, rv > 0 else { throw FormatError(path, "r", "missing or not a positive integer") }
+        // r is LoRA's (and its variants'); other methods have none.
+        let rv = json["r"]?.intValue ?? (peftType == "LORA" ? 0 : 1)
+        guard rv > 0 else { throw FormatError(path, "r", "missing or not a positive integer") }
         r = Int(rv)
         loraAlpha = json["lora_alpha"]?.doubleValue ?? Double(rv)
         useRSLoRA = json["use_rslora"]?.boolValue ?? false
         useDoRA = json["use_dora"]?.boolValue ?? false
         fanInFanOut = json["fan_in_fan_out"]?.boolValue ?? false
-        switch json["target_modules"] {
-        case let .array(a)?: targetModules = a.compactMap(\.stringValue)
-        case let .string(s)?: targetModules = [s]
-        default: targetModules = []
-        }
+        targetModules = Self.modules(json["target_modules"])
         modulesToSave = json["modules_to_save"]?.arrayValue?.compactMap(\.stringValue) ?? []
         var rp: [String: Int] = [:]
         for (k, v) in json["rank_pattern"]?.objectValue ?? [] { if let i = v.intValue { rp[k] = Int(i) } }
@@ -43,6 +44,15 @@ public struct PEFTAdapterConfig: Sendable {
         for (k, v) in json["alpha_pattern"]?.objectValue ?? [] { if let d = v.doubleValue { ap[k] = d } }
         alphaPattern = ap
         baseModelNameOrPath = json["base_model_name_or_path"]?.stringValue
+    }
+
+    /// A list of module names as PEFT stores it: an array, or one string (a regular expression).
+    public static func modules(_ v: JSONValue?) -> [String] {
+        switch v {
+        case let .array(a)?: a.compactMap(\.stringValue)
+        case let .string(s)?: [s]
+        default: []
+        }
     }
 
     /// PEFT's scaling for `module`: α/r, or α/√r with rsLoRA; rank_pattern / alpha_pattern keys match

@@ -3,25 +3,25 @@ import GraftAdapters
 import GraftFormats
 import GraftTensor
 
-/// One model a merge reads: a checkpoint, optionally with a LoRA adapter applied on the fly to the
-/// tensors it targets (mergekit's `model+adapter`). Tensors are read lazily through the memory map
+/// One model a merge reads: a checkpoint, optionally with an adapter (any method that folds: LoRA,
+/// DoRA, IA³) applied on the fly to the tensors it targets (mergekit's `model+adapter`). Tensors are read lazily through the memory map
 /// and their pages released after use, so reading a model costs no more memory than its largest tensor.
 public final class ModelSource: @unchecked Sendable {
     public let reference: ModelReference
     public let checkpoint: Checkpoint
-    public let adapter: LoRAAdapter?
+    public let adapter: (any LoadedAdapter)?
     private let saved: [String: Tensor]
-    /// Tensor name → the adapter module that updates it.
-    private let targets: [String: LoRAAdapter.Module]
+    /// Tensor name → how the adapter changes it.
+    private let targets: [String: TensorFold]
 
     public init(_ reference: ModelReference) throws {
         self.reference = reference
         checkpoint = try Checkpoint(path: reference.path)
         if let a = reference.adapter {
-            let adapter = try LoRAAdapter(path: a)
+            let adapter = try AdapterMethods.open(a)
             self.adapter = adapter
             // Fail now, not halfway through the merge, when the adapter does not fit this model.
-            targets = try adapter.targets(in: checkpoint)
+            targets = try adapter.folds(in: checkpoint)
             var s: [String: Tensor] = [:]
             for (n, t) in adapter.savedTensors where checkpoint.info(n) != nil { s[n] = t }
             saved = s
@@ -39,8 +39,8 @@ public final class ModelSource: @unchecked Sendable {
     public func floats(_ name: String) throws -> FloatBuffer {
         if let t = saved[name] { return FloatBuffer(t) }
         let w = FloatBuffer(try checkpoint.tensor(name))
-        guard let adapter, let m = targets[name] else { return w }
-        return adapter.updated(w, m)
+        guard let fold = targets[name] else { return w }
+        return fold(w)
     }
 
     public func tensor(_ name: String) throws -> Tensor { try checkpoint.tensor(name) }

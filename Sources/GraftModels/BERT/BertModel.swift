@@ -34,7 +34,7 @@ public struct BertModel: Sendable, LinearLayers {
     let embNorm: LayerNorm
     var layers: [Layer]
     /// `pooler.dense` (tanh of it on the first token feeds a classification head), when the checkpoint has it.
-    public let pooler: Linear?
+    public var pooler: Linear?
 
     /// Loads weights named as `BertModel` (optionally under a `bert.` prefix) from a checkpoint folder.
     public init(checkpoint: Checkpoint) throws {
@@ -86,16 +86,18 @@ public struct BertModel: Sendable, LinearLayers {
         pooler = checkpoint.info(prefix + "pooler.dense.weight") != nil ? try linear("pooler.dense", h, h) : nil
     }
 
-    /// The module paths of the linear layers, as PEFT names them in a BertModel.
+    /// The module paths of the linear layers, as PEFT names them in a BertModel: every layer's six,
+    /// then `pooler.dense` when the checkpoint has it (PEFT's `dense` target includes it).
     public var linearModuleNames: [String] {
         (0..<layers.count).flatMap { i in
             ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
              "intermediate.dense", "output.dense"].map { "encoder.layer.\(i).\($0)" }
-        }
+        } + (pooler == nil ? [] : ["pooler.dense"])
     }
 
-    /// Edits the linear layer at a module path (`encoder.layer.3.attention.self.query`); false if none.
+    /// Edits the linear layer at a module path (`encoder.layer.3.attention.self.query`, `pooler.dense`); false if none.
     public mutating func updateLinear(_ module: String, _ edit: (inout Linear) throws -> Void) rethrows -> Bool {
+        if module == "pooler.dense", pooler != nil { try edit(&pooler!); return true }
         let parts = module.split(separator: ".")
         guard parts.count >= 4, parts[0] == "encoder", parts[1] == "layer", let i = Int(parts[2]), i >= 0, i < layers.count else {
             return false
@@ -147,7 +149,7 @@ public struct BertModel: Sendable, LinearLayers {
     private static func pack(_ layer: inout Layer, hidden h: Int, algorithm: F32Matrix.Algorithm) {
         for path in [\Layer.attnOut, \Layer.up, \Layer.down] { layer[keyPath: path].packForInference(algorithm: algorithm) }
         let parts = [layer.query, layer.key, layer.value]
-        if parts.allSatisfy({ $0.lowRank == nil && $0.bf16 == nil }) {
+        if parts.allSatisfy({ $0.updates.isEmpty && $0.bf16 == nil }) {
             // [Wq; Wk; Wv] is the [3h × h] weight of x → (q, k, v) side by side.
             let w = FloatBuffer(count: 3 * h * h), b = FloatBuffer(repeating: 0, count: 3 * h)
             for (j, part) in parts.enumerated() {

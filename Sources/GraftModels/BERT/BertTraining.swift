@@ -42,7 +42,7 @@ extension BertModel {
     /// Whether layer `i` holds a linear layer with gradients attached.
     func isTrainable(_ i: Int) -> Bool {
         let l = layers[i]
-        return [l.query, l.key, l.value, l.attnOut, l.up, l.down].contains { $0.gradients != nil }
+        return [l.query, l.key, l.value, l.attnOut, l.up, l.down].contains { $0.trains }
     }
 
     /// Last hidden states [batch·length × hidden] (right-padded to the longest sequence) and the tape.
@@ -171,11 +171,12 @@ extension BertForSequenceClassification {
     /// Backward from dL/dlogits.
     public func backward(_ dLogits: FloatBuffer, tape: Tape) {
         let b = tape.encoder.batch
-        guard let dp = head.backward(dLogits, saved: tape.head, rows: b, needInput: encoder.hasTrainableLayers) else { return }
+        let pooler = encoder.pooler!
+        guard let dp = head.backward(dLogits, saved: tape.head, rows: b, needInput: encoder.hasTrainableLayers || pooler.trains) else { return }
         Dropout.backward(dp, scale: tape.poolDrop)
         let dpv = dp.mutable, pv = tape.pooled.values
         for i in 0..<dpv.count { dpv[i] *= 1 - pv[i] * pv[i] }
-        let dcls = encoder.pooler!.backward(dp, saved: tape.pooler, rows: b)!
+        guard let dcls = pooler.backward(dp, saved: tape.pooler, rows: b, needInput: encoder.hasTrainableLayers) else { return }
         encoder.backward(dcls, tape: tape.encoder)
     }
 }

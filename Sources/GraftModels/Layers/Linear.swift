@@ -1,24 +1,25 @@
 import GraftTensor
 
-/// y = x·Wᵀ + b (+ a low-rank update) for a batch of rows. W is [out × in] as PyTorch stores it.
-/// `forward` is inference; `forwardTraining` / `backward` (below) are the training pair.
+/// y = x·Wᵀ + b for a batch of rows, with the adapter updates attached to it (`updates`: LoRA, DoRA,
+/// IA³, … — each method's math is in its GraftAdapters folder, behind `LayerUpdate`). W is [out × in] as
+/// PyTorch stores it. `forward` is inference; `forwardTraining` / `backward` (LinearTraining.swift) are
+/// the training pair.
 public struct Linear: Sendable {
     public let weight: FloatBuffer
     public let bias: FloatBuffer?
     public let inFeatures: Int
     public let outFeatures: Int
-    /// An adapter's update applied at inference (LoRA without fusing).
-    public var lowRank: LowRankUpdate?
+    /// The adapters' updates on this layer, unfused, applied in order (each wraps the layer beneath it).
+    /// Training runs one.
+    public var updates: [any LayerUpdate] = []
     /// The same weight in its stored block format, used for matrix–vector products (decode).
     public var quantized: QuantizedMatrix?
     /// Quantise the input to 8 bits for those products (llama.cpp's decode arithmetic) instead of
     /// multiplying in float.
     public var int8Activations = false
-    /// Where `backward` accumulates the gradients of the trainable parts; nil when the layer is frozen
-    /// (the input gradient is still computed for the layers below).
+    /// Where `backward` accumulates the gradients of the weight and bias when they train (a
+    /// classification head, full fine-tuning); nil when they are frozen. An update's gradients are its own.
     public var gradients: LinearGradients?
-    /// Dropout probability on the low-rank branch's input (LoRA dropout), in training only.
-    public var loraDropout: Float = 0
     /// The frozen weight packed in bf16 for training's products (x·Wᵀ forward, dy·W backward), when
     /// bf16 precision is on; nil: float32 BLAS.
     public var bf16: (forward: BF16Matrix, backward: BF16Matrix)?
@@ -63,13 +64,16 @@ public struct Linear: Sendable {
         self.weight = weight; self.bias = bias; self.inFeatures = inFeatures; self.outFeatures = outFeatures
     }
 
-    /// Sets an adapter's low-rank update, checking it fits this layer.
-    public mutating func attach(_ u: LowRankUpdate, module: String, source: String) throws {
-        guard u.a.count == u.rank * inFeatures, u.b.count == outFeatures * u.rank else {
-            throw ModelError("\(source): module '\(module)' (rank \(u.rank)) does not fit the model's [\(outFeatures), \(inFeatures)] layer (adapter for a different base?)")
+    /// Adds an adapter's update on top of those already attached, checking it fits this layer.
+    public mutating func attach(_ u: any LayerUpdate, module: String, source: String) throws {
+        if let why = u.mismatch(inFeatures: inFeatures, outFeatures: outFeatures) {
+            throw ModelError("\(source): module '\(module)' \(why), but the model's layer is [\(outFeatures), \(inFeatures)] (adapter for a different base?)")
         }
-        lowRank = u
+        updates.append(u)
     }
+
+    /// Whether `backward` has gradients to accumulate here (the weight, or an update that trains).
+    public var trains: Bool { gradients != nil || updates.contains { $0.isTraining } }
 
     /// x: [rows × in] → [rows × out]
     public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer { forward(x, rows: rows, residual: nil) }
@@ -77,30 +81,59 @@ public struct Linear: Sendable {
     /// act(x·Wᵀ + b + low-rank update + residual): x [rows × in], residual [rows × out] → [rows × out].
     /// With a packed weight (`packForInference`) the residual and GELU are applied inside the product.
     public func forward(_ x: FloatBuffer, rows: Int, residual: FloatBuffer?, activation: F32Matrix.Activation = .none) -> FloatBuffer {
-        if lowRank?.magnitude != nil { return finish(forwardTraining(x, rows: rows, rng: nil).y, residual: residual, activation: activation) }
+        if !updates.isEmpty {
+            // The updates must come before the residual and the activation: nothing is fused.
+            let base = updates.indices.dropLast().reduce(frozen(inference: true)) { inner, i in stacked(updates[i], on: inner) }
+            return finish(updates.last!.forward(x, rows: rows, base: base, rng: nil).y, residual: residual, activation: activation)
+        }
         let y = FloatBuffer(count: rows * outFeatures)
         let yp = y.mutable.baseAddress!
+        if let packed, bf16 == nil, quantized == nil || rows > 2 {
+            packed.multiply(x.values.baseAddress!, m: rows, into: yp, bias: bias?.values.baseAddress,
+                            residual: residual?.values.baseAddress, activation: activation)
+            return y
+        }
+        inferenceProduct(x.values.baseAddress!, rows: rows, into: yp)
+        return finish(y, residual: residual, activation: activation)
+    }
+
+    /// x·Wᵀ + b into `yp` [rows × out] by inference's fastest path: the stored blocks' matrix–vector
+    /// products for one or two rows (decode), the packed weight, or training's product.
+    private func inferenceProduct(_ x: UnsafePointer<Float>, rows: Int, into yp: UnsafeMutablePointer<Float>) {
         if let q = quantized, rows <= 2 {
             for r in 0..<rows {
-                if int8Activations { q.matvecInt8(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
-                else { q.matvec(x.values.baseAddress! + r * inFeatures, into: yp + r * outFeatures) }
+                if int8Activations { q.matvecInt8(x + r * inFeatures, into: yp + r * outFeatures) }
+                else { q.matvec(x + r * inFeatures, into: yp + r * outFeatures) }
             }
             if let bias { for r in 0..<rows { for j in 0..<outFeatures { yp[r * outFeatures + j] += bias[j] } } }
-            addLowRank(x, rows: rows, into: yp)
-            return finish(y, residual: residual, activation: activation)
+        } else if let packed, bf16 == nil {
+            packed.multiply(x, m: rows, into: yp, bias: bias?.values.baseAddress)
+        } else {
+            frozenProduct(x, rows: rows, into: yp, backward: false, tokens: nil)
         }
-        if let packed, bf16 == nil {
-            // The low-rank update must be added before the activation: then only the bias is fused.
-            let fuse = lowRank == nil
-            packed.multiply(x.values.baseAddress!, m: rows, into: yp, bias: bias?.values.baseAddress,
-                            residual: fuse ? residual?.values.baseAddress : nil, activation: fuse ? activation : .none)
-            if fuse { return y }
-            addLowRank(x, rows: rows, into: yp)
-            return finish(y, residual: residual, activation: activation)
-        }
-        frozenProduct(x.values.baseAddress!, rows: rows, into: yp, backward: false, tokens: nil)
-        addLowRank(x, rows: rows, into: yp)
-        return finish(y, residual: residual, activation: activation)
+    }
+
+    /// The frozen layer as the updates see it: inference's products, or training's (over `tokens`' rows).
+    func frozen(inference: Bool, tokens: TokenRows? = nil) -> FrozenLinear {
+        FrozenLinear(weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures,
+                     product: { x, rows in
+                         let y = FloatBuffer(count: rows * outFeatures)
+                         if inference { inferenceProduct(x.values.baseAddress!, rows: rows, into: y.mutable.baseAddress!) }
+                         else { frozenProduct(x.values.baseAddress!, rows: rows, into: y.mutable.baseAddress!, backward: false, tokens: tokens) }
+                         return y
+                     },
+                     inputProduct: { dy, rows in
+                         let dx = FloatBuffer(count: rows * inFeatures)
+                         frozenProduct(dy.values.baseAddress!, rows: rows, into: dx.mutable.baseAddress!, backward: true, tokens: tokens)
+                         return dx
+                     })
+    }
+
+    /// `inner` with `u` applied on top, as the layer beneath the next update (inference only).
+    private func stacked(_ u: any LayerUpdate, on inner: FrozenLinear) -> FrozenLinear {
+        FrozenLinear(weight: weight, bias: bias, inFeatures: inFeatures, outFeatures: outFeatures,
+                     product: { x, rows in u.forward(x, rows: rows, base: inner, rng: nil).y },
+                     inputProduct: { _, _ in preconditionFailure("stacked updates are for inference only") })
     }
 
     /// y += residual, then the activation, in place.
@@ -108,16 +141,6 @@ public struct Linear: Sendable {
         if let residual { addInPlace(y, residual) }
         if activation == .gelu { Activation.gelu(y) }
         return y
-    }
-
-    func addLowRank(_ x: FloatBuffer, rows: Int, into yp: UnsafeMutablePointer<Float>) {
-        if let lr = lowRank {
-            let t = FloatBuffer(count: rows * lr.rank)
-            Linalg.gemm(m: rows, n: lr.rank, k: inFeatures, a: x.values.baseAddress!, b: lr.a.values.baseAddress!, transB: true,
-                        c: t.mutable.baseAddress!)
-            Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!,
-                        b: lr.b.values.baseAddress!, transB: true, beta: 1, c: yp)
-        }
     }
 }
 

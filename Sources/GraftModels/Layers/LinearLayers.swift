@@ -19,10 +19,10 @@ extension LinearLayers {
         return found
     }
 
-    /// Attaches low-rank updates (a LoRA adapter's) to the linear layers they name. Module paths may
-    /// carry a task-model prefix (`bert.`, `base_model.model.`); an update for a module this model
-    /// lacks, or of the wrong shape, is an error naming it.
-    public mutating func attach(_ updates: [(module: String, update: LowRankUpdate)], source: String) throws {
+    /// Attaches an adapter's updates (any method's `LayerUpdate`s) to the linear layers they name. Module
+    /// paths may carry a task-model prefix (`bert.`, `base_model.model.`); an update for a module this
+    /// model lacks, or of the wrong shape, is an error naming it.
+    public mutating func attach(_ updates: [(module: String, update: any LayerUpdate)], source: String) throws {
         let known = linearModuleNames
         for (name, u) in updates {
             _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }

@@ -1,100 +1,48 @@
 import GraftTensor
 
-/// Gradient buffers of a linear layer's trainable parts, accumulated (+=) by `Linear.backward`; a nil
-/// part is frozen. LoRA trains `a`/`b` (and DoRA `magnitude`); a classification head trains `weight`/`bias`.
+/// Gradient buffers of a linear layer's own weight and bias when they train (a classification head,
+/// full fine-tuning), accumulated (+=) by `Linear.backward`; a nil part is frozen. Adapter updates keep
+/// their gradients themselves (`UpdateParameter.gradient`).
 public final class LinearGradients: @unchecked Sendable {
-    public let a: FloatBuffer?, b: FloatBuffer?, magnitude: FloatBuffer?
     public let weight: FloatBuffer?, bias: FloatBuffer?
 
-    public init(a: FloatBuffer? = nil, b: FloatBuffer? = nil, magnitude: FloatBuffer? = nil,
-                weight: FloatBuffer? = nil, bias: FloatBuffer? = nil) {
-        self.a = a; self.b = b; self.magnitude = magnitude; self.weight = weight; self.bias = bias
+    public init(weight: FloatBuffer? = nil, bias: FloatBuffer? = nil) {
+        self.weight = weight; self.bias = bias
     }
 
-    /// Zero gradients for a layer's low-rank update (and DoRA magnitude) or its full weight and bias.
-    public static func zeros(for layer: Linear, lowRank: Bool, full: Bool) -> LinearGradients {
-        func z(_ n: Int) -> FloatBuffer { FloatBuffer(repeating: 0, count: n) }
-        let lr = lowRank ? layer.lowRank : nil
-        return LinearGradients(a: lr.map { z($0.a.count) }, b: lr.map { z($0.b.count) }, magnitude: lr?.magnitude.map { z($0.count) },
-                               weight: full ? z(layer.weight.count) : nil, bias: full ? layer.bias.map { z($0.count) } : nil)
+    /// Zero gradients for a layer's full weight and its bias.
+    public static func zeros(for layer: Linear) -> LinearGradients {
+        LinearGradients(weight: FloatBuffer(repeating: 0, count: layer.weight.count),
+                        bias: layer.bias.map { FloatBuffer(repeating: 0, count: $0.count) })
     }
 }
 
 extension Linear {
-    /// What `backward` needs from the forward pass.
+    /// What `backward` needs from the forward pass: the input, and what the attached update saved.
     public struct Saved: @unchecked Sendable {
         let x: FloatBuffer
-        /// Dropout scale per input element (0 or 1/(1−p)) on the low-rank branch, when dropout ran.
-        let dropScale: FloatBuffer?
-        /// x̃·Aᵀ [rows × rank] (x̃ = the low-rank branch's input).
-        let t: FloatBuffer?
-        /// DoRA: g = m/‖W + s·B·A‖ [out] and x̃·Wᵀ + s·t·Bᵀ [rows × out].
-        let doraScale: FloatBuffer?, doraPre: FloatBuffer?
+        let update: AnyObject?
     }
 
-    /// y = x·Wᵀ + b + the low-rank update, keeping what `backward` needs. `rng` draws the LoRA dropout
-    /// mask (none when nil or `loraDropout` is 0). With `tokens`, the product with the frozen weight runs
-    /// over those rows only and the padding rows' get zeros (see `TokenRows`).
+    /// y = x·Wᵀ + b with the attached update, keeping what `backward` needs. `rng` draws the update's
+    /// training-time randomness (LoRA dropout; none when nil). With `tokens`, the products with the
+    /// frozen weight run over those rows only and the padding rows get zeros (see `TokenRows`).
     public func forwardTraining(_ x: FloatBuffer, rows: Int, rng: UnsafeMutablePointer<SeededRNG>?, tokens: TokenRows? = nil)
         -> (y: FloatBuffer, saved: Saved) {
-        let y = FloatBuffer(count: rows * outFeatures)
-        let yp = y.mutable.baseAddress!
-        frozenProduct(x.values.baseAddress!, rows: rows, into: yp, backward: false, tokens: tokens)
-        guard let lr = lowRank else { return (y, Saved(x: x, dropScale: nil, t: nil, doraScale: nil, doraPre: nil)) }
-        // The low-rank branch's input: x, or x with dropout.
-        var xt = x, dropScale: FloatBuffer? = nil
-        if loraDropout > 0, let rng {
-            let n = rows * inFeatures, keep = 1 - loraDropout, s = FloatBuffer(count: n), d = FloatBuffer(count: n)
-            let sv = s.mutable, dv = d.mutable, xv = x.values
-            for i in 0..<n {
-                let m: Float = rng.pointee.nextUnitFloat() < loraDropout ? 0 : 1 / keep
-                sv[i] = m; dv[i] = xv[i] * m
-            }
-            xt = d; dropScale = s
+        precondition(updates.count <= 1, "training runs one adapter update per layer (this one has \(updates.count))")
+        guard let u = updates.first else {
+            let y = FloatBuffer(count: rows * outFeatures)
+            frozenProduct(x.values.baseAddress!, rows: rows, into: y.mutable.baseAddress!, backward: false, tokens: tokens)
+            return (y, Saved(x: x, update: nil))
         }
-        let t = FloatBuffer(count: rows * lr.rank)
-        Linalg.gemm(m: rows, n: lr.rank, k: inFeatures, a: xt.values.baseAddress!, b: lr.a.values.baseAddress!, transB: true,
-                    c: t.mutable.baseAddress!)
-        guard let m = lr.magnitude else {
-            Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!, b: lr.b.values.baseAddress!,
-                        transB: true, beta: 1, c: yp)
-            return (y, Saved(x: x, dropScale: dropScale, t: t, doraScale: nil, doraPre: nil))
-        }
-        // DoRA: pre = x̃·Wᵀ + s·t·Bᵀ; y = (x·Wᵀ + b) − x̃·Wᵀ + g ⊙ pre.
-        let g = doraScale(lr, magnitude: m)
-        let xw = FloatBuffer(count: rows * outFeatures)
-        Linalg.gemm(m: rows, n: outFeatures, k: inFeatures, a: xt.values.baseAddress!, b: weight.values.baseAddress!, transB: true,
-                    c: xw.mutable.baseAddress!)
-        let pre = FloatBuffer(count: rows * outFeatures)
-        let pp = pre.mutable.baseAddress!
-        pp.update(from: xw.values.baseAddress!, count: pre.count)
-        Linalg.gemm(m: rows, n: outFeatures, k: lr.rank, alpha: lr.scale, a: t.values.baseAddress!, b: lr.b.values.baseAddress!,
-                    transB: true, beta: 1, c: pp)
-        let gv = g.values
-        for r in 0..<rows {
-            for j in 0..<outFeatures { let i = r * outFeatures + j; yp[i] += gv[j] * pp[i] - xw[i] }
-        }
-        return (y, Saved(x: x, dropScale: dropScale, t: t, doraScale: g, doraPre: pre))
+        let (y, saved) = u.forward(x, rows: rows, base: frozen(inference: false, tokens: tokens), rng: rng)
+        return (y, Saved(x: x, update: saved))
     }
 
-    /// DoRA's g = m / ‖W + s·B·A‖ per output row (norms of the current weights; constants for backward).
-    func doraScale(_ lr: LowRankUpdate, magnitude m: FloatBuffer) -> FloatBuffer {
-        let w = FloatBuffer(count: outFeatures * inFeatures)
-        w.mutable.baseAddress!.update(from: weight.values.baseAddress!, count: w.count)
-        Linalg.gemm(m: outFeatures, n: inFeatures, k: lr.rank, alpha: lr.scale, a: lr.b.values.baseAddress!, b: lr.a.values.baseAddress!,
-                    beta: 1, c: w.mutable.baseAddress!)
-        let g = FloatBuffer(count: outFeatures), wv = w.values
-        for j in 0..<outFeatures {
-            var ss: Float = 0
-            for i in 0..<inFeatures { let v = wv[j * inFeatures + i]; ss += v * v }
-            g.mutable[j] = m[j] / ss.squareRoot()
-        }
-        return g
-    }
-
-    /// Backward of `forwardTraining`: accumulates the trainable parts' gradients into `gradients` and
-    /// returns dL/dx [rows × in] when `needInput` (nil otherwise, saving the largest product). `tokens` as
-    /// in the forward pass (the padding rows' dy are zeros: their dx are too).
+    /// Backward of `forwardTraining`: accumulates the weight's and bias's gradients into `gradients`
+    /// and the update's into its own, and returns dL/dx [rows × in] when `needInput` (nil otherwise,
+    /// saving the largest product). `tokens` as in the forward pass (the padding rows' dy are zeros:
+    /// their dx are too).
     public func backward(_ dy: FloatBuffer, saved s: Saved, rows: Int, needInput: Bool = true, tokens: TokenRows? = nil) -> FloatBuffer? {
         let dyp = dy.values.baseAddress!
         if let g = gradients {
@@ -107,62 +55,12 @@ extension Linear {
                             beta: 1, c: gw.mutable.baseAddress!)
             }
         }
-        var dyLow = dy  // the gradient reaching the low-rank branch's output (g ⊙ dy for DoRA)
-        var u: FloatBuffer? = nil
-        if let lr = lowRank, let t = s.t {
-            if let gScale = s.doraScale, let pre = s.doraPre {
-                let scaled = FloatBuffer(count: rows * outFeatures)
-                let sv = scaled.mutable, gv = gScale.values, pv = pre.values
-                let dm = gradients?.magnitude?.mutable
-                for r in 0..<rows {
-                    for j in 0..<outFeatures {
-                        let d = dyp[r * outFeatures + j]
-                        sv[r * outFeatures + j] = d * gv[j]
-                        // ∂y/∂m_j = pre_j / ‖·‖_j = pre_j · g_j / m_j
-                        if let dm { dm[j] += d * pv[r * outFeatures + j] * gv[j] / lr.magnitude![j] }
-                    }
-                }
-                dyLow = scaled
-            }
-            let xt = s.dropScale.map { scale -> FloatBuffer in
-                let d = FloatBuffer(count: rows * inFeatures), dv = d.mutable, xv = s.x.values, sv = scale.values
-                for i in 0..<dv.count { dv[i] = xv[i] * sv[i] }
-                return d
-            } ?? s.x
-            if let gB = gradients?.b {
-                Linalg.gemm(m: outFeatures, n: lr.rank, k: rows, alpha: lr.scale, a: dyLow.values.baseAddress!, transA: true,
-                            b: t.values.baseAddress!, beta: 1, c: gB.mutable.baseAddress!)
-            }
-            let uu = FloatBuffer(count: rows * lr.rank)
-            Linalg.gemm(m: rows, n: lr.rank, k: outFeatures, a: dyLow.values.baseAddress!, b: lr.b.values.baseAddress!,
-                        c: uu.mutable.baseAddress!)
-            if let gA = gradients?.a {
-                Linalg.gemm(m: lr.rank, n: inFeatures, k: rows, alpha: lr.scale, a: uu.values.baseAddress!, transA: true,
-                            b: xt.values.baseAddress!, beta: 1, c: gA.mutable.baseAddress!)
-            }
-            u = uu
+        if let u = updates.first {
+            return u.backward(dy, x: s.x, saved: s.update, rows: rows, base: frozen(inference: false, tokens: tokens), needInput: needInput)
         }
         guard needInput else { return nil }
         let dx = FloatBuffer(count: rows * inFeatures)
-        let dxp = dx.mutable.baseAddress!
-        frozenProduct(dyp, rows: rows, into: dxp, backward: true, tokens: tokens)
-        guard let lr = lowRank, let u else { return dx }
-        // The low-rank branch's input gradient: s·u·A (+ DoRA's (g−1)⊙dy through W), times the dropout mask.
-        let branch = FloatBuffer(count: rows * inFeatures)
-        let bp = branch.mutable.baseAddress!
-        Linalg.gemm(m: rows, n: inFeatures, k: lr.rank, alpha: lr.scale, a: u.values.baseAddress!, b: lr.a.values.baseAddress!, c: bp)
-        if let gScale = s.doraScale {
-            let d1 = FloatBuffer(count: rows * outFeatures), dv = d1.mutable, gv = gScale.values
-            for r in 0..<rows { for j in 0..<outFeatures { dv[r * outFeatures + j] = dyp[r * outFeatures + j] * (gv[j] - 1) } }
-            Linalg.gemm(m: rows, n: inFeatures, k: outFeatures, a: d1.values.baseAddress!, b: weight.values.baseAddress!, beta: 1, c: bp)
-        }
-        let n = rows * inFeatures
-        if let scale = s.dropScale {
-            let sv = scale.values
-            for i in 0..<n { dxp[i] += bp[i] * sv[i] }
-        } else {
-            for i in 0..<n { dxp[i] += bp[i] }
-        }
+        frozenProduct(dyp, rows: rows, into: dx.mutable.baseAddress!, backward: true, tokens: tokens)
         return dx
     }
 

@@ -32,7 +32,7 @@ extension LlamaModel {
 
     func isTrainable(_ i: Int) -> Bool {
         let l = layers[i]
-        return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.gradients != nil }
+        return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.trains }
     }
 
     var attention: SelfAttention { SelfAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim, causal: true) }

@@ -1,0 +1,90 @@
+import Foundation
+import GraftFormats
+import GraftTensor
+
+/// An HF PEFT (IA)³ adapter folder: one vector `ia3_l` per target module ([1, in] on feed-forward
+/// modules, [out, 1] on the others, as `feedforward_modules` says), plus `modules_to_save` tensors.
+public final class IA3Adapter: LoadedAdapter, @unchecked Sendable {
+    public let path: String
+    public let config: PEFTAdapterConfig
+    public let recipeConfig: IA3Config
+    /// l per module path (without `base_model.model.`), and whether the module is feed-forward.
+    public let vectors: [String: (scaling: Tensor, feedforward: Bool)]
+    public let savedTensors: [(String, Tensor)]
+
+    init(path: String, config: PEFTAdapterConfig) throws {
+        self.path = path
+        self.config = config
+        let json = config.json
+        let ff = json["feedforward_modules"]
+        if case .string? = ff {
+            throw FormatError(config.path, "feedforward_modules", "a regular expression here is not supported yet (give a list)")
+        }
+        var targets = ModuleTargets(names: config.targetModules)
+        if case let .string(re)? = json["target_modules"] { targets = ModuleTargets(names: [], regex: re) }
+        recipeConfig = IA3Config(targets: targets, feedforward: PEFTAdapterConfig.modules(ff))
+        let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights) else {
+            throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
+        }
+        let file = try SafetensorsFile(path: weights)
+        var vectors: [String: (Tensor, Bool)] = [:], saved: [(String, Tensor)] = []
+        for info in file.tensors {
+            var name = info.name
+            if name.hasPrefix(LoRAAdapter.prefix) { name.removeFirst(LoRAAdapter.prefix.count) }
+            if name.hasSuffix(".ia3_l") {
+                let module = String(name.dropLast(".ia3_l".count))
+                let feedforward = recipeConfig.isFeedforward(module)
+                let t = try file.tensor(info.name)
+                guard t.dtype.isFloatingPoint, t.shape.count == 2, feedforward ? t.shape[0] == 1 : t.shape[1] == 1 else {
+                    throw FormatError(weights, info.name, "shape \(t.shape) is not a \(feedforward ? "[1, in] feed-forward" : "[out, 1]") IA³ vector (feedforward_modules: \(recipeConfig.feedforward))")
+                }
+                vectors[module] = (t, feedforward)
+            } else if name.contains(".ia3_") {
+                throw FormatError(weights, info.name, "unsupported IA³ tensor")
+            } else {
+                saved.append((name.replacingOccurrences(of: ".modules_to_save.default", with: ""), try file.tensor(info.name)))
+            }
+        }
+        guard !vectors.isEmpty || !saved.isEmpty else { throw FormatError(weights, nil, "holds no IA³ vectors or saved tensors") }
+        self.vectors = vectors.mapValues { (scaling: $0.0, feedforward: $0.1) }
+        savedTensors = saved
+    }
+
+    public var method: String { "ia3" }
+    public var moduleNames: [String] { vectors.keys.sorted() }
+
+    public func layerUpdates(dropout: Float = 0) -> [(module: String, update: any LayerUpdate)] {
+        vectors.sorted { $0.key < $1.key }.map { name, v in
+            (name, IA3Update(scaling: FloatBuffer(FloatBuffer(v.scaling).array), feedforward: v.feedforward))
+        }
+    }
+
+    /// As PEFT's merge: W's columns scaled on feed-forward modules, else its rows and the bias.
+    public func folds(in checkpoint: Checkpoint) throws -> [String: TensorFold] {
+        var folds: [String: TensorFold] = [:]
+        for (tensorName, module) in try weightTensors(in: checkpoint) {
+            let v = vectors[module]!, l = FloatBuffer(v.scaling), shape = checkpoint.info(tensorName)!.shape
+            guard shape.count == 2, l.count == (v.feedforward ? shape[1] : shape[0]) else {
+                throw LoRAError("\(path): module '\(module)' scales \(l.count) \(v.feedforward ? "inputs" : "outputs") but \(checkpoint.path) has '\(tensorName)' of shape \(shape) (adapter for a different base?)")
+            }
+            let cols = shape[1], ff = v.feedforward
+            folds[tensorName] = { w in
+                let out = FloatBuffer(count: w.count), o = out.mutable, wv = w.values, lv = l.values
+                for i in 0..<w.count { o[i] = wv[i] * lv[ff ? i % cols : i / cols] }
+                return out
+            }
+            let bias = String(tensorName.dropLast(".weight".count)) + ".bias"
+            if !ff, checkpoint.info(bias) != nil {
+                folds[bias] = { b in FloatBuffer((0..<b.count).map { b[$0] * l[$0] }) }
+            }
+        }
+        return folds
+    }
+
+    public func recipe(dropout: Double) throws -> any AdapterRecipe { recipeConfig }
+
+    public var settingsSummary: String {
+        "IA³ on \(vectors.count) modules (feed-forward: \(recipeConfig.feedforward.joined(separator: ", ")))"
+    }
+}

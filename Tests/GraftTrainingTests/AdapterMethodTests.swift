@@ -1,0 +1,115 @@
+import Foundation
+import GraftAdapters
+import GraftFormats
+import GraftEval
+import GraftMerging
+import GraftModels
+import GraftTensor
+import GraftText
+import GraftTraining
+import XCTest
+import GraftTestSupport
+
+/// Adapter methods behind the seam: each trains on both models where it applies, saves PEFT's format
+/// (names, shapes, config keys of a PEFT-made fixture), reloads with the outputs it trained, and folds.
+final class AdapterMethodTests: XCTestCase {
+    func losses(_ h: [JSONValue]) -> [Double] { h.compactMap { $0["loss"]?.doubleValue } }
+
+    /// (IA)³ on MiniLM classification with PEFT's BERT defaults: it learns, its folder has the tensor
+    /// names and shapes and only config keys of PEFT's own (fixture grad-minilm-ia3, same targets), and
+    /// reloaded unfused or folded into the weights it gives the same logits.
+    func testIA3TrainsSavesAsPEFTAndFolds() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl",
+                          adapter: IA3Config.defaults(llama: false), output: d + "/ia3")
+        s.trainer.maxSteps = 12; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        XCTAssertEqual(outcome.trainableParameters, 6 * (384 + 384 + 384 + 1536) + 2 * 384 + 2, "IA³ vectors and the head")
+
+        let fixture = referenceRoot + "/models/grad-minilm-ia3"
+        let ref = try SafetensorsFile(path: fixture + "/adapter_model.safetensors")
+        let ours = try SafetensorsFile(path: d + "/ia3/adapter_model.safetensors")
+        // The fixture's head has 3 classes, this data 2: compare the IA³ vectors' names and shapes, and the head's names.
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: ours.tensors.filter { $0.name.hasSuffix("ia3_l") }.map { ($0.name, $0.shape) }),
+                       Dictionary(uniqueKeysWithValues: ref.tensors.filter { $0.name.hasSuffix("ia3_l") }.map { ($0.name, $0.shape) }))
+        XCTAssertEqual(Set(ours.tensors.map(\.name)), Set(ref.tensors.map(\.name)))
+        let refCfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: fixture + "/adapter_config.json"))))
+        let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/ia3/adapter_config.json"))))
+        let refKeys = Set((refCfg.objectValue ?? []).map(\.0))
+        for (k, _) in cfg.objectValue ?? [] { XCTAssertTrue(refKeys.contains(k), "PEFT's IA3Config has no key \(k)") }
+        for k in ["peft_type", "task_type", "target_modules", "feedforward_modules"] { XCTAssertEqual(cfg[k], refCfg[k], k) }
+
+        // Reloaded: unfused through the runtime, and folded by graft fuse, the same logits.
+        let folder = try fetchedModel("minilm")
+        let texts = ["the film was great", "the plot was awful"]
+        let clf = try Evaluation.classifier(model: folder, adapter: d + "/ia3")
+        let unfused = try clf.model.logits(texts)
+        _ = try Fuse.run(model: folder, adapter: d + "/ia3", to: d + "/fused")
+        var fusedEncoder = try BertModel(checkpoint: try Checkpoint(path: d + "/fused"))
+        fusedEncoder.packForInference()
+        let fused = try BertForSequenceClassification(encoder: fusedEncoder, tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
+        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        let labels = clf.labels
+        XCTAssertEqual(labels[unfused[0][0] > unfused[0][1] ? 0 : 1], "positive")
+    }
+
+    /// (IA)³ on SmolLM2 causal-LM SFT (the last two layers' keys, values and down projections, chosen by
+    /// regex as PEFT's IA3Config has no layers option): the loss falls and the modules saved are those.
+    func testIA3TrainsOnSmolLM2() throws {
+        let d = try temporaryDirectory(self)
+        try write(String(repeating: """
+        {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+
+        """, count: 8), to: d + "/chat.jsonl")
+        let targets = ModuleTargets(names: [], regex: #"model\.layers\.(28|29)\.(self_attn\.(k_proj|v_proj)|mlp\.down_proj)"#)
+        var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl",
+                          adapter: IA3Config(targets: targets, feedforward: ["down_proj"]), output: d + "/lm")
+        s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = 5e-2; s.trainer.logEvery = 1; s.validationSplit = 0
+        let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
+        XCTAssertLessThan(l.last!, l.first! * 0.9, "\(l)")
+        let ad = try AdapterMethods.open(d + "/lm")
+        XCTAssertEqual(ad.method, "ia3")
+        XCTAssertEqual(ad.moduleNames, ["model.layers.28.mlp.down_proj", "model.layers.28.self_attn.k_proj", "model.layers.28.self_attn.v_proj",
+                                        "model.layers.29.mlp.down_proj", "model.layers.29.self_attn.k_proj", "model.layers.29.self_attn.v_proj"])
+    }
+
+    /// `--method`, `--list-methods` and the errors a user meets: an unknown method (the registry listed),
+    /// another method's option, IA³ with --layers, a folder of a PEFT type Graft does not know.
+    func testMethodCommandLineAndBadInput() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(32), to: d + "/train.jsonl")
+        let (c0, list, _) = try runGraft(Self.self, ["train", "--list-methods"])
+        XCTAssertEqual(c0, 0)
+        for m in AdapterMethods.all { XCTAssertTrue(list.contains(m.name + "\n"), list) }
+        XCTAssertTrue(list.contains("--feedforward"), list)
+        let base = ["train", "--model", "minilm", "--task", "classification", "--data", d + "/train.jsonl", "--output", d + "/out"]
+        func fails(_ extra: [String], _ text: String, line: UInt = #line) throws {
+            let (code, _, err) = try runGraft(Self.self, base + extra)
+            XCTAssertNotEqual(code, 0, line: line)
+            XCTAssertTrue(err.contains(text), err, line: line)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/out"), "nothing written", line: line)
+        }
+        try fails(["--method", "prefix"], "unknown adapter method 'prefix' (known: lora, dora, ia3)")
+        try fails(["--method", "ia3", "--rank", "4"], "--rank is not an option of --method ia3 (its options: --feedforward)")
+        try fails(["--method", "lora", "--feedforward", "output.dense"], "--feedforward is not an option of --method lora")
+        try fails(["--method", "ia3", "--layers", "1"], "IA³ has no layers_to_transform")
+        try fails(["--method", "ia3", "--targets", "key", "--feedforward", "output.dense"], "feed-forward module 'output.dense' is not among the target modules")
+        let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
+        XCTAssertEqual(ch, 0)
+        XCTAssertTrue(help.contains("Examples per micro-batch (default \(TrainerOptions().batchSize))"), help)
+
+        // A PEFT folder of a type Graft does not read: named, for every command that opens adapters.
+        try FileManager.default.createDirectory(atPath: d + "/prefix", withIntermediateDirectories: true)
+        try write(#"{"peft_type": "PREFIX_TUNING", "task_type": "SEQ_CLS", "num_virtual_tokens": 20}"#, to: d + "/prefix/adapter_config.json")
+        XCTAssertThrowsError(try AdapterMethods.open(d + "/prefix")) {
+            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA)"), "\($0)")
+        }
+        XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/prefix", to: d + "/fused")) {
+            XCTAssertTrue("\($0)".contains("PREFIX_TUNING"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/fused"))
+    }
+}
