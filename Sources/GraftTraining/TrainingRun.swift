@@ -146,32 +146,22 @@ public enum TrainingRun {
             return last.path
         }
         let existing = try spec.initAdapter.map { try AdapterMethods.open($0) }
-        func report(_ name: String, _ r: DataReport) {
-            var s = "\(name): \(r.examples) examples"
-            if r.skipped > 0 { s += ", \(r.skipped) bad rows skipped (first: \(r.firstSkipped ?? ""))" }
-            if r.truncated > 0 { s += ", \(r.truncated) truncated to the maximum length" }
-            log(s)
-        }
+        // What differs between the tasks is the model, how records become examples, and (classification)
+        // the head; everything else — splits, reports, attaching the adapter, training, saving — is one path.
         switch spec.task {
         case .classification:
-            let folder = spec.model
-            var encoder = try BertModel(checkpoint: try Checkpoint(path: folder))
-            let tokenizer = try TokenizerLoader.load(model: folder)
-            let (trainR, valR, testR) = try records(spec, stratify: { $0.text(spec.labelColumn) })
-            let labels = Datasets.labels(trainR, column: spec.labelColumn)
-            guard !labels.isEmpty else { throw DataError(spec.data, "no labels found in column '\(spec.labelColumn)'") }
-            guard labels.count >= 2 else { throw DataError(spec.data, "only one class ('\(labels[0])') in column '\(spec.labelColumn)': classification needs two or more") }
-            var o = DataOptions(maxLength: spec.maxLength ?? encoder.config.maxPositions)
-            o.textColumn = spec.textColumn; o.labelColumn = spec.labelColumn; o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
-            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
-            let train = try Datasets.classification(trainR, tokenizer: tokenizer, labels: labels, options: o, report: &r1)
-            let val = try Datasets.classification(valR, tokenizer: tokenizer, labels: labels, options: o, report: &r2)
-            let test = try Datasets.classification(testR, tokenizer: tokenizer, labels: labels, options: o, report: &r3)
-            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
+            var encoder = try BertModel(checkpoint: try Checkpoint(path: spec.model))
+            let tokenizer = try TokenizerLoader.load(model: spec.model)
+            var labels: [String] = []
+            let (train, val, test) = try examples(spec, maxLength: encoder.config.maxPositions, stratify: { $0.text(spec.labelColumn) }, log: log,
+                                                  prepare: { trainRecords in
+                labels = Datasets.labels(trainRecords, column: spec.labelColumn)
+                guard !labels.isEmpty else { throw DataError(spec.data, "no labels found in column '\(spec.labelColumn)'") }
+                guard labels.count >= 2 else { throw DataError(spec.data, "only one class ('\(labels[0])') in column '\(spec.labelColumn)': classification needs two or more") }
+            }) { rs, o, r in try Datasets.classification(rs, tokenizer: tokenizer, labels: labels, options: o, report: &r) }
             encoder.packForTraining(bf16: spec.bf16)
             encoder.trainingDropout = spec.dropout(for: encoder.config)
-            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: spec.adapter, peftPrefix: "bert.", seed: spec.trainer.seed,
-                                                      from: existing, dropout: spec.adapter.dropout, allowHeadOnly: true)
+            var adapter = try attach(spec, to: &encoder, peftPrefix: "bert.", existing: existing)
             let headSource = try existing ?? spec.initHead.map { try AdapterMethods.open($0) }
             if let h = spec.initHead {
                 // The head's classes must be this data's, in the same order.
@@ -182,40 +172,30 @@ public enum TrainingRun {
             var head = try classifierHead(headSource, classes: labels.count, hidden: encoder.config.hidden, seed: spec.trainer.seed)
             adapter.trainFully(&head, name: "classifier")
             let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
-            let outcome: TrainOutcome
+            try AdapterLabels.write(labels, column: spec.labelColumn, to: out.tempPath)
             if spec.adapter.targets.isEmpty {
                 // A linear probe: the encoder is frozen, so its features are computed once.
                 log("linear probe: computing frozen features once for \(train.count + val.count + test.count) examples")
                 let probe = ProbeTask(head: head, dropout: encoder.trainingDropout.hidden)
-                outcome = try finish(task: probe, adapter: adapter, spec: spec, train: try ProbeTask.examples(model, train),
-                                     val: try ProbeTask.examples(model, val), test: try ProbeTask.examples(model, test),
-                                     resume: resumePath, out: out, log: log, onEvent: onEvent)
-            } else {
-                outcome = try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
-                                     resume: resumePath, out: out, log: log, onEvent: onEvent)
+                return try finish(task: probe, adapter: adapter, spec: spec, train: try ProbeTask.examples(model, train),
+                                  val: try ProbeTask.examples(model, val), test: try ProbeTask.examples(model, test),
+                                  resume: resumePath, out: out, log: log, onEvent: onEvent)
             }
-            try AdapterLabels.write(labels, column: spec.labelColumn, to: out.tempPath)
-            return outcome
+            return try finish(task: ClassificationTask(model: model), adapter: adapter, spec: spec, train: train, val: val, test: test,
+                              resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .causalLM:
             var lm = try CausalLM(path: spec.model)
-            let (trainR, valR, testR) = try records(spec, stratify: nil)
-            var o = DataOptions(maxLength: spec.maxLength ?? lm.model.config.contextLength)
-            o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
-            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
-            func conv(_ rs: [Record], _ r: inout DataReport) throws -> [CausalLMTask.Example] {
+            var (train, val, test) = try examples(spec, maxLength: lm.model.config.contextLength, stratify: nil, log: log) { rs, o, r in
                 try Datasets.causalLM(rs, tokenizer: lm.tokenizer, chatTemplate: lm.chatTemplate, eos: lm.eosId, options: o, report: &r)
             }
-            var train = try conv(trainR, &r1), val = try conv(valR, &r2), test = try conv(testR, &r3)
-            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
             if spec.packing {
-                let before = train.count
-                train = Datasets.pack(train, maxLength: o.maxLength)
-                val = Datasets.pack(val, maxLength: o.maxLength); test = Datasets.pack(test, maxLength: o.maxLength)
-                log("packing: \(before) training examples into \(train.count) rows of up to \(o.maxLength) tokens")
+                let before = train.count, maxLength = spec.maxLength ?? lm.model.config.contextLength
+                train = Datasets.pack(train, maxLength: maxLength)
+                val = Datasets.pack(val, maxLength: maxLength); test = Datasets.pack(test, maxLength: maxLength)
+                log("packing: \(before) training examples into \(train.count) rows of up to \(maxLength) tokens")
             }
             if spec.bf16 { lm.model.enableBF16() }
-            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: spec.adapter, peftPrefix: "", seed: spec.trainer.seed, from: existing,
-                                                      dropout: spec.adapter.dropout)
+            let adapter = try attach(spec, to: &lm.model, peftPrefix: "", existing: existing)
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .embedding:
@@ -223,19 +203,43 @@ public enum TrainingRun {
             var bert = enc.model
             bert.packForTraining(bf16: spec.bf16)
             bert.trainingDropout = spec.dropout(for: bert.config)
-            let (trainR, valR, testR) = try records(spec, stratify: nil)
-            var o = DataOptions(maxLength: spec.maxLength ?? enc.maxLength)
-            o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
-            var r1 = DataReport(), r2 = DataReport(), r3 = DataReport()
-            let train = try Datasets.pairs(trainR, tokenizer: enc.tokenizer, options: o, report: &r1)
-            let val = try Datasets.pairs(valR, tokenizer: enc.tokenizer, options: o, report: &r2)
-            let test = try Datasets.pairs(testR, tokenizer: enc.tokenizer, options: o, report: &r3)
-            report("train", r1); report("validation", r2); if !testR.isEmpty { report("test", r3) }
-            let adapter = try TrainableAdapter.attach(to: &bert, recipe: spec.adapter, peftPrefix: "", seed: spec.trainer.seed, from: existing,
-                                                      dropout: spec.adapter.dropout)
+            let (train, val, test) = try examples(spec, maxLength: enc.maxLength, stratify: nil, log: log) { rs, o, r in
+                try Datasets.pairs(rs, tokenizer: enc.tokenizer, options: o, report: &r)
+            }
+            let adapter = try attach(spec, to: &bert, peftPrefix: "", existing: existing)
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
+    }
+
+    /// The data path every task shares: the records split (or the given files read), `prepare` run on
+    /// the training records (e.g. to collect the labels), each split turned into examples by `convert`
+    /// with the spec's options, and each split's counts logged.
+    static func examples<E>(_ spec: TrainSpec, maxLength: Int, stratify: ((Record) -> String?)?, log: (String) -> Void,
+                            prepare: ([Record]) throws -> Void = { _ in },
+                            convert: ([Record], DataOptions, inout DataReport) throws -> [E]) throws -> (train: [E], val: [E], test: [E]) {
+        let (trainR, valR, testR) = try records(spec, stratify: stratify)
+        try prepare(trainR)
+        var o = DataOptions(maxLength: spec.maxLength ?? maxLength)
+        o.textColumn = spec.textColumn; o.labelColumn = spec.labelColumn; o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
+        var out: [[E]] = []
+        for (name, rs) in [("train", trainR), ("validation", valR), ("test", testR)] {
+            var r = DataReport()
+            out.append(try convert(rs, o, &r))
+            guard name != "test" || !rs.isEmpty else { continue }
+            var line = "\(name): \(r.examples) examples"
+            if r.skipped > 0 { line += ", \(r.skipped) bad rows skipped (first: \(r.firstSkipped ?? ""))" }
+            if r.truncated > 0 { line += ", \(r.truncated) truncated to the maximum length" }
+            log(line)
+        }
+        return (out[0], out[1], out[2])
+    }
+
+    /// The spec's adapter attached to `model` (or the adapter folder being continued).
+    static func attach<M: LinearLayers>(_ spec: TrainSpec, to model: inout M, peftPrefix: String, existing: (any LoadedAdapter)?) throws
+        -> TrainableAdapter {
+        try TrainableAdapter.attach(to: &model, recipe: spec.adapter, peftPrefix: peftPrefix, seed: spec.trainer.seed, from: existing,
+                                    dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification)
     }
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in
