@@ -22,8 +22,28 @@ public protocol LoadedAdapter: AnyObject, Sendable {
     func folds(in checkpoint: Checkpoint) throws -> [String: TensorFold]
     /// The recipe that continues training this adapter (its own settings; `dropout` is the new run's).
     func recipe(dropout: Double) throws -> any AdapterRecipe
+    /// Frozen tensors the modules share, saved once beside them (VeRA's random projections).
+    var sharedTensors: [SharedTensor] { get }
     /// The adapter's settings in a few words, for a fused model's card (`r = 8, alpha = 16`).
     var settingsSummary: String { get }
+}
+
+/// A frozen tensor an adapter's modules share, under its full name in the adapter file (`base_model.vera_A`).
+public struct SharedTensor: @unchecked Sendable {
+    public let name: String
+    public let value: FloatBuffer
+    public let shape: [Int]
+    public init(name: String, value: FloatBuffer, shape: [Int]) { self.name = name; self.value = value; self.shape = shape }
+}
+
+/// A linear layer a recipe will adapt: its module path, frozen weight W [out × in] and shape.
+public struct TargetLayer: @unchecked Sendable {
+    public let module: String
+    public let weight: FloatBuffer
+    public let inFeatures: Int, outFeatures: Int
+    public init(module: String, weight: FloatBuffer, inFeatures: Int, outFeatures: Int) {
+        self.module = module; self.weight = weight; self.inFeatures = inFeatures; self.outFeatures = outFeatures
+    }
 }
 
 /// A tensor's new value from its old, when an adapter is folded into it.
@@ -38,6 +58,10 @@ public protocol AdapterRecipe: Sendable {
     func validate() throws
     /// A new update for the layer at `module` with weight W [out × in], initialised as PEFT does.
     func makeUpdate(module: String, weight: FloatBuffer, inFeatures: Int, outFeatures: Int, seed: UInt64) throws -> any LayerUpdate
+    /// The updates for every targeted layer at once, and the frozen tensors they share (a method whose
+    /// modules share something — VeRA's projections — sees all the layers first). Default: `makeUpdate`
+    /// per layer, nothing shared.
+    func makeUpdates(for layers: [TargetLayer], seed: UInt64) throws -> (updates: [any LayerUpdate], shared: [SharedTensor])
     /// The `adapter_config.json` PEFT 0.21 reads back for this recipe.
     func peftConfig(taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue
     /// A short label for reports (`LoRA r=8`, `IA³`).
@@ -48,6 +72,10 @@ public protocol AdapterRecipe: Sendable {
 
 extension AdapterRecipe {
     public var dropout: Double { 0 }
+
+    public func makeUpdates(for layers: [TargetLayer], seed: UInt64) throws -> (updates: [any LayerUpdate], shared: [SharedTensor]) {
+        (try layers.map { try makeUpdate(module: $0.module, weight: $0.weight, inFeatures: $0.inFeatures, outFeatures: $0.outFeatures, seed: seed) }, [])
+    }
 }
 
 /// One adapter method in the registry: its name, what it does, its PEFT type, and whether its update
@@ -94,12 +122,13 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info]
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
         "LORA": { try LoRAAdapter(path: $0, config: $1) },
         "IA3": { try IA3Adapter(path: $0, config: $1) },
+        "VERA": { try VeRAAdapter(path: $0, config: $1) },
     ]
 
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.
@@ -133,6 +162,8 @@ public enum AdapterMethods {
 }
 
 extension LoadedAdapter {
+    public var sharedTensors: [SharedTensor] { [] }
+
     /// The classification head saved in `modules_to_save` (`classifier` or `score`): weight [classes × hidden], bias.
     public func classificationHead() throws -> (weight: Tensor, bias: Tensor?)? {
         for stem in ["classifier", "score"] {

@@ -6,15 +6,19 @@ import GraftTensor
 import GraftText
 import GraftTraining
 
-/// LoRA training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch: random
-/// token ids of exactly `seq` tokens (no padding), dropout off, one untimed warm-up step each.
+/// Adapter training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch, for any
+/// method both have (LoRA, DoRA, IA³, VeRA): random token ids of exactly `seq` tokens (no padding), dropout off,
+/// one untimed warm-up step each.
 public struct TrainBenchmark: Sendable {
     public var model = "minilm"
     public var task: TaskKind = .classification
     public var batch = 32
     public var seq = 64
+    /// The adapter method (`AdapterMethods`), with the same settings on both sides.
+    public var method = "lora"
     public var rank = 8
-    public var targets = ["query", "value"]
+    /// Target modules; nil: the method's defaults for the model (PEFT's).
+    public var targets: [String]? = ["query", "value"]
     public var steps = 5
     /// bf16 products with the frozen weights (float32 sums); the peer then also runs bf16 autocast.
     public var bf16 = false
@@ -46,7 +50,9 @@ public struct TrainBenchmark: Sendable {
         guard task == .classification || task == .causalLM else { throw BenchError("--task must be classification or causal-lm") }
         let path = try ModelLocator.resolve(model)
         Linalg.useSingleThreadedBLAS()  // as graft train: Graft splits the work over the cores itself
-        let lora = LoRAConfig(rank: rank, alpha: Double(2 * rank), targetModules: targets)
+        let info = try AdapterMethods.named(method)
+        let recipe = try info.recipe(MethodSettings(targets: targets.map { ModuleTargets(names: $0) }, llama: task == .causalLM,
+                                                    values: info.options.contains { $0.name == "rank" } ? ["rank": "\(rank)"] : [:]))
         var rng = SeededRNG(seed: 1)
         let tps: Double, flopsPerStep: Double
         var ids: [[Int]] = []
@@ -55,7 +61,7 @@ public struct TrainBenchmark: Sendable {
             let v = encoder.vocabularySize, h = encoder.config.hidden
             ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
             encoder.packForTraining(bf16: bf16)
-            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: lora, peftPrefix: "bert.", seed: 1)
+            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: recipe, peftPrefix: "bert.", seed: 1)
             var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
             adapter.trainFully(&head, name: "classifier")
             let t = ClassificationTask(model: try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: path), head: head))
@@ -69,7 +75,7 @@ public struct TrainBenchmark: Sendable {
             let c = lm.model.config
             ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
             if bf16 { lm.model.enableBF16() }
-            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: lora, peftPrefix: "", seed: 1)
+            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: recipe, peftPrefix: "", seed: 1)
             let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
             let h = c.hidden, kv = c.kvHeads * c.headDim
             let linear = Double(c.layers * (2 * h * h + 2 * h * kv + 3 * h * c.intermediate))
@@ -80,8 +86,10 @@ public struct TrainBenchmark: Sendable {
         let rss = peakRSSBytes() / 1e6
         var peerTPS: Double?, peerRSS: Double?, autocast: Double?
         if peer {
-            if let r = try Peers.run(Self.peerScript, input: ["path": path, "task": task.rawValue, "ids": ids, "rank": rank,
-                                                             "targets": targets.joined(separator: ","), "steps": steps, "autocast": bf16], log: log) {
+            if let r = try Peers.run(Self.peerScript, input: ["path": path, "task": task.rawValue, "ids": ids, "rank": rank, "method": method,
+                                                             "targets": recipe.targets.names.joined(separator: ","),
+                                                             "feedforward": ((recipe as? IA3Config)?.feedforward ?? []).joined(separator: ","),
+                                                             "steps": steps, "autocast": bf16], log: log) {
                 peerTPS = r["tokens_per_second"] as? Double; peerRSS = r["peak_rss_mb"] as? Double
                 autocast = r["autocast_tokens_per_second"] as? Double
             } else if Peers.python == nil {
@@ -117,13 +125,20 @@ public struct TrainBenchmark: Sendable {
 
     static let peerScript = """
     import json, sys, time, resource, torch
-    from peft import LoraConfig, get_peft_model
+    from peft import IA3Config, LoraConfig, VeraConfig, get_peft_model
     a = json.load(sys.stdin); torch.set_num_threads(2); torch.manual_seed(0)
     ids = torch.tensor(a["ids"]); targets = a["targets"].split(",")
+    def config(task_type):
+        if a["method"] == "vera":
+            return VeraConfig(r=a["rank"], target_modules=targets, task_type=task_type, vera_dropout=0.0)
+        if a["method"] == "ia3":
+            return IA3Config(target_modules=targets, feedforward_modules=[f for f in a["feedforward"].split(",") if f], task_type=task_type)
+        return LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type=task_type, lora_dropout=0.0,
+                          use_dora=a["method"] == "dora")
     if a["task"] == "classification":
         from transformers import AutoModelForSequenceClassification
         m = AutoModelForSequenceClassification.from_pretrained(a["path"], num_labels=2)
-        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="SEQ_CLS", lora_dropout=0.0)
+        cfg = config("SEQ_CLS")
         labels = torch.arange(ids.shape[0]) % 2
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
     else:
@@ -131,7 +146,7 @@ public struct TrainBenchmark: Sendable {
         from transformers import AutoModelForCausalLM
         d, f = os.path.split(a["path"])
         m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
-        cfg = LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type="CAUSAL_LM", lora_dropout=0.0)
+        cfg = config("CAUSAL_LM")
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
     m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)

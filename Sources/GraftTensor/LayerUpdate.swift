@@ -56,8 +56,9 @@ public struct UpdateParameter: @unchecked Sendable {
 public protocol LayerUpdate: AnyObject, Sendable {
     /// The method's name in GraftAdapters' registry (`lora`, `dora`, `ia3`).
     var method: String { get }
-    /// Why this update cannot sit on a layer of that shape (adapter for another base); nil when it fits.
-    func mismatch(inFeatures: Int, outFeatures: Int) -> String?
+    /// Fits the update to a layer of that shape when it is attached: nil when it fits (a method whose
+    /// modules share tensors — VeRA — takes its slice of them here), else why not (an adapter for another base).
+    func fit(inFeatures: Int, outFeatures: Int) -> String?
     /// The update's tensors (with gradient buffers once `makeTrainable` ran).
     var parameters: [UpdateParameter] { get }
     /// Allocates zeroed gradient buffers: from now on `backward` accumulates into them.

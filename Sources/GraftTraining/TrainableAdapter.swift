@@ -23,6 +23,8 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// Fully trained tensors saved as modules_to_save (name in the task model, shape).
     public private(set) var saved: [(name: String, value: FloatBuffer, shape: [Int])] = []
     public private(set) var modulesToSave: [String] = []
+    /// Frozen tensors the modules share (VeRA's projections), saved once under their own names.
+    public let shared: [SharedTensor]
 
     /// Attaches a new adapter to `model`, each update initialised as PEFT does (`recipe.makeUpdate`).
     /// `from` continues training an existing adapter instead (its tensors copied, its own settings and
@@ -34,6 +36,7 @@ public struct TrainableAdapter: @unchecked Sendable {
         let recipe = try existing?.recipe(dropout: dropout) ?? recipe
         try recipe.validate()
         var updates: [(path: String, update: any LayerUpdate)] = []
+        var shared = existing?.sharedTensors ?? []
         if let existing {
             for (name, u) in existing.layerUpdates(dropout: Float(dropout)) {
                 let bare = name.hasPrefix(peftPrefix) ? String(name.dropFirst(peftPrefix.count)) : name
@@ -45,11 +48,12 @@ public struct TrainableAdapter: @unchecked Sendable {
         } else if recipe.targets.isEmpty {
             guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
         } else {
-            for path in try recipe.targets.select(in: model.linearModuleNames) {
-                guard let layer = model.linear(path) else { continue }
-                updates.append((path, try recipe.makeUpdate(module: path, weight: layer.weight, inFeatures: layer.inFeatures,
-                                                            outFeatures: layer.outFeatures, seed: seed)))
+            let layers = try recipe.targets.select(in: model.linearModuleNames).compactMap { path in
+                model.linear(path).map { TargetLayer(module: path, weight: $0.weight, inFeatures: $0.inFeatures, outFeatures: $0.outFeatures) }
             }
+            let made = try recipe.makeUpdates(for: layers, seed: seed)
+            updates = zip(layers, made.updates).map { ($0.module, $1) }
+            shared = made.shared
         }
         var modules: [Module] = [], params: [TrainableParameter] = []
         for (path, u) in updates {
@@ -65,11 +69,11 @@ public struct TrainableAdapter: @unchecked Sendable {
             modules.append(Module(path: path, update: u))
         }
         guard !modules.isEmpty || (allowHeadOnly && recipe.targets.isEmpty) else { throw TrainingError("the adapter targets no module") }
-        return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params)
+        return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared)
     }
 
-    private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter]) {
-        self.recipe = recipe; self.modules = modules; self.peftPrefix = peftPrefix; self.parameters = parameters
+    private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor]) {
+        self.recipe = recipe; self.modules = modules; self.peftPrefix = peftPrefix; self.parameters = parameters; self.shared = shared
     }
 
     /// Makes `head` fully trainable and saved as `modules_to_save` under `name` (e.g. `classifier`).
@@ -94,7 +98,8 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// Writes the PEFT adapter folder's two files into `directory`: every parameter under its PEFT name
     /// (the trained updates' and the saved modules'), and the recipe's `adapter_config.json`.
     public func save(to directory: String, taskType: String, baseModel: String) throws {
-        let tensors = parameters.map { ($0.name, $0.value.tensor(shape: $0.shape)) }.sorted { $0.0 < $1.0 }
+        let tensors = (parameters.map { ($0.name, $0.value.tensor(shape: $0.shape)) } + shared.map { ($0.name, $0.value.tensor(shape: $0.shape)) })
+            .sorted { $0.0 < $1.0 }
         try LoRAWriter.write(to: directory, config: recipe.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave),
                              tensors: tensors)
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GraftAdapters
 import GraftBench
 import GraftFormats
 import GraftTensor
@@ -216,11 +217,12 @@ struct BenchGenerate: ParsableCommand {
 struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "LoRA training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch when installed.",
+        abstract: "Adapter training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch when installed.",
         discussion: """
         Examples (the issue's two reference points):
           graft bench train --model smollm2 --task causal-lm --batch 4 --seq 128 --rank 8 --targets q_proj,v_proj
           graft bench train --model minilm --task classification --batch 32 --seq 64 --rank 8 --targets query,value
+          graft bench train --method ia3                      # PEFT's IA³ targets for the model on both sides
         Random token ids of exactly --seq tokens (no padding), dropout off, one untimed warm-up step.
         """)
 
@@ -228,8 +230,9 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "classification | causal-lm.") var task: String = "classification"
     @Option(help: "Sequences per step.") var batch: Int = 32
     @Option(help: "Tokens per sequence.") var seq: Int = 64
-    @Option(help: "LoRA rank.") var rank: Int = 8
-    @Option(help: "Target modules, comma-separated.") var targets: String = "query,value"
+    @Option(help: "Adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (the same on the peer's side).") var method: String = "lora"
+    @Option(help: "lora, dora: rank.") var rank: Int = 8
+    @Option(help: "Target modules, comma-separated (default: the method's for the model, PEFT's — query,value for LoRA on BERT).") var targets: String?
     @Option(help: "Timed optimizer steps.") var steps: Int = 5
     @Option(help: "auto | f32 | bf16: precision of the products with the frozen weights, float32 sums either way (auto: as graft train picks it on this CPU).")
     var precision: String = "auto"
@@ -240,7 +243,8 @@ struct BenchTrain: ParsableCommand {
         var b = TrainBenchmark()
         guard let kind = TaskKind(rawValue: task) else { throw ValidationError("--task must be classification or causal-lm") }
         b.model = model; b.task = kind; b.batch = batch; b.seq = seq; b.rank = rank
-        b.targets = targets.split(separator: ",").map(String.init); b.steps = steps; b.peer = !noPeer
+        b.method = method
+        b.targets = targets.map { $0.split(separator: ",").map(String.init) }; b.steps = steps; b.peer = !noPeer
         b.bf16 = try usesBF16(precision: precision)
         let r = try b.run(log: { printErr($0) })
         let name = b.bf16 ? "bf16" : "f32"

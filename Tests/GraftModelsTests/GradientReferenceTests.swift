@@ -51,6 +51,10 @@ final class GradientReferenceTests: XCTestCase {
     /// suffix rule takes attention.output.dense too — scaled at their input), vectors moved off their ones.
     func testMiniLMIA3GradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-ia3") }
 
+    /// VeRA (shared random projections sized by the widest target — the feed-forward output.dense —
+    /// narrower layers using their leading columns; λ_b moved off its zeros), every gradient and PEFT's logits.
+    func testMiniLMVeRAGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-vera") }
+
     /// LoRA on PEFT's `dense` target, which includes `bert.pooler.dense`: the pooler's update trains
     /// and every gradient matches.
     func testMiniLMLoRAOnEveryDenseLayerIncludingThePoolerMatchesPEFT() throws {
@@ -143,6 +147,9 @@ extension GradientReferenceTests {
     /// (IA)³ on keys, values and the down projection (PEFT's Llama defaults), vectors moved off their
     /// ones (fixture made by scripts/reference/make-ia3-grad-reference.py).
     func testSmolLM2IA3GradientsMatchPEFT() throws { try smolLM2("grad-smollm2-ia3") }
+
+    /// VeRA on q_proj [576 → 576] and v_proj [576 → 192], which uses the first 192 rows of vera_B.
+    func testSmolLM2VeRAGradientsMatchPEFT() throws { try smolLM2("grad-smollm2-vera") }
 
     func smolLM2(_ fixture: String) throws {
         let dir = referenceRoot + "/models/" + fixture

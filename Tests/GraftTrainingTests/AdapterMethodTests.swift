@@ -56,24 +56,64 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertEqual(labels[unfused[0][0] > unfused[0][1] ? 0 : 1], "positive")
     }
 
-    /// (IA)³ on SmolLM2 causal-LM SFT (the last two layers' keys, values and down projections, chosen by
-    /// regex as PEFT's IA3Config has no layers option): the loss falls and the modules saved are those.
-    func testIA3TrainsOnSmolLM2() throws {
+    /// IA³ and VeRA on SmolLM2 causal-LM SFT (the last two layers, chosen by regex: PEFT's IA3Config has
+    /// no layers option): the loss falls and the modules saved are those.
+    func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
         try write(String(repeating: """
         {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]}
 
         """, count: 8), to: d + "/chat.jsonl")
-        let targets = ModuleTargets(names: [], regex: #"model\.layers\.(28|29)\.(self_attn\.(k_proj|v_proj)|mlp\.down_proj)"#)
-        var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl",
-                          adapter: IA3Config(targets: targets, feedforward: ["down_proj"]), output: d + "/lm")
-        s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = 5e-2; s.trainer.logEvery = 1; s.validationSplit = 0
-        let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
-        XCTAssertLessThan(l.last!, l.first! * 0.9, "\(l)")
-        let ad = try AdapterMethods.open(d + "/lm")
-        XCTAssertEqual(ad.method, "ia3")
-        XCTAssertEqual(ad.moduleNames, ["model.layers.28.mlp.down_proj", "model.layers.28.self_attn.k_proj", "model.layers.28.self_attn.v_proj",
-                                        "model.layers.29.mlp.down_proj", "model.layers.29.self_attn.k_proj", "model.layers.29.self_attn.v_proj"])
+        let ia3 = IA3Config(targets: ModuleTargets(names: [], regex: #"model\.layers\.(28|29)\.(self_attn\.(k_proj|v_proj)|mlp\.down_proj)"#),
+                            feedforward: ["down_proj"])
+        let vera = VeRAConfig(rank: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+                                      (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"])] {
+            var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl", adapter: recipe, output: d + "/" + recipe.method)
+            s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = lr; s.trainer.logEvery = 1; s.validationSplit = 0
+            let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
+            XCTAssertLessThan(l.last!, l.first! * 0.9, "\(recipe.method): \(l)")
+            let ad = try AdapterMethods.open(d + "/" + recipe.method)
+            XCTAssertEqual(ad.method, recipe.method)
+            XCTAssertEqual(ad.moduleNames, [28, 29].flatMap { i in modules.map { "model.layers.\(i).\($0)" } })
+        }
+    }
+
+    /// VeRA on MiniLM: it learns; the folder holds the shared projections once and PEFT's names and
+    /// config keys (fixture grad-minilm-vera, same targets); unfused and folded give the same logits.
+    func testVeRATrainsSavesAsPEFTAndFolds() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var recipe = VeRAConfig(rank: 16, targets: ModuleTargets(names: ["query", "value", "output.dense"]))
+        recipe.dropout = 0.1
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: recipe, output: d + "/vera")
+        s.trainer.maxSteps = 12; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        XCTAssertEqual(outcome.trainableParameters, 24 * (384 + 16) + 2 * 384 + 2, "λ_b, λ_d per module and the head")
+
+        let fixture = referenceRoot + "/models/grad-minilm-vera"
+        let ref = try SafetensorsFile(path: fixture + "/adapter_model.safetensors")
+        let ours = try SafetensorsFile(path: d + "/vera/adapter_model.safetensors")
+        func shapes(_ f: SafetensorsFile) -> [String: [Int]] {
+            Dictionary(uniqueKeysWithValues: f.tensors.filter { !$0.name.contains("classifier") }.map { ($0.name, $0.shape) })
+        }
+        XCTAssertEqual(shapes(ours), shapes(ref))
+        let refCfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: fixture + "/adapter_config.json"))))
+        let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/vera/adapter_config.json"))))
+        let refKeys = Set((refCfg.objectValue ?? []).map(\.0))
+        for (k, _) in cfg.objectValue ?? [] { XCTAssertTrue(refKeys.contains(k), "PEFT's VeraConfig has no key \(k)") }
+        for k in ["peft_type", "task_type", "r", "save_projection", "projection_prng_key"] { XCTAssertEqual(cfg[k], refCfg[k], k) }
+
+        let folder = try fetchedModel("minilm")
+        let texts = ["the film was great", "the plot was awful"]
+        let clf = try Evaluation.classifier(model: folder, adapter: d + "/vera")
+        let unfused = try clf.model.logits(texts)
+        _ = try Fuse.run(model: folder, adapter: d + "/vera", to: d + "/fused")
+        let fused = try BertForSequenceClassification(encoder: try BertModel(checkpoint: try Checkpoint(path: d + "/fused")),
+                                                      tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
+        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
     }
 
     /// `--method`, `--list-methods` and the errors a user meets: an unknown method (the registry listed),
@@ -92,7 +132,8 @@ final class AdapterMethodTests: XCTestCase {
             XCTAssertTrue(err.contains(text), err, line: line)
             XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/out"), "nothing written", line: line)
         }
-        try fails(["--method", "prefix"], "unknown adapter method 'prefix' (known: lora, dora, ia3)")
+        try fails(["--method", "prefix"], "unknown adapter method 'prefix' (known: \(AdapterMethods.all.map(\.name).joined(separator: ", ")))")
+        try fails(["--method", "vera", "--feedforward", "x"], "--feedforward is not an option of --method vera (its options: --rank, --dropout, --projection-seed)")
         try fails(["--method", "ia3", "--rank", "4"], "--rank is not an option of --method ia3 (its options: --feedforward)")
         try fails(["--method", "lora", "--feedforward", "output.dense"], "--feedforward is not an option of --method lora")
         try fails(["--method", "ia3", "--layers", "1"], "IA³ has no layers_to_transform")
@@ -105,7 +146,7 @@ final class AdapterMethodTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: d + "/prefix", withIntermediateDirectories: true)
         try write(#"{"peft_type": "PREFIX_TUNING", "task_type": "SEQ_CLS", "num_virtual_tokens": 20}"#, to: d + "/prefix/adapter_config.json")
         XCTAssertThrowsError(try AdapterMethods.open(d + "/prefix")) {
-            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA, VERA)"), "\($0)")
         }
         XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/prefix", to: d + "/fused")) {
             XCTAssertTrue("\($0)".contains("PREFIX_TUNING"), "\($0)")

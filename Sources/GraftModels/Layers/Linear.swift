@@ -66,7 +66,7 @@ public struct Linear: Sendable {
 
     /// Adds an adapter's update on top of those already attached, checking it fits this layer.
     public mutating func attach(_ u: any LayerUpdate, module: String, source: String) throws {
-        if let why = u.mismatch(inFeatures: inFeatures, outFeatures: outFeatures) {
+        if let why = u.fit(inFeatures: inFeatures, outFeatures: outFeatures) {
             throw ModelError("\(source): module '\(module)' \(why), but the model's layer is [\(outFeatures), \(inFeatures)] (adapter for a different base?)")
         }
         updates.append(u)

@@ -1,0 +1,112 @@
+import GraftTensor
+
+/// VeRA on one linear layer (Kopiczko et al. 2024, "VeRA: Vector-based Random Matrix Adaptation"; PEFT
+/// `vera.Linear`): frozen random projections A [r × in] and B [out × r], shared by every layer (each
+/// layer uses the leading columns of A and rows of B), and two trained vectors per layer,
+/// y = x·Wᵀ + b + λ_b ⊙ ((λ_d ⊙ (x̃·Aᵀ))·Bᵀ), x̃ the input with dropout in training.
+public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
+    /// The shared projections: A [rank × maxIn] and B [maxOut × rank], as PEFT stores them. `inFeatures`
+    /// starts at A's full width when not given.
+    public let sharedA: FloatBuffer, sharedB: FloatBuffer
+    public let rank: Int, outFeatures: Int
+    /// The layer's input width: the leading columns of A it uses (set when attached, `fit`).
+    public private(set) var inFeatures: Int
+    /// λ_b [out] (PEFT starts it at zeros) and λ_d [rank] (at d_initial).
+    public let lambdaB: FloatBuffer, lambdaD: FloatBuffer
+    public var dropout: Float
+    private var gradB: FloatBuffer?, gradD: FloatBuffer?
+
+    public init(sharedA: FloatBuffer, sharedB: FloatBuffer, rank: Int, inFeatures: Int? = nil, outFeatures: Int,
+                lambdaB: FloatBuffer, lambdaD: FloatBuffer, dropout: Float = 0) {
+        self.sharedA = sharedA; self.sharedB = sharedB; self.rank = rank; self.inFeatures = inFeatures ?? sharedA.count / rank
+        self.outFeatures = outFeatures
+        self.lambdaB = lambdaB; self.lambdaD = lambdaD; self.dropout = dropout
+    }
+
+    public var method: String { "vera" }
+    /// A's row stride (the widest layer's input).
+    var maxIn: Int { sharedA.count / rank }
+
+    public func fit(inFeatures i: Int, outFeatures o: Int) -> String? {
+        guard o == outFeatures, lambdaB.count == o, lambdaD.count == rank, maxIn >= i, sharedB.count / rank >= o else {
+            return "gives a [\(outFeatures), ≤ \(maxIn)] update"
+        }
+        inFeatures = i
+        return nil
+    }
+
+    public var parameters: [UpdateParameter] {
+        [UpdateParameter(suffix: "vera_lambda_b", value: lambdaB, gradient: gradB, shape: [outFeatures], decay: true),
+         UpdateParameter(suffix: "vera_lambda_d", value: lambdaD, gradient: gradD, shape: [rank], decay: true)]
+    }
+
+    public func makeTrainable() {
+        gradB = FloatBuffer(repeating: 0, count: lambdaB.count); gradD = FloatBuffer(repeating: 0, count: lambdaD.count)
+    }
+
+    final class Saved {
+        let branch: LowRankBranch.Input
+        /// t = x̃·Aᵀ [rows × r] and v = (λ_d ⊙ t)·Bᵀ [rows × out].
+        let t: FloatBuffer, v: FloatBuffer
+        init(branch: LowRankBranch.Input, t: FloatBuffer, v: FloatBuffer) { self.branch = branch; self.t = t; self.v = v }
+    }
+
+    /// Each row of m [rows × n] times the vector l [n], into a new buffer.
+    static func scaled(_ m: FloatBuffer, rows: Int, by l: FloatBuffer) -> FloatBuffer {
+        let n = l.count, out = FloatBuffer(count: rows * n), o = out.mutable, mv = m.values, lv = l.values
+        for r in 0..<rows { for j in 0..<n { o[r * n + j] = mv[r * n + j] * lv[j] } }
+        return out
+    }
+
+    public func forward(_ x: FloatBuffer, rows: Int, base: FrozenLinear, rng: UnsafeMutablePointer<SeededRNG>?) -> (y: FloatBuffer, saved: AnyObject?) {
+        let y = base.forward(x, rows: rows)
+        let (xt, input) = LowRankBranch.input(x, rows: rows, width: inFeatures, dropout: dropout, rng: rng)
+        let t = FloatBuffer(count: rows * rank), v = FloatBuffer(count: rows * outFeatures)
+        // t = x̃·A[:, :in]ᵀ; v = (λ_d ⊙ t)·B[:out, :]ᵀ; y += λ_b ⊙ v.
+        Linalg.gemm(m: rows, n: rank, k: inFeatures, a: xt.values.baseAddress!, lda: inFeatures, b: sharedA.values.baseAddress!, ldb: maxIn,
+                    transB: true, c: t.mutable.baseAddress!, ldc: rank)
+        let td = Self.scaled(t, rows: rows, by: lambdaD)
+        Linalg.gemm(m: rows, n: outFeatures, k: rank, a: td.values.baseAddress!, lda: rank, b: sharedB.values.baseAddress!, ldb: rank,
+                    transB: true, c: v.mutable.baseAddress!, ldc: outFeatures)
+        let yv = y.mutable, vv = v.values, lb = lambdaB.values
+        for r in 0..<rows { for j in 0..<outFeatures { yv[r * outFeatures + j] += lb[j] * vv[r * outFeatures + j] } }
+        return (y, Saved(branch: input, t: t, v: v))
+    }
+
+    public func backward(_ dy: FloatBuffer, x: FloatBuffer, saved: AnyObject?, rows: Int, base: FrozenLinear, needInput: Bool) -> FloatBuffer? {
+        let s = saved as! Saved
+        let outF = outFeatures, dyv = dy.values
+        if let gradB {
+            let g = gradB.mutable, vv = s.v.values
+            for r in 0..<rows { for j in 0..<outF { g[j] += dyv[r * outF + j] * vv[r * outF + j] } }
+        }
+        // g = dy ⊙ λ_b; ds = g·B[:out, :] [rows × r]; dλ_d = Σ ds ⊙ t; dt = ds ⊙ λ_d; dx̃ = dt·A[:, :in].
+        let g = Self.scaled(dy, rows: rows, by: lambdaB)
+        let ds = FloatBuffer(count: rows * rank)
+        Linalg.gemm(m: rows, n: rank, k: outF, a: g.values.baseAddress!, lda: outF, b: sharedB.values.baseAddress!, ldb: rank,
+                    c: ds.mutable.baseAddress!, ldc: rank)
+        if let gradD {
+            let gd = gradD.mutable, dsv = ds.values, tv = s.t.values
+            for r in 0..<rows { for k in 0..<rank { gd[k] += dsv[r * rank + k] * tv[r * rank + k] } }
+        }
+        guard needInput else { return nil }
+        let dx = base.inputGradient(dy, rows: rows)
+        let dt = Self.scaled(ds, rows: rows, by: lambdaD)
+        let branch = FloatBuffer(count: rows * inFeatures)
+        Linalg.gemm(m: rows, n: inFeatures, k: rank, a: dt.values.baseAddress!, lda: rank, b: sharedA.values.baseAddress!, ldb: maxIn,
+                    c: branch.mutable.baseAddress!, ldc: inFeatures)
+        LowRankBranch.addBranch(branch, into: dx, input: s.branch)
+        return dx
+    }
+
+    /// ΔW = (λ_b ⊙ B[:out, :])·(λ_d ⊙ A[:, :in]) [out × in], PEFT's `get_delta_weight`.
+    public func delta() -> FloatBuffer {
+        let bs = FloatBuffer(count: outFeatures * rank), ad = FloatBuffer(count: rank * inFeatures)
+        let bv = bs.mutable, av = ad.mutable, sb = sharedB.values, sa = sharedA.values, lb = lambdaB.values, ld = lambdaD.values
+        for j in 0..<outFeatures { for k in 0..<rank { bv[j * rank + k] = lb[j] * sb[j * rank + k] } }
+        for k in 0..<rank { for i in 0..<inFeatures { av[k * inFeatures + i] = ld[k] * sa[k * maxIn + i] } }
+        let out = FloatBuffer(count: outFeatures * inFeatures)
+        Linalg.gemm(m: outFeatures, n: inFeatures, k: rank, a: bs.values.baseAddress!, b: ad.values.baseAddress!, c: out.mutable.baseAddress!)
+        return out
+    }
+}
