@@ -122,13 +122,14 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info]
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info, NOLAConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
         "LORA": { try LoRAAdapter(path: $0, config: $1) },
         "IA3": { try IA3Adapter(path: $0, config: $1) },
         "VERA": { try VeRAAdapter(path: $0, config: $1) },
+        "NOLA": { try NOLAAdapter(path: $0, config: $1) },
     ]
 
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.

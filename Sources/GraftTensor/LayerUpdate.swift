@@ -58,7 +58,7 @@ public protocol LayerUpdate: AnyObject, Sendable {
     var method: String { get }
     /// Fits the update to a layer of that shape when it is attached: nil when it fits (a method whose
     /// modules share tensors — VeRA — takes its slice of them here), else why not (an adapter for another base).
-    func fit(inFeatures: Int, outFeatures: Int) -> String?
+    func fit(module: String, inFeatures: Int, outFeatures: Int) -> String?
     /// The update's tensors (with gradient buffers once `makeTrainable` ran).
     var parameters: [UpdateParameter] { get }
     /// Allocates zeroed gradient buffers: from now on `backward` accumulates into them.

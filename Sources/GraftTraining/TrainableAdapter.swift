@@ -57,11 +57,11 @@ public struct TrainableAdapter: @unchecked Sendable {
         }
         var modules: [Module] = [], params: [TrainableParameter] = []
         for (path, u) in updates {
-            u.makeTrainable()
             _ = try model.updateLinear(path) { l in
                 guard l.updates.isEmpty else { throw TrainingError("module '\(path)' already has an adapter attached") }
                 try l.attach(u, module: path, source: existing?.path ?? "adapter")
             }
+            u.makeTrainable()  // after attaching: an update may take its shape there (`LayerUpdate.fit`)
             let peft = LoRAAdapter.prefix + peftPrefix + path + "."
             for p in u.parameters {
                 params.append(TrainableParameter(name: peft + p.suffix, value: p.value, grad: p.gradient!, shape: p.shape, decay: p.decay))

@@ -100,6 +100,53 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// NOLA against a direct implementation of the paper's formula — A = A₀ + Σ αᵢAᵢ, B = Σ βⱼBⱼ,
+    /// y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, written out with loops over the regenerated bases — and its
+    /// coefficients' and input's gradients against finite differences, with and without dropout.
+    func testLinearWithNOLA() {
+        let rows = 3, inF = 6, outF = 5, r = 2, k = 4, l = 3, s: Float = 0.8
+        let bases = NOLABases(seed: 9, module: "m", rank: r, inFeatures: inF, outFeatures: outF, countA: k, countB: l)
+        let again = NOLABases(seed: 9, module: "m", rank: r, inFeatures: inF, outFeatures: outF, countA: k, countB: l)
+        XCTAssertEqual(bases.a.array, again.a.array, "the bases are a function of the seed and module")
+        XCTAssertNotEqual(bases.a.array, NOLABases(seed: 9, module: "other", rank: r, inFeatures: inF, outFeatures: outF, countA: k, countB: l).a.array)
+        for dropout in [Float(0), 0.3] {
+            var lin = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            let alpha = random(k), beta = random(l)
+            let u = NOLAUpdate(bases: bases, alpha: alpha, beta: beta, scale: s, dropout: dropout)
+            u.makeTrainable()
+            lin.updates = [u]
+            let x = random(rows * inF), dy = random(rows * outF)
+            if dropout == 0 {
+                var a = [Float](repeating: 0, count: r * inF), b = [Float](repeating: 0, count: outF * r)
+                for e in 0..<(r * inF) { a[e] = bases.a0[e]; for i in 0..<k { a[e] += alpha[i] * bases.a[i * r * inF + e] } }
+                for e in 0..<(outF * r) { for j in 0..<l { b[e] += beta[j] * bases.b[j * outF * r + e] } }
+                let y = lin.forwardTraining(x, rows: rows, rng: nil).y
+                for row in 0..<rows {
+                    for o in 0..<outF {
+                        var want = lin.bias![o]
+                        for i in 0..<inF { want += x[row * inF + i] * lin.weight[o * inF + i] }
+                        for q in 0..<r {
+                            var xa: Float = 0
+                            for i in 0..<inF { xa += x[row * inF + i] * a[q * inF + i] }
+                            want += s * xa * b[o * r + q]
+                        }
+                        XCTAssertEqual(y[row * outF + o], want, accuracy: 1e-4)
+                    }
+                }
+            }
+            func run() -> (FloatBuffer, Linear.Saved) {
+                var gen = SeededRNG(seed: 11)
+                return withUnsafeMutablePointer(to: &gen) { lin.forwardTraining(x, rows: rows, rng: $0) }
+            }
+            let (_, saved) = run()
+            let dx = lin.backward(dy, saved: saved, rows: rows)!
+            let L = { self.dot(run().0, dy) }
+            assertGradient("NOLA dx dropout \(dropout)", param: x, analytic: dx, loss: L)
+            assertGradient("NOLA dα dropout \(dropout)", param: alpha, analytic: u.parameters[0].gradient!, loss: L)
+            assertGradient("NOLA dβ dropout \(dropout)", param: beta, analytic: u.parameters[1].gradient!, loss: L)
+        }
+    }
+
     func testLayerNormAndRMSNorm() {
         let rows = 4, d = 8
         let ln = LayerNorm(gamma: random(d), beta: random(d), eps: 1e-5)

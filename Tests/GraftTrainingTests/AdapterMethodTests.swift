@@ -67,8 +67,10 @@ final class AdapterMethodTests: XCTestCase {
         let ia3 = IA3Config(targets: ModuleTargets(names: [], regex: #"model\.layers\.(28|29)\.(self_attn\.(k_proj|v_proj)|mlp\.down_proj)"#),
                             feedforward: ["down_proj"])
         let vera = VeRAConfig(rank: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        let nola = NOLAConfig(rank: 4, alpha: 8, bases: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
-                                      (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"])] {
+                                      (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"])] {
             var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl", adapter: recipe, output: d + "/" + recipe.method)
             s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = lr; s.trainer.logEvery = 1; s.validationSplit = 0
             let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
@@ -116,6 +118,41 @@ final class AdapterMethodTests: XCTestCase {
         for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
     }
 
+    /// NOLA on MiniLM: it learns; the file holds only the coefficients (the bases come back from the seed);
+    /// reloaded unfused, folded, and continued, it gives the trained model's logits.
+    func testNOLATrainsStoresOnlyCoefficientsAndReloads() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        let recipe = NOLAConfig(rank: 4, alpha: 8, bases: 64, targets: ModuleTargets(names: ["query", "value"]))
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: recipe, output: d + "/nola")
+        s.trainer.maxSteps = 12; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        XCTAssertEqual(outcome.trainableParameters, 12 * (64 + 64) + 2 * 384 + 2, "α and β per module, and the head")
+        let file = try SafetensorsFile(path: d + "/nola/adapter_model.safetensors")
+        XCTAssertEqual(Set(file.tensors.map { $0.name.components(separatedBy: ".").last! }), ["nola_alpha", "nola_beta", "weight", "bias"])
+        XCTAssertEqual(file.tensors.filter { $0.name.hasSuffix("nola_alpha") }.count, 12)
+
+        let folder = try fetchedModel("minilm")
+        let texts = ["the film was great", "the plot was awful"]
+        let clf = try Evaluation.classifier(model: folder, adapter: d + "/nola")
+        let unfused = try clf.model.logits(texts)
+        _ = try Fuse.run(model: folder, adapter: d + "/nola", to: d + "/fused")
+        let fused = try BertForSequenceClassification(encoder: try BertModel(checkpoint: try Checkpoint(path: d + "/fused")),
+                                                      tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
+        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        let eval = try Evaluation.classification(model: folder, adapter: d + "/nola", data: d + "/train.jsonl", header: true,
+                                                 textColumn: "text", labelColumn: "label", maxLength: nil)
+        XCTAssertGreaterThan(eval.metrics.accuracy, 0.6, "the reloaded adapter classifies the training data")
+        // Continuing it (training resumes from the stored coefficients, bases regenerated).
+        var c = s
+        c.output = d + "/nola2"; c.initAdapter = d + "/nola"; c.trainer.learningRate = 1e-9; c.trainer.maxSteps = 1
+        _ = try TrainingRun.run(c, log: { _ in }, onEvent: { _ in })
+        let again = try Evaluation.classifier(model: folder, adapter: d + "/nola2").model.logits(texts)
+        for (a, b) in zip(unfused.joined(), again.joined()) { XCTAssertEqual(a, b, accuracy: 1e-3) }
+    }
+
     /// `--method`, `--list-methods` and the errors a user meets: an unknown method (the registry listed),
     /// another method's option, IA³ with --layers, a folder of a PEFT type Graft does not know.
     func testMethodCommandLineAndBadInput() throws {
@@ -146,7 +183,7 @@ final class AdapterMethodTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: d + "/prefix", withIntermediateDirectories: true)
         try write(#"{"peft_type": "PREFIX_TUNING", "task_type": "SEQ_CLS", "num_virtual_tokens": 20}"#, to: d + "/prefix/adapter_config.json")
         XCTAssertThrowsError(try AdapterMethods.open(d + "/prefix")) {
-            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA, VERA)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA, NOLA, VERA)"), "\($0)")
         }
         XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/prefix", to: d + "/fused")) {
             XCTAssertTrue("\($0)".contains("PREFIX_TUNING"), "\($0)")

@@ -30,7 +30,7 @@ public final class DoRAUpdate: LayerUpdate, @unchecked Sendable {
     var inFeatures: Int { a.count / rank }
     var outFeatures: Int { b.count / rank }
 
-    public func fit(inFeatures i: Int, outFeatures o: Int) -> String? {
+    public func fit(module: String, inFeatures i: Int, outFeatures o: Int) -> String? {
         a.count == rank * i && b.count == o * rank && magnitude.count == o ? nil : "(rank \(rank)) gives a [\(outFeatures), \(inFeatures)] update"
     }
 

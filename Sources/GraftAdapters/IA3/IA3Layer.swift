@@ -16,7 +16,7 @@ public final class IA3Update: LayerUpdate, @unchecked Sendable {
 
     public var method: String { "ia3" }
 
-    public func fit(inFeatures: Int, outFeatures: Int) -> String? {
+    public func fit(module: String, inFeatures: Int, outFeatures: Int) -> String? {
         let want = feedforward ? inFeatures : outFeatures
         return scaling.count == want ? nil : "scales \(scaling.count) \(feedforward ? "inputs" : "outputs")"
     }

@@ -19,7 +19,7 @@ public final class LoRAUpdate: LayerUpdate, @unchecked Sendable {
     var inFeatures: Int { a.count / rank }
     var outFeatures: Int { b.count / rank }
 
-    public func fit(inFeatures i: Int, outFeatures o: Int) -> String? {
+    public func fit(module: String, inFeatures i: Int, outFeatures o: Int) -> String? {
         a.count == rank * i && b.count == o * rank ? nil : "(rank \(rank)) gives a [\(outFeatures), \(inFeatures)] update"
     }
 

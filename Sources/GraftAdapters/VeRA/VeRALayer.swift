@@ -27,7 +27,7 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
     /// A's row stride (the widest layer's input).
     var maxIn: Int { sharedA.count / rank }
 
-    public func fit(inFeatures i: Int, outFeatures o: Int) -> String? {
+    public func fit(module: String, inFeatures i: Int, outFeatures o: Int) -> String? {
         guard o == outFeatures, lambdaB.count == o, lambdaD.count == rank, maxIn >= i, sharedB.count / rank >= o else {
             return "gives a [\(outFeatures), ≤ \(maxIn)] update"
         }
@@ -61,13 +61,14 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
     public func forward(_ x: FloatBuffer, rows: Int, base: FrozenLinear, rng: UnsafeMutablePointer<SeededRNG>?) -> (y: FloatBuffer, saved: AnyObject?) {
         let y = base.forward(x, rows: rows)
         let (xt, input) = LowRankBranch.input(x, rows: rows, width: inFeatures, dropout: dropout, rng: rng)
-        let t = FloatBuffer(count: rows * rank), v = FloatBuffer(count: rows * outFeatures)
-        // t = x̃·A[:, :in]ᵀ; v = (λ_d ⊙ t)·B[:out, :]ᵀ; y += λ_b ⊙ v.
-        Linalg.gemm(m: rows, n: rank, k: inFeatures, a: xt.values.baseAddress!, lda: inFeatures, b: sharedA.values.baseAddress!, ldb: maxIn,
-                    transB: true, c: t.mutable.baseAddress!, ldc: rank)
+        let t = FloatBuffer(count: rows * rank), v = FloatBuffer(count: rows * outFeatures), a = slicedA
+        // t = x̃·A[:, :in]ᵀ; v = (λ_d ⊙ t)·B[:out, :]ᵀ; y += λ_b ⊙ v. At VeRA's ranks (256 and more) these are
+        // large products: split over the cores like the frozen ones.
+        Linalg.gemmParallel(m: rows, n: rank, k: inFeatures, a: xt.values.baseAddress!, b: a.values.baseAddress!, transB: true,
+                            c: t.mutable.baseAddress!)
         let td = Self.scaled(t, rows: rows, by: lambdaD)
-        Linalg.gemm(m: rows, n: outFeatures, k: rank, a: td.values.baseAddress!, lda: rank, b: sharedB.values.baseAddress!, ldb: rank,
-                    transB: true, c: v.mutable.baseAddress!, ldc: outFeatures)
+        Linalg.gemmParallel(m: rows, n: outFeatures, k: rank, a: td.values.baseAddress!, b: sharedB.values.baseAddress!, transB: true,
+                            c: v.mutable.baseAddress!)
         let yv = y.mutable, vv = v.values, lb = lambdaB.values
         for r in 0..<rows { for j in 0..<outFeatures { yv[r * outFeatures + j] += lb[j] * vv[r * outFeatures + j] } }
         return (y, Saved(branch: input, t: t, v: v))
@@ -83,8 +84,7 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
         // g = dy ⊙ λ_b; ds = g·B[:out, :] [rows × r]; dλ_d = Σ ds ⊙ t; dt = ds ⊙ λ_d; dx̃ = dt·A[:, :in].
         let g = Self.scaled(dy, rows: rows, by: lambdaB)
         let ds = FloatBuffer(count: rows * rank)
-        Linalg.gemm(m: rows, n: rank, k: outF, a: g.values.baseAddress!, lda: outF, b: sharedB.values.baseAddress!, ldb: rank,
-                    c: ds.mutable.baseAddress!, ldc: rank)
+        Linalg.gemmParallel(m: rows, n: rank, k: outF, a: g.values.baseAddress!, b: sharedB.values.baseAddress!, c: ds.mutable.baseAddress!)
         if let gradD {
             let gd = gradD.mutable, dsv = ds.values, tv = s.t.values
             for r in 0..<rows { for k in 0..<rank { gd[k] += dsv[r * rank + k] * tv[r * rank + k] } }
@@ -92,11 +92,19 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
         guard needInput else { return nil }
         let dx = base.inputGradient(dy, rows: rows)
         let dt = Self.scaled(ds, rows: rows, by: lambdaD)
-        let branch = FloatBuffer(count: rows * inFeatures)
-        Linalg.gemm(m: rows, n: inFeatures, k: rank, a: dt.values.baseAddress!, lda: rank, b: sharedA.values.baseAddress!, ldb: maxIn,
-                    c: branch.mutable.baseAddress!, ldc: inFeatures)
+        let branch = FloatBuffer(count: rows * inFeatures), a = slicedA
+        Linalg.gemmParallel(m: rows, n: inFeatures, k: rank, a: dt.values.baseAddress!, b: a.values.baseAddress!, c: branch.mutable.baseAddress!)
         LowRankBranch.addBranch(branch, into: dx, input: s.branch)
         return dx
+    }
+
+    /// A[:, :in] [rank × in]: A itself when the layer is the widest, else its leading columns copied.
+    /// (B[:out, :] is B's leading rows, contiguous as it is.)
+    var slicedA: FloatBuffer {
+        guard inFeatures < maxIn else { return sharedA }
+        let out = FloatBuffer(count: rank * inFeatures), o = out.mutable.baseAddress!, a = sharedA.values.baseAddress!
+        for k in 0..<rank { (o + k * inFeatures).update(from: a + k * maxIn, count: inFeatures) }
+        return out
     }
 
     /// ΔW = (λ_b ⊙ B[:out, :])·(λ_d ⊙ A[:, :in]) [out × in], PEFT's `get_delta_weight`.

@@ -64,9 +64,10 @@ public struct Linear: Sendable {
         self.weight = weight; self.bias = bias; self.inFeatures = inFeatures; self.outFeatures = outFeatures
     }
 
-    /// Adds an adapter's update on top of those already attached, checking it fits this layer.
+    /// Adds an adapter's update on top of those already attached, checking it fits this layer; `module`
+    /// is the layer's path in the model.
     public mutating func attach(_ u: any LayerUpdate, module: String, source: String) throws {
-        if let why = u.fit(inFeatures: inFeatures, outFeatures: outFeatures) {
+        if let why = u.fit(module: module, inFeatures: inFeatures, outFeatures: outFeatures) {
             throw ModelError("\(source): module '\(module)' \(why), but the model's layer is [\(outFeatures), \(inFeatures)] (adapter for a different base?)")
         }
         updates.append(u)

@@ -25,7 +25,8 @@ extension LinearLayers {
     public mutating func attach(_ updates: [(module: String, update: any LayerUpdate)], source: String) throws {
         let known = linearModuleNames
         for (name, u) in updates {
-            _ = try updateLinear(try matchModule(name, in: known, source: source)) { try $0.attach(u, module: name, source: source) }
+            let path = try matchModule(name, in: known, source: source)
+            _ = try updateLinear(path) { try $0.attach(u, module: path, source: source) }
         }
     }
 
