@@ -3,7 +3,8 @@ import GraftTensor
 /// DoRA on one linear layer (Liu et al. 2024; PEFT's LoRA with `use_dora`): the weight split into a
 /// magnitude m [out] and a direction, y = m/‖W + s·B·A‖ ⊙ (x̃·Wᵀ + s·(x̃·Aᵀ)·Bᵀ) + (x − x̃)·Wᵀ + b, the
 /// row norms treated as constants in the backward pass (DoRA §4.3, as PEFT does). Without dropout
-/// x̃ = x. The low-rank branch is LoRA's (`LowRankBranch`).
+/// x̃ = x, and then — as PEFT does — the frozen product is reused and one product with W serves the input
+/// gradient. The low-rank branch is LoRA's (`LowRankBranch`).
 public final class DoRAUpdate: LayerUpdate, @unchecked Sendable {
     public let a: FloatBuffer, b: FloatBuffer, magnitude: FloatBuffer
     public let rank: Int
@@ -78,7 +79,14 @@ public final class DoRAUpdate: LayerUpdate, @unchecked Sendable {
         // pre = x̃·Wᵀ + s·t·Bᵀ; y = (x·Wᵀ + b) − x̃·Wᵀ + g ⊙ pre.
         let g = directionScale(base.weight)
         let xw = FloatBuffer(count: rows * outF)
-        Linalg.gemm(m: rows, n: outF, k: inF, a: xt.values.baseAddress!, b: base.weight.values.baseAddress!, transB: true, c: xw.mutable.baseAddress!)
+        if input.dropScale == nil {
+            // Without dropout x̃·Wᵀ is the frozen product already made, less the bias (as PEFT reuses it).
+            let xv = xw.mutable, bias = base.bias?.values
+            for r in 0..<rows { for j in 0..<outF { xv[r * outF + j] = yp[r * outF + j] - (bias?[j] ?? 0) } }
+        } else {
+            Linalg.gemmParallel(m: rows, n: outF, k: inF, a: xt.values.baseAddress!, b: base.weight.values.baseAddress!, transB: true,
+                                c: xw.mutable.baseAddress!)
+        }
         let pre = FloatBuffer(count: rows * outF)
         let pp = pre.mutable.baseAddress!
         pp.update(from: xw.values.baseAddress!, count: pre.count)
@@ -107,13 +115,19 @@ public final class DoRAUpdate: LayerUpdate, @unchecked Sendable {
         let u = LowRankBranch.parameterGradients(scaled, input: s.branch, t: s.t, rows: rows, a: a, b: b, rank: rank, scale: scale,
                                                  gradA: gradA, gradB: gradB)
         guard needInput else { return nil }
+        let branch = LowRankBranch.inputGradient(u, rows: rows, a: a, rank: rank, inFeatures: inFeatures, scale: scale)
+        if s.branch.dropScale == nil {
+            // x̃ = x: the frozen path and the direction's share one product, (g ⊙ dy)·W, plus s·u·A.
+            let dx = base.inputGradient(scaled, rows: rows)
+            LowRankBranch.addBranch(branch, into: dx, input: s.branch)
+            return dx
+        }
         let dx = base.inputGradient(dy, rows: rows)
         // The branch's input gradient: s·u·A + ((g − 1) ⊙ dy)·W, through the dropout mask.
-        let branch = LowRankBranch.inputGradient(u, rows: rows, a: a, rank: rank, inFeatures: inFeatures, scale: scale)
         let d1 = FloatBuffer(count: rows * outF), dv = d1.mutable
         for r in 0..<rows { for j in 0..<outF { dv[r * outF + j] = dyv[r * outF + j] * (gv[j] - 1) } }
-        Linalg.gemm(m: rows, n: inFeatures, k: outF, a: d1.values.baseAddress!, b: base.weight.values.baseAddress!, beta: 1,
-                    c: branch.mutable.baseAddress!)
+        Linalg.gemmParallel(m: rows, n: inFeatures, k: outF, a: d1.values.baseAddress!, b: base.weight.values.baseAddress!, beta: 1,
+                            c: branch.mutable.baseAddress!)
         LowRankBranch.addBranch(branch, into: dx, input: s.branch)
         return dx
     }
