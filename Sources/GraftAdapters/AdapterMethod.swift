@@ -135,7 +135,7 @@ public enum AdapterMethods {
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.
     public static var description: String {
         all.map { m in
-            var s = "\(m.name)\n    \(m.summary)\n    PEFT peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")"
+            var s = "\(m.name)\n    \(m.summary)\n    adapter_config.json peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")"
             for o in m.options { s += "\n    --\(o.name): \(o.help)" }
             return s
         }.joined(separator: "\n")

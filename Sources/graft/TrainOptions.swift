@@ -98,16 +98,17 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "The adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (default lora; --list-methods describes them).") var method: String?
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
-    @Option(help: "lora, dora, vera: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
-    @Option(help: "lora, dora: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora.") var alpha: Double?
-    @Option(help: "lora, dora, vera: dropout on the adapter's input (default 0).") var dropout: Double?
+    @Option(help: "lora, dora, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
+    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora.") var alpha: Double?
+    @Option(help: "lora, dora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
     @Flag(help: "lora, dora: rsLoRA scaling alpha/√r.") var rslora = false
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
-    @Option(help: "vera: seed of the shared random projections (PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
+    @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
+    @Option(help: "nola: random bases for A and for B each (default \(NOLAConfig.defaultBases)).") var bases: Int?
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "feedforward", "projection_seed", "adapter", "init_head"]
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "feedforward", "projection_seed", "bases", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -120,7 +121,8 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("dropout", try src.double(dropout, "dropout").map { "\($0)" }),
                                           ("rslora", try src.bool(rslora, "rslora") ? "true" : nil),
                                           ("feedforward", try src.list(feedforward, "feedforward")?.joined(separator: ",")),
-                                          ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init))]
+                                          ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
+                                          ("bases", try src.int(bases, "bases").map(String.init))]
         for case let (name, v?) in given {
             guard info.options.contains(where: { $0.name == name }) else {
                 let own = info.options.map { "--" + $0.name }.joined(separator: ", ")

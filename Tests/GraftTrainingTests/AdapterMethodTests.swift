@@ -174,6 +174,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "ia3", "--rank", "4"], "--rank is not an option of --method ia3 (its options: --feedforward)")
         try fails(["--method", "lora", "--feedforward", "output.dense"], "--feedforward is not an option of --method lora")
         try fails(["--method", "ia3", "--layers", "1"], "IA³ has no layers_to_transform")
+        try fails(["--method", "nola", "--bases", "0"], "NOLA needs at least one basis for A and for B")
+        try fails(["--method", "lora", "--bases", "16"], "--bases is not an option of --method lora")
         try fails(["--method", "ia3", "--targets", "key", "--feedforward", "output.dense"], "feed-forward module 'output.dense' is not among the target modules")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)
