@@ -147,6 +147,27 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// Two updates attached to one layer at inference (several adapters served on one base) apply in
+    /// order, each over the layer beneath it: two LoRAs add both products, an IA³ on top scales their sum.
+    func testStackedUpdatesAtInference() {
+        let rows = 3, inF = 6, outF = 5, r = 2
+        var lin = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+        let x = random(rows * inF)
+        let plain = lin.forward(x, rows: rows)
+        let u1 = LoRAUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 0.5)
+        let u2 = LoRAUpdate(a: random(r * inF), b: random(outF * r), rank: r, scale: 2)
+        let base = lin
+        func alone(_ u: any LayerUpdate) -> FloatBuffer { var l = base; l.updates = [u]; return l.forward(x, rows: rows) }
+        let y1 = alone(u1), y2 = alone(u2)
+        lin.updates = [u1, u2]
+        let both = lin.forward(x, rows: rows)
+        for i in 0..<both.count { XCTAssertEqual(both[i], y1[i] + y2[i] - plain[i], accuracy: 1e-5) }
+        let l = random(outF)
+        lin.updates = [u1, u2, IA3Update(scaling: l, feedforward: false)]
+        let scaled = lin.forward(x, rows: rows)
+        for i in 0..<scaled.count { XCTAssertEqual(scaled[i], both[i] * l[i % outF], accuracy: 1e-5) }
+    }
+
     func testLayerNormAndRMSNorm() {
         let rows = 4, d = 8
         let ln = LayerNorm(gamma: random(d), beta: random(d), eps: 1e-5)

@@ -79,11 +79,11 @@ public struct Linear: Sendable {
     /// x: [rows × in] → [rows × out]
     public func forward(_ x: FloatBuffer, rows: Int) -> FloatBuffer { forward(x, rows: rows, residual: nil) }
 
-    /// act(x·Wᵀ + b + low-rank update + residual): x [rows × in], residual [rows × out] → [rows × out].
+    /// act(the layer with its updates + residual): x [rows × in], residual [rows × out] → [rows × out].
     /// With a packed weight (`packForInference`) the residual and GELU are applied inside the product.
     public func forward(_ x: FloatBuffer, rows: Int, residual: FloatBuffer?, activation: F32Matrix.Activation = .none) -> FloatBuffer {
         if !updates.isEmpty {
-            // The updates must come before the residual and the activation: nothing is fused.
+            // The updates must come before the residual and the activation: only the bias is fused.
             let base = updates.indices.dropLast().reduce(frozen(inference: true)) { inner, i in stacked(updates[i], on: inner) }
             return finish(updates.last!.forward(x, rows: rows, base: base, rng: nil).y, residual: residual, activation: activation)
         }
