@@ -15,6 +15,23 @@ import GraftTestSupport
 final class AdapterMethodTests: XCTestCase {
     func losses(_ h: [JSONValue]) -> [Double] { h.compactMap { $0["loss"]?.doubleValue } }
 
+    static let texts = ["the film was great", "the plot was awful"]
+
+    /// The adapter in `folder` on MiniLM, unfused through the runtime and folded by `graft fuse` into
+    /// `folder`.fused: the same logits (to 1e-4). Returns the unfused logits of `texts` and the classifier.
+    func assertFoldsLikeUnfused(_ folder: String, file: StaticString = #filePath, line: UInt = #line) throws
+        -> (logits: [[Float]], classifier: LoadedClassifier) {
+        let model = try fetchedModel("minilm")
+        let clf = try Evaluation.classifier(model: model, adapter: folder)
+        let unfused = try clf.model.logits(Self.texts)
+        _ = try Fuse.run(model: model, adapter: folder, to: folder + ".fused")
+        var encoder = try BertModel(checkpoint: try Checkpoint(path: folder + ".fused"))
+        encoder.packForInference()
+        let fused = try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: model), head: clf.model.head)
+        for (a, b) in zip(unfused.joined(), try fused.logits(Self.texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4, file: file, line: line) }
+        return (unfused, clf)
+    }
+
     /// (IA)³ on MiniLM classification with PEFT's BERT defaults: it learns, its folder has the tensor
     /// names and shapes and only config keys of PEFT's own (fixture grad-minilm-ia3, same targets), and
     /// reloaded unfused or folded into the weights it gives the same logits.
@@ -43,20 +60,12 @@ final class AdapterMethodTests: XCTestCase {
         for k in ["peft_type", "task_type", "target_modules", "feedforward_modules"] { XCTAssertEqual(cfg[k], refCfg[k], k) }
 
         // Reloaded: unfused through the runtime, and folded by graft fuse, the same logits.
-        let folder = try fetchedModel("minilm")
-        let texts = ["the film was great", "the plot was awful"]
-        let clf = try Evaluation.classifier(model: folder, adapter: d + "/ia3")
-        let unfused = try clf.model.logits(texts)
-        _ = try Fuse.run(model: folder, adapter: d + "/ia3", to: d + "/fused")
-        var fusedEncoder = try BertModel(checkpoint: try Checkpoint(path: d + "/fused"))
-        fusedEncoder.packForInference()
-        let fused = try BertForSequenceClassification(encoder: fusedEncoder, tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
-        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        let (unfused, clf) = try assertFoldsLikeUnfused(d + "/ia3")
         let labels = clf.labels
         XCTAssertEqual(labels[unfused[0][0] > unfused[0][1] ? 0 : 1], "positive")
     }
 
-    /// IA³ and VeRA on SmolLM2 causal-LM SFT (the last two layers, chosen by regex: PEFT's IA3Config has
+    /// IA³, VeRA and NOLA on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -108,14 +117,7 @@ final class AdapterMethodTests: XCTestCase {
         for (k, _) in cfg.objectValue ?? [] { XCTAssertTrue(refKeys.contains(k), "PEFT's VeraConfig has no key \(k)") }
         for k in ["peft_type", "task_type", "r", "save_projection", "projection_prng_key"] { XCTAssertEqual(cfg[k], refCfg[k], k) }
 
-        let folder = try fetchedModel("minilm")
-        let texts = ["the film was great", "the plot was awful"]
-        let clf = try Evaluation.classifier(model: folder, adapter: d + "/vera")
-        let unfused = try clf.model.logits(texts)
-        _ = try Fuse.run(model: folder, adapter: d + "/vera", to: d + "/fused")
-        let fused = try BertForSequenceClassification(encoder: try BertModel(checkpoint: try Checkpoint(path: d + "/fused")),
-                                                      tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
-        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        _ = try assertFoldsLikeUnfused(d + "/vera")
     }
 
     /// NOLA on MiniLM: it learns; the file holds only the coefficients (the bases come back from the seed);
@@ -135,13 +137,7 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertEqual(file.tensors.filter { $0.name.hasSuffix("nola_alpha") }.count, 12)
 
         let folder = try fetchedModel("minilm")
-        let texts = ["the film was great", "the plot was awful"]
-        let clf = try Evaluation.classifier(model: folder, adapter: d + "/nola")
-        let unfused = try clf.model.logits(texts)
-        _ = try Fuse.run(model: folder, adapter: d + "/nola", to: d + "/fused")
-        let fused = try BertForSequenceClassification(encoder: try BertModel(checkpoint: try Checkpoint(path: d + "/fused")),
-                                                      tokenizer: try TokenizerLoader.load(model: folder), head: clf.model.head)
-        for (a, b) in zip(unfused.joined(), try fused.logits(texts).joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        let (unfused, _) = try assertFoldsLikeUnfused(d + "/nola")
         let eval = try Evaluation.classification(model: folder, adapter: d + "/nola", data: d + "/train.jsonl", header: true,
                                                  textColumn: "text", labelColumn: "label", maxLength: nil)
         XCTAssertGreaterThan(eval.metrics.accuracy, 0.6, "the reloaded adapter classifies the training data")
@@ -149,7 +145,7 @@ final class AdapterMethodTests: XCTestCase {
         var c = s
         c.output = d + "/nola2"; c.initAdapter = d + "/nola"; c.trainer.learningRate = 1e-9; c.trainer.maxSteps = 1
         _ = try TrainingRun.run(c, log: { _ in }, onEvent: { _ in })
-        let again = try Evaluation.classifier(model: folder, adapter: d + "/nola2").model.logits(texts)
+        let again = try Evaluation.classifier(model: folder, adapter: d + "/nola2").model.logits(Self.texts)
         for (a, b) in zip(unfused.joined(), again.joined()) { XCTAssertEqual(a, b, accuracy: 1e-3) }
     }
 

@@ -20,35 +20,19 @@ public final class IA3Adapter: LoadedAdapter, @unchecked Sendable {
         if case .string? = ff {
             throw FormatError(config.path, "feedforward_modules", "a regular expression here is not supported yet (give a list)")
         }
-        var targets = ModuleTargets(names: config.targetModules)
-        if case let .string(re)? = json["target_modules"] { targets = ModuleTargets(names: [], regex: re) }
-        recipeConfig = IA3Config(targets: targets, feedforward: PEFTAdapterConfig.modules(ff))
-        let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
-        }
-        let file = try SafetensorsFile(path: weights)
-        var vectors: [String: (Tensor, Bool)] = [:], saved: [(String, Tensor)] = []
-        for info in file.tensors {
-            var name = info.name
-            if name.hasPrefix(LoRAAdapter.prefix) { name.removeFirst(LoRAAdapter.prefix.count) }
-            if name.hasSuffix(".ia3_l") {
-                let module = String(name.dropLast(".ia3_l".count))
-                let feedforward = recipeConfig.isFeedforward(module)
-                let t = try file.tensor(info.name)
-                guard t.dtype.isFloatingPoint, t.shape.count == 2, feedforward ? t.shape[0] == 1 : t.shape[1] == 1 else {
-                    throw FormatError(weights, info.name, "shape \(t.shape) is not a \(feedforward ? "[1, in] feed-forward" : "[out, 1]") IA³ vector (feedforward_modules: \(recipeConfig.feedforward))")
-                }
-                vectors[module] = (t, feedforward)
-            } else if name.contains(".ia3_") {
-                throw FormatError(weights, info.name, "unsupported IA³ tensor")
-            } else {
-                saved.append((name.replacingOccurrences(of: ".modules_to_save.default", with: ""), try file.tensor(info.name)))
+        recipeConfig = IA3Config(targets: ModuleTargets(config: config), feedforward: PEFTAdapterConfig.modules(ff))
+        let f = try AdapterFile(folder: path, suffixes: ["ia3_l"], marker: ".ia3_", unsupported: "unsupported IA³ tensor")
+        var vectors: [String: (scaling: Tensor, feedforward: Bool)] = [:]
+        for (module, t) in f["ia3_l"] {
+            let feedforward = recipeConfig.isFeedforward(module)
+            guard t.dtype.isFloatingPoint, t.shape.count == 2, feedforward ? t.shape[0] == 1 : t.shape[1] == 1 else {
+                throw FormatError(f.path, module + ".ia3_l", "shape \(t.shape) is not a \(feedforward ? "[1, in] feed-forward" : "[out, 1]") IA³ vector (feedforward_modules: \(recipeConfig.feedforward))")
             }
+            vectors[module] = (t, feedforward)
         }
-        guard !vectors.isEmpty || !saved.isEmpty else { throw FormatError(weights, nil, "holds no IA³ vectors or saved tensors") }
-        self.vectors = vectors.mapValues { (scaling: $0.0, feedforward: $0.1) }
-        savedTensors = saved
+        guard !vectors.isEmpty || !f.saved.isEmpty else { throw FormatError(f.path, nil, "holds no IA³ vectors or saved tensors") }
+        self.vectors = vectors
+        savedTensors = f.saved
     }
 
     public var method: String { "ia3" }

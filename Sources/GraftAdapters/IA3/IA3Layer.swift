@@ -29,12 +29,8 @@ public final class IA3Update: LayerUpdate, @unchecked Sendable {
 
     public func makeTrainable() { gradient = FloatBuffer(repeating: 0, count: scaling.count) }
 
-    /// Multiplies each row of `m` [rows × l.count] by l, into a new buffer.
-    private func scaled(_ m: FloatBuffer, rows: Int) -> FloatBuffer {
-        let n = scaling.count, out = FloatBuffer(count: rows * n), o = out.mutable, mv = m.values, lv = scaling.values
-        for r in 0..<rows { for j in 0..<n { o[r * n + j] = mv[r * n + j] * lv[j] } }
-        return out
-    }
+    /// Each row of `m` [rows × l.count] times l, into a new buffer.
+    private func scaled(_ m: FloatBuffer, rows: Int) -> FloatBuffer { scaledRows(m, rows: rows, by: scaling) }
 
     /// dl_j += Σ_rows g[r, j] · v[r, j].
     private func accumulate(_ g: FloatBuffer, _ v: FloatBuffer, rows: Int) {

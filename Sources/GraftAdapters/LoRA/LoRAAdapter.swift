@@ -22,7 +22,6 @@ public final class LoRAAdapter: LoadedAdapter, @unchecked Sendable {
     /// Full tensors saved in the adapter, by their name in the model (no PEFT prefix, no
     /// `modules_to_save.default` infix).
     public let savedTensors: [(String, Tensor)]
-    private let file: SafetensorsFile
 
     public static let prefix = "base_model.model."
 
@@ -44,28 +43,11 @@ public final class LoRAAdapter: LoadedAdapter, @unchecked Sendable {
         self.path = path
         self.config = config
         let configPath = config.path
-        let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw FormatError(path, nil, "missing adapter_model.safetensors (adapter_model.bin is not supported)")
-        }
-        file = try SafetensorsFile(path: weights)
-        var a: [String: Tensor] = [:], b: [String: Tensor] = [:], mag: [String: Tensor] = [:]
-        var saved: [(String, Tensor)] = []
-        for info in file.tensors {
-            var name = info.name
-            if name.hasPrefix(Self.prefix) { name.removeFirst(Self.prefix.count) }
-            if let r = name.range(of: ".lora_A.weight"), r.upperBound == name.endIndex {
-                a[String(name[..<r.lowerBound])] = try file.tensor(info.name)
-            } else if let r = name.range(of: ".lora_B.weight"), r.upperBound == name.endIndex {
-                b[String(name[..<r.lowerBound])] = try file.tensor(info.name)
-            } else if let r = name.range(of: ".lora_magnitude_vector"), r.upperBound == name.endIndex || name[r.upperBound...] == ".weight" {
-                mag[String(name[..<r.lowerBound])] = try file.tensor(info.name)
-            } else if name.contains(".lora_") {
-                throw FormatError(weights, info.name, "unsupported LoRA tensor (bias or embedding LoRA is not supported yet)")
-            } else {
-                saved.append((name.replacingOccurrences(of: ".modules_to_save.default", with: ""), try file.tensor(info.name)))
-            }
-        }
+        let f = try AdapterFile(folder: path, suffixes: ["lora_A.weight", "lora_B.weight", "lora_magnitude_vector", "lora_magnitude_vector.weight"],
+                                marker: ".lora_", unsupported: "unsupported LoRA tensor (bias or embedding LoRA is not supported yet)")
+        let weights = f.path
+        let a = f["lora_A.weight"], b = f["lora_B.weight"], mag = f["lora_magnitude_vector"].merging(f["lora_magnitude_vector.weight"]) { x, _ in x }
+        let saved = f.saved
         var mods: [String: Module] = [:]
         for (name, at) in a {
             guard let bt = b[name] else { throw FormatError(weights, name, "has lora_A but no lora_B") }

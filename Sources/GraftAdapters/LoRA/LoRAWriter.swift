@@ -2,21 +2,9 @@ import Foundation
 import GraftFormats
 import GraftTensor
 
-/// Writes an adapter folder as HF PEFT does: `adapter_config.json` and `adapter_model.safetensors`
-/// with PEFT's tensor names (`base_model.model.<module>.lora_A.weight`, `.lora_B.weight`,
-/// `.lora_magnitude_vector` for DoRA, and full `modules_to_save` tensors such as `classifier.weight`).
+/// Writes an adapter folder as HF PEFT does: `adapter_config.json` (LoRA's keys here; each method's recipe
+/// gives its own) and `adapter_model.safetensors` with the tensors under their PEFT names.
 public enum LoRAWriter {
-    public struct ModuleTensors: Sendable {
-        /// Module path in the PEFT task model (`bert.encoder.layer.0.attention.self.query`).
-        public let module: String
-        public let a: FloatBuffer, b: FloatBuffer, rank: Int, inFeatures: Int, outFeatures: Int
-        public let magnitude: FloatBuffer?
-        public init(module: String, a: FloatBuffer, b: FloatBuffer, rank: Int, inFeatures: Int, outFeatures: Int, magnitude: FloatBuffer?) {
-            self.module = module; self.a = a; self.b = b; self.rank = rank; self.inFeatures = inFeatures
-            self.outFeatures = outFeatures; self.magnitude = magnitude
-        }
-    }
-
     /// The `adapter_config.json` object PEFT 0.21 reads back for this configuration.
     public static func configJSON(_ c: LoRAConfig, taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue {
         let targets = c.targets.json
@@ -32,19 +20,6 @@ public enum LoRAWriter {
             ("target_modules", targets), ("task_type", .string(taskType)), ("use_dora", .bool(c.useDoRA)),
             ("use_rslora", .bool(c.useRSLoRA)),
         ])
-    }
-
-    /// The tensors of the adapter file, by PEFT name.
-    public static func tensors(_ modules: [ModuleTensors], saved: [(name: String, value: FloatBuffer, shape: [Int])]) -> [(String, Tensor)] {
-        var out: [(String, Tensor)] = []
-        for m in modules.sorted(by: { $0.module < $1.module }) {
-            let p = LoRAAdapter.prefix + m.module
-            out.append((p + ".lora_A.weight", m.a.tensor(shape: [m.rank, m.inFeatures])))
-            out.append((p + ".lora_B.weight", m.b.tensor(shape: [m.outFeatures, m.rank])))
-            if let mag = m.magnitude { out.append((p + ".lora_magnitude_vector", mag.tensor(shape: [m.outFeatures]))) }
-        }
-        for s in saved { out.append((LoRAAdapter.prefix + s.name, s.value.tensor(shape: s.shape))) }
-        return out
     }
 
     /// Writes the two files into `directory` (an existing folder, e.g. an `OutputDirectory`'s temp path).

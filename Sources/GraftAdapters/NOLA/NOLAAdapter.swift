@@ -20,34 +20,20 @@ public final class NOLAAdapter: LoadedAdapter, @unchecked Sendable {
             throw FormatError(config.path, "bases_A", "missing or not a positive integer (a NOLA adapter records its basis counts)")
         }
         guard let seed = j["seed"]?.intValue, seed >= 0 else { throw FormatError(config.path, "seed", "missing or negative") }
-        var c = NOLAConfig(rank: config.r, alpha: config.loraAlpha, bases: Int(ka), targets: ModuleTargets(names: config.targetModules))
+        guard config.r > 0 else { throw FormatError(config.path, "r", "missing or not a positive integer") }
+        var c = NOLAConfig(rank: config.r, alpha: config.loraAlpha, bases: Int(ka), targets: ModuleTargets(config: config))
         c.basesB = Int(kb); c.seed = UInt64(seed)
-        if case let .string(re)? = j["target_modules"] { c.targets = ModuleTargets(names: [], regex: re) }
         recipeConfig = c
-        let weights = (path as NSString).appendingPathComponent("adapter_model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights) else { throw FormatError(path, nil, "missing adapter_model.safetensors") }
-        let file = try SafetensorsFile(path: weights)
-        var al: [String: Tensor] = [:], be: [String: Tensor] = [:], saved: [(String, Tensor)] = []
-        for info in file.tensors {
-            var name = info.name
-            if name.hasPrefix(LoRAAdapter.prefix) { name.removeFirst(LoRAAdapter.prefix.count) }
-            if name.hasSuffix(".nola_alpha") { al[String(name.dropLast(".nola_alpha".count))] = try file.tensor(info.name) }
-            else if name.hasSuffix(".nola_beta") { be[String(name.dropLast(".nola_beta".count))] = try file.tensor(info.name) }
-            else if name.contains(".nola_") { throw FormatError(weights, info.name, "unsupported NOLA tensor") }
-            else { saved.append((name.replacingOccurrences(of: ".modules_to_save.default", with: ""), try file.tensor(info.name))) }
-        }
-        var co: [String: (Tensor, Tensor)] = [:]
-        for (m, a) in al {
-            guard let b = be[m] else { throw FormatError(weights, m, "has nola_alpha but no nola_beta") }
+        let f = try AdapterFile(folder: path, suffixes: ["nola_alpha", "nola_beta"], marker: ".nola_", unsupported: "unsupported NOLA tensor")
+        let co = try f.pairs("nola_alpha", "nola_beta")
+        for (m, (a, b)) in co {
             guard a.shape == [Int(ka)], b.shape == [Int(kb)], a.dtype.isFloatingPoint, b.dtype.isFloatingPoint else {
-                throw FormatError(weights, m, "nola_alpha \(a.shape) and nola_beta \(b.shape) do not match bases_A \(ka), bases_B \(kb)")
+                throw FormatError(f.path, m, "nola_alpha \(a.shape) and nola_beta \(b.shape) do not match bases_A \(ka), bases_B \(kb)")
             }
-            co[m] = (a, b)
         }
-        for m in be.keys where al[m] == nil { throw FormatError(weights, m, "has nola_beta but no nola_alpha") }
-        guard !co.isEmpty || !saved.isEmpty else { throw FormatError(weights, nil, "holds no NOLA coefficients or saved tensors") }
+        guard !co.isEmpty || !f.saved.isEmpty else { throw FormatError(f.path, nil, "holds no NOLA coefficients or saved tensors") }
         coefficients = co.mapValues { (alpha: $0.0, beta: $0.1) }
-        savedTensors = saved
+        savedTensors = f.saved
     }
 
     public var method: String { "nola" }
@@ -68,12 +54,8 @@ public final class NOLAAdapter: LoadedAdapter, @unchecked Sendable {
             guard shape.count == 2 else { throw LoRAError("\(path): '\(tensorName)' in \(checkpoint.path) is not a matrix") }
             let bases = NOLABases(seed: recipeConfig.seed, module: bareModule(module, in: checkpoint), rank: recipeConfig.rank, inFeatures: shape[1],
                                   outFeatures: shape[0], countA: recipeConfig.basesA, countB: recipeConfig.basesB)
-            let d = NOLAUpdate(bases: bases, alpha: FloatBuffer(c.alpha), beta: FloatBuffer(c.beta), scale: Float(recipeConfig.scaling)).delta()
-            folds[tensorName] = { w in
-                let out = FloatBuffer(count: w.count), o = out.mutable, wv = w.values, dv = d.values
-                for i in 0..<w.count { o[i] = wv[i] + dv[i] }
-                return out
-            }
+            folds[tensorName] = adding(NOLAUpdate(bases: bases, alpha: FloatBuffer(c.alpha), beta: FloatBuffer(c.beta),
+                                                  scale: Float(recipeConfig.scaling)).delta())
         }
         return folds
     }

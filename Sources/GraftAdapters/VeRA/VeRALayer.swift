@@ -51,13 +51,6 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
         init(branch: LowRankBranch.Input, t: FloatBuffer, v: FloatBuffer) { self.branch = branch; self.t = t; self.v = v }
     }
 
-    /// Each row of m [rows × n] times the vector l [n], into a new buffer.
-    static func scaled(_ m: FloatBuffer, rows: Int, by l: FloatBuffer) -> FloatBuffer {
-        let n = l.count, out = FloatBuffer(count: rows * n), o = out.mutable, mv = m.values, lv = l.values
-        for r in 0..<rows { for j in 0..<n { o[r * n + j] = mv[r * n + j] * lv[j] } }
-        return out
-    }
-
     public func forward(_ x: FloatBuffer, rows: Int, base: FrozenLinear, rng: UnsafeMutablePointer<SeededRNG>?) -> (y: FloatBuffer, saved: AnyObject?) {
         let y = base.forward(x, rows: rows)
         let (xt, input) = LowRankBranch.input(x, rows: rows, width: inFeatures, dropout: dropout, rng: rng)
@@ -66,7 +59,7 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
         // large products: split over the cores like the frozen ones.
         Linalg.gemmParallel(m: rows, n: rank, k: inFeatures, a: xt.values.baseAddress!, b: a.values.baseAddress!, transB: true,
                             c: t.mutable.baseAddress!)
-        let td = Self.scaled(t, rows: rows, by: lambdaD)
+        let td = scaledRows(t, rows: rows, by: lambdaD)
         Linalg.gemmParallel(m: rows, n: outFeatures, k: rank, a: td.values.baseAddress!, b: sharedB.values.baseAddress!, transB: true,
                             c: v.mutable.baseAddress!)
         let yv = y.mutable, vv = v.values, lb = lambdaB.values
@@ -82,7 +75,7 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
             for r in 0..<rows { for j in 0..<outF { g[j] += dyv[r * outF + j] * vv[r * outF + j] } }
         }
         // g = dy ⊙ λ_b; ds = g·B[:out, :] [rows × r]; dλ_d = Σ ds ⊙ t; dt = ds ⊙ λ_d; dx̃ = dt·A[:, :in].
-        let g = Self.scaled(dy, rows: rows, by: lambdaB)
+        let g = scaledRows(dy, rows: rows, by: lambdaB)
         let ds = FloatBuffer(count: rows * rank)
         Linalg.gemmParallel(m: rows, n: rank, k: outF, a: g.values.baseAddress!, b: sharedB.values.baseAddress!, c: ds.mutable.baseAddress!)
         if let gradD {
@@ -91,7 +84,7 @@ public final class VeRAUpdate: LayerUpdate, @unchecked Sendable {
         }
         guard needInput else { return nil }
         let dx = base.inputGradient(dy, rows: rows)
-        let dt = Self.scaled(ds, rows: rows, by: lambdaD)
+        let dt = scaledRows(ds, rows: rows, by: lambdaD)
         let branch = FloatBuffer(count: rows * inFeatures), a = slicedA
         Linalg.gemmParallel(m: rows, n: inFeatures, k: rank, a: dt.values.baseAddress!, b: a.values.baseAddress!, c: branch.mutable.baseAddress!)
         LowRankBranch.addBranch(branch, into: dx, input: s.branch)

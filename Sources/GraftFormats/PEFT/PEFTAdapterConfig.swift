@@ -27,9 +27,9 @@ public struct PEFTAdapterConfig: Sendable {
         self.json = json
         peftType = json["peft_type"]?.stringValue ?? "LORA"
         taskType = json["task_type"]?.stringValue
-        // r is LoRA's (and its variants'); other methods have none.
-        let rv = json["r"]?.intValue ?? (peftType == "LORA" ? 0 : 1)
-        guard rv > 0 else { throw FormatError(path, "r", "missing or not a positive integer") }
+        // r is LoRA's and its variants' (0 when a method has none; the methods that need it check it).
+        let rv = json["r"]?.intValue ?? 0
+        guard rv > 0 || (peftType != "LORA" && json["r"] == nil) else { throw FormatError(path, "r", "missing or not a positive integer") }
         r = Int(rv)
         loraAlpha = json["lora_alpha"]?.doubleValue ?? Double(rv)
         useRSLoRA = json["use_rslora"]?.boolValue ?? false
