@@ -1,3 +1,5 @@
+import Foundation
+
 /// A small, fast, seeded generator (xoshiro256**, seeded through SplitMix64) so every random choice
 /// Graft makes is reproducible from one integer seed.
 public struct SeededRNG: RandomNumberGenerator, Sendable {
@@ -37,5 +39,11 @@ public struct SeededRNG: RandomNumberGenerator, Sendable {
     @inline(__always)
     public mutating func nextUnitFloat() -> Float {
         Float(next() >> 40) * (1.0 / 16_777_216.0)
+    }
+
+    /// Standard normal (Box–Muller, the cosine branch: two uniforms per value).
+    public mutating func nextNormal() -> Float {
+        let u1 = max(nextUnitFloat(), 1e-7), u2 = nextUnitFloat()
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 }

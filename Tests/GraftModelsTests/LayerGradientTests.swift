@@ -215,24 +215,41 @@ final class LayerGradientTests: XCTestCase {
         })
     }
 
-    func testAttentionWithPaddingCausalMaskGroupedHeadsAndDropout() {
+    func testAttentionWithPaddingCausalMaskGroupedHeadsDropoutAndPrefix() throws {
         let b = 2, t = 4, dh = 4, lengths = [4, 3]
-        for (heads, kv, causal, dropout) in [(2, 2, false, Float(0)), (4, 2, true, Float(0)), (2, 2, false, Float(0.3))] {
+        // The last cases put a prefix of 3 keys and values (prefix tuning) ahead of every sequence's.
+        for (heads, kv, causal, dropout, n) in [(2, 2, false, Float(0), 0), (4, 2, true, Float(0), 0), (2, 2, false, Float(0.3), 0),
+                                                (4, 2, true, Float(0), 3), (2, 2, false, Float(0.3), 3)] {
             let attn = SelfAttention(heads: heads, kvHeads: kv, headDim: dh, causal: causal)
             let q = random(b * t * heads * dh), k = random(b * t * kv * dh), v = random(b * t * kv * dh)
+            // The prefix as prefix tuning stores it: rows of [keys | values] (stride 2·kv·dh).
+            let kvw = kv * dh, prefixRows = random(max(n, 1) * 2 * kvw)
+            let prefix = n == 0 ? nil : SelfAttention.Prefix(keys: prefixRows.values.baseAddress!, values: prefixRows.values.baseAddress! + kvw,
+                                                             count: n, stride: 2 * kvw)
             let dctx = random(b * t * heads * dh)
             // Padding rows carry no output and no gradient.
             for j in 0..<(heads * dh) { dctx.mutable[(1 * t + 3) * heads * dh + j] = 0 }
             // The same mask on every evaluation: a fixed seed.
-            let run = { attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths, dropout: dropout, seed: 5) }
+            let run = { attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths, prefix: prefix, dropout: dropout, seed: 5) }
             let (_, saved) = run()
             if dropout > 0 { XCTAssertTrue(saved.dropScale!.values.contains(0), "some probabilities dropped") }
-            let (dq, dk, dv) = attn.backward(dctx, q: q, k: k, v: v, saved: saved, batch: b, length: t, lengths: lengths)
+            let (dq, dk, dv, dPrefix) = attn.backward(dctx, q: q, k: k, v: v, saved: saved, batch: b, length: t, lengths: lengths, prefix: prefix)
             let L = { self.dot(run().ctx, dctx) }
-            let tag = "\(heads)/\(kv) causal \(causal) dropout \(dropout)"
+            let tag = "\(heads)/\(kv) causal \(causal) dropout \(dropout) prefix \(n)"
             assertGradient("attention dq \(tag)", param: q, analytic: dq, eps: 1e-3, loss: L)
             assertGradient("attention dk \(tag)", param: k, analytic: dk, eps: 1e-3, loss: L)
             assertGradient("attention dv \(tag)", param: v, analytic: dv, eps: 1e-3, loss: L)
+            if n > 0 {
+                let (pk, pv) = try XCTUnwrap(dPrefix)
+                // Interleave the two into the stored layout to check them against the same rows.
+                let analytic = FloatBuffer(count: prefixRows.count)
+                for r in 0..<n { for j in 0..<kvw {
+                    analytic.mutable[r * 2 * kvw + j] = pk.values[r * kvw + j]; analytic.mutable[r * 2 * kvw + kvw + j] = pv.values[r * kvw + j]
+                } }
+                assertGradient("attention prefix \(tag)", param: prefixRows, analytic: analytic, eps: 1e-3, loss: L)
+            } else {
+                XCTAssertNil(dPrefix)
+            }
         }
     }
 

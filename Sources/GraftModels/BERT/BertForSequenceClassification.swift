@@ -16,7 +16,16 @@ public struct BertForSequenceClassification: Sendable {
     }
 
     public func logits(_ texts: [String]) throws -> [[Float]] {
-        let ids = texts.map { tokenizer.encode($0, addSpecialTokens: true) }
+        try logits(ids: texts.map { tokenizer.encode($0, addSpecialTokens: true) })
+    }
+
+    /// Logits for token-id sequences (special tokens included), through the inference path.
+    public func logits(ids: [[Int]]) throws -> [[Float]] {
+        if encoder.virtualTokens != nil {  // the pooler reads the first position, a virtual token's
+            let f = try features(ids), n = head.outFeatures
+            let l = head.forward(f, rows: ids.count)
+            return (0..<ids.count).map { Array(l.values[($0 * n)..<(($0 + 1) * n)]) }
+        }
         return try encoder.forward(ids).map { h in head.forward(try encoder.pooledOutput(h), rows: 1).array }
     }
 }

@@ -5,7 +5,7 @@ import GraftTensor
 /// A BERT encoder (post-LayerNorm, GELU), as transformers' `BertModel`: embeddings (word + position +
 /// token type, LayerNorm), then layers of self-attention and feed-forward, each followed by a residual
 /// add and LayerNorm. Batched with padding masks.
-public struct BertModel: Sendable, LinearLayers {
+public struct BertModel: Sendable, AdaptableModel {
     public struct Config: Sendable {
         public let hidden: Int, layers: Int, heads: Int, intermediate: Int, maxPositions: Int, eps: Float
         /// transformers' dropout rates (hidden_dropout_prob, attention_probs_dropout_prob), used in training.
@@ -35,6 +35,8 @@ public struct BertModel: Sendable, LinearLayers {
     var layers: [Layer]
     /// `pooler.dense` (tanh of it on the first token feeds a classification head), when the checkpoint has it.
     public var pooler: Linear?
+    /// Prompt or prefix vectors every pass puts ahead of the tokens (`VirtualTokens`), when attached.
+    public var virtualTokens: VirtualTokens?
 
     /// Loads weights named as `BertModel` (optionally under a `bert.` prefix) from a checkpoint folder.
     public init(checkpoint: Checkpoint) throws {
@@ -132,6 +134,18 @@ public struct BertModel: Sendable, LinearLayers {
 
     public var vocabularySize: Int { words.count }
 
+    public var virtualTokenLayout: VirtualTokens.Layout {
+        VirtualTokens.Layout(hidden: config.hidden, layers: config.layers, heads: config.heads, kvWidth: config.hidden, kvHeads: config.heads,
+                             contextLength: config.maxPositions)
+    }
+
+    public func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer {
+        for id in ids where id < 0 || id >= words.count { throw ModelError("token id \(id) outside the vocabulary (\(words.count))") }
+        let out = FloatBuffer(count: ids.count * config.hidden)
+        words.gather(ids, into: out, accumulate: false)
+        return out
+    }
+
     /// Packs every linear layer's weight for float32 inference products (see `Linear.packForInference`);
     /// call after attaching adapters' updates, which stay separate. Training and bf16 paths ignore it.
     /// Query, key and value without low-rank updates become one product (x read once, one split over the
@@ -162,9 +176,19 @@ public struct BertModel: Sendable, LinearLayers {
         }
     }
 
-    /// Last hidden states for a batch of token-id sequences: one [length × hidden] buffer per sequence.
+    /// Last hidden states for a batch of token-id sequences: one [length × hidden] buffer per sequence
+    /// (the tokens' rows only when virtual tokens are attached; those run through `forwardTraining`).
     public func forward(_ batch: [[Int]]) throws -> [FloatBuffer] {
         guard let maxLen = batch.map(\.count).max(), maxLen > 0 else { return batch.map { _ in FloatBuffer(count: 0) } }
+        if virtualTokens != nil {
+            let (hidden, tape) = try forwardTraining(batch, rng: nil)
+            let h = config.hidden
+            return batch.enumerated().map { s, ids in
+                let out = FloatBuffer(count: ids.count * h)
+                out.mutable.baseAddress!.update(from: hidden.values.baseAddress! + (s * tape.length + tape.prompt) * h, count: ids.count * h)
+                return out
+            }
+        }
         guard maxLen <= config.maxPositions else {
             throw ModelError("sequence of \(maxLen) tokens exceeds the model's \(config.maxPositions) positions")
         }

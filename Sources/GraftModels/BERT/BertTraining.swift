@@ -22,7 +22,12 @@ extension BertModel {
     /// Activations of one training forward pass.
     public struct Tape: @unchecked Sendable {
         let layers: [LayerTape]
+        /// `length` and `lengths` count the prompt's virtual tokens, which come first in every sequence.
         public let batch: Int, length: Int, lengths: [Int]
+        /// Virtual tokens ahead of each sequence's tokens (prompt tuning; 0 without).
+        public let prompt: Int
+        /// The embedding LayerNorm's input and dropout, kept when a prompt trains (its gradient passes them).
+        let embedding: (norm: LayerNorm.Saved, drop: FloatBuffer?)?
     }
 
     /// Training products with the frozen weights in bf16 (float32 accumulation): about twice the
@@ -36,8 +41,11 @@ extension BertModel {
         updateEveryLinear { $0.packForTraining(bf16: bf16, backward: backward) }
     }
 
-    /// Whether any layer has something to train (else backward below the head is skipped: a linear probe).
-    public var hasTrainableLayers: Bool { layers.indices.contains(where: isTrainable) }
+    /// Whether any layer (or the virtual tokens) has something to train (else backward below the head is
+    /// skipped: a linear probe).
+    public var hasTrainableLayers: Bool { trainsVirtualTokens || layers.indices.contains(where: isTrainable) }
+
+    var trainsVirtualTokens: Bool { virtualTokens?.isTraining ?? false }
 
     /// Whether layer `i` holds a linear layer with gradients attached.
     func isTrainable(_ i: Int) -> Bool {
@@ -46,25 +54,43 @@ extension BertModel {
     }
 
     /// Last hidden states [batch·length × hidden] (right-padded to the longest sequence) and the tape.
-    /// `rng` draws LoRA dropout masks. With `firstTokenOnly` the output is [batch × hidden], the first
+    /// With a prompt attached (`virtualTokens`, `.embeddings`) each sequence starts with its rows, and
+    /// `length` counts them; with a prefix the tokens take positions from the prefix's length on, as
+    /// after a KV cache (transformers' BertEmbeddings). `rng` draws LoRA dropout masks. With `firstTokenOnly` the output is [batch × hidden], the first
     /// position of each sequence: the last layer then computes only that query and its feed-forward
     /// (the same values, a sixth less work for a 6-layer classifier).
     public func forwardTraining(_ batch: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?, firstTokenOnly: Bool = false) throws
         -> (hidden: FloatBuffer, tape: Tape) {
-        guard let t = batch.map(\.count).max(), t > 0 else { throw ModelError("empty batch") }
-        guard t <= config.maxPositions else { throw ModelError("sequence of \(t) tokens exceeds the model's \(config.maxPositions) positions") }
+        guard let longest = batch.map(\.count).max(), longest > 0 else { throw ModelError("empty batch") }
+        let vt = virtualTokens
+        let prompt = vt?.placement == .embeddings ? vt!.count : 0, prefix = vt?.placement == .keysValues ? vt!.count : 0
+        let t = prompt + longest
+        guard t + prefix <= config.maxPositions else {
+            throw ModelError("sequence of \(longest) tokens\(vt.map { " after \($0.count) virtual tokens" } ?? "") exceeds the model's \(config.maxPositions) positions")
+        }
         for ids in batch { for id in ids where id < 0 || id >= words.count { throw ModelError("token id \(id) outside the vocabulary (\(words.count))") } }
         let b = batch.count, h = config.hidden, rows = b * t
-        let lengths = batch.map(\.count)
+        let lengths = batch.map { prompt + $0.count }
         var x = FloatBuffer(count: rows * h)
-        words.gather(batch.flatMap { $0 + [Int](repeating: 0, count: t - $0.count) }, into: x, accumulate: false)
-        positions.gather((0..<b).flatMap { _ in Array(0..<t) }, into: x, accumulate: true)
+        let zeros = [Int](repeating: 0, count: prompt)
+        words.gather(batch.flatMap { zeros + $0 + [Int](repeating: 0, count: longest - $0.count) }, into: x, accumulate: false)
+        if let vt, prompt > 0 {
+            for s in 0..<b { (x.mutable.baseAddress! + s * t * h).update(from: vt.values.values.baseAddress!, count: prompt * h) }
+        }
+        positions.gather((0..<b).flatMap { _ in Array(prefix..<(prefix + t)) }, into: x, accumulate: true)
         tokenTypes.gather([Int](repeating: 0, count: rows), into: x, accumulate: true)
-        embNorm.forward(x, rows: rows)
         // transformers' train-mode dropout, drawn only when a generator is given.
         let (pHidden, pAttn) = rng == nil ? (Float(0), Float(0)) : trainingDropout
         func seed() -> UInt64 { rng?.pointee.next() ?? 0 }
-        _ = Dropout.apply(x, p: pHidden, seed: seed())
+        var embedding: (norm: LayerNorm.Saved, drop: FloatBuffer?)? = nil
+        if prompt > 0 && vt!.isTraining {
+            let (y, saved) = embNorm.forwardTraining(x, rows: rows)
+            x = y
+            embedding = (saved, Dropout.apply(x, p: pHidden, seed: seed()))
+        } else {
+            embNorm.forward(x, rows: rows)
+            _ = Dropout.apply(x, p: pHidden, seed: seed())
+        }
         let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
         let tokens = multipliesPadding ? nil : TokenRows(lengths: lengths, length: t)
         var tapes: [LayerTape] = []
@@ -76,7 +102,8 @@ extension BertModel {
             let (k, ks) = layer.key.forwardTraining(x, rows: rows, rng: rng, tokens: tokens)
             let (v, vs) = layer.value.forwardTraining(x, rows: rows, rng: rng, tokens: tokens)
             let (ctx, att) = attention.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths,
-                                                       queries: firstOnly ? 1 : nil, dropout: pAttn, seed: seed())
+                                                       queries: firstOnly ? 1 : nil, prefix: prefixKeysValues(layer: i),
+                                                       dropout: pAttn, seed: seed())
             let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng, tokens: qTokens)
             let attnDrop = Dropout.apply(ao, p: pHidden, seed: seed())
             addInPlace(ao, xq)
@@ -93,14 +120,24 @@ extension BertModel {
                                    firstOnly: firstOnly))
             x = out
         }
-        return (x, Tape(layers: tapes, batch: b, length: t, lengths: lengths))
+        return (x, Tape(layers: tapes, batch: b, length: t, lengths: lengths, prompt: prompt, embedding: embedding))
+    }
+
+    /// Layer `i`'s prefix keys and values, when a prefix is attached.
+    func prefixKeysValues(layer i: Int) -> SelfAttention.Prefix? {
+        guard let vt = virtualTokens, vt.placement == .keysValues else { return nil }
+        let h = config.hidden
+        return SelfAttention.Prefix(keys: vt.keysValues(layer: i, value: false, kvWidth: h), values: vt.keysValues(layer: i, value: true, kvWidth: h),
+                                    count: vt.count, stride: vt.width)
     }
 
     /// Backward from dL/d(last hidden states): [batch·length × hidden], or [batch × hidden] when the
-    /// forward pass ran with `firstTokenOnly`.
+    /// forward pass ran with `firstTokenOnly`. Training virtual tokens' gradients reach them through every
+    /// layer's attention (a prefix) or down to the embeddings (a prompt).
     public func backward(_ dHidden: FloatBuffer, tape: Tape) {
         let rows = tape.batch * tape.length, h = config.hidden
-        guard let lowest = (0..<layers.count).first(where: isTrainable) else { return }
+        let vt = trainsVirtualTokens ? virtualTokens : nil
+        guard let lowest = vt != nil ? 0 : (0..<layers.count).first(where: isTrainable) else { return }
         let attention = SelfAttention(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads, causal: false)
         var dx = dHidden
         let tokens = multipliesPadding ? nil : TokenRows(lengths: tape.lengths, length: tape.length)
@@ -118,9 +155,14 @@ extension BertModel {
             let dao = FloatBuffer(ds1.array)
             Dropout.backward(dao, scale: s.attnDrop)
             let dctx = l.attnOut.backward(s.attnDrop == nil ? ds1 : dao, saved: s.attnOut, rows: qRows, tokens: qTokens)!
-            let (dq, dk, dv) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, saved: s.attention, batch: tape.batch,
-                                                  length: tape.length, lengths: tape.lengths, queries: s.firstOnly ? 1 : nil)
-            let needInput = i > lowest
+            let (dq, dk, dv, dPrefix) = attention.backward(dctx, q: s.qOut, k: s.kOut, v: s.vOut, saved: s.attention, batch: tape.batch,
+                                                           length: tape.length, lengths: tape.lengths, queries: s.firstOnly ? 1 : nil,
+                                                           prefix: prefixKeysValues(layer: i))
+            if let vt, let dPrefix {
+                vt.accumulate(layer: i, value: false, kvWidth: h, dPrefix.dk)
+                vt.accumulate(layer: i, value: true, kvWidth: h, dPrefix.dv)
+            }
+            let needInput = i > lowest || tape.embedding != nil  // a training prompt needs layer 0's input gradient
             let dxq = l.query.backward(dq, saved: s.q, rows: qRows, needInput: needInput, tokens: qTokens)
             let dxk = l.key.backward(dk, saved: s.k, rows: rows, needInput: needInput, tokens: tokens)
             let dxv = l.value.backward(dv, saved: s.v, rows: rows, needInput: needInput, tokens: tokens)
@@ -135,6 +177,13 @@ extension BertModel {
                 addInPlace(dxk, dxq); addInPlace(dxk, ds1)
             }
             dx = dxk
+        }
+        // A training prompt: back through the embeddings' dropout and LayerNorm to its rows, summed over the batch.
+        if let vt, let (norm, drop) = tape.embedding, let g = vt.gradient {
+            Dropout.backward(dx, scale: drop)
+            let de = embNorm.backward(dx, saved: norm, rows: rows)
+            let gp = g.mutable, dv = de.values
+            for s in 0..<tape.batch { for j in 0..<(tape.prompt * h) { gp[j] += dv[s * tape.length * h + j] } }
         }
     }
 

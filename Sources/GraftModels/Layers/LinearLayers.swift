@@ -35,3 +35,24 @@ extension LinearLayers {
         for m in linearModuleNames { _ = updateLinear(m, edit) }
     }
 }
+
+/// A model any adapter method can attach to: its linear layers (`LinearLayers`, for the per-layer
+/// updates) and the virtual-token hook (`VirtualTokens`: prompts ahead of the token embeddings, or
+/// prefixes ahead of every layer's keys and values), which each model applies in all its passes.
+public protocol AdaptableModel: LinearLayers {
+    /// The widths virtual tokens must have for this model.
+    var virtualTokenLayout: VirtualTokens.Layout { get }
+    /// The virtual tokens in use, if any.
+    var virtualTokens: VirtualTokens? { get set }
+    /// Word-embedding rows [ids × hidden] (a prompt initialised from text).
+    func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer
+}
+
+extension AdaptableModel {
+    /// Puts `tokens` in front of every sequence; an error naming `source` when they do not fit.
+    public mutating func attach(_ tokens: VirtualTokens, source: String) throws {
+        guard virtualTokens == nil else { throw ModelError("\(source): the model already has virtual tokens attached") }
+        if let why = tokens.mismatch(virtualTokenLayout) { throw ModelError("\(source): \(why)") }
+        virtualTokens = tokens
+    }
+}

@@ -5,7 +5,7 @@ import GraftTensor
 /// A Llama decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, optionally tied embeddings),
 /// as transformers' `LlamaForCausalLM`, loaded from a GGUF file (dequantised to float32, q/k rows
 /// un-permuted to transformers' layout) or an HF safetensors folder.
-public struct LlamaModel: Sendable, LinearLayers {
+public struct LlamaModel: Sendable, AdaptableModel {
     public struct Config: Sendable {
         public let vocab: Int, hidden: Int, layers: Int, heads: Int, kvHeads: Int, intermediate: Int
         public let ropeTheta: Double, ropeScale: Double, eps: Float, contextLength: Int
@@ -26,6 +26,8 @@ public struct LlamaModel: Sendable, LinearLayers {
     /// The head packed in bf16 for training (forward x·Eᵀ, backward d·E), when enabled.
     var lmHeadBF16: (forward: BF16Matrix, backward: BF16Matrix)?
     let rope: RoPE
+    /// Prompt or prefix vectors every pass puts ahead of the tokens (`VirtualTokens`), when attached.
+    public var virtualTokens: VirtualTokens?
 
     public static let supportedArchitectures = ["llama (GGUF)", "LlamaForCausalLM (HF folder)"]
 
@@ -176,6 +178,20 @@ public struct LlamaModel: Sendable, LinearLayers {
         }
     }
 
+    public var virtualTokenLayout: VirtualTokens.Layout {
+        VirtualTokens.Layout(hidden: config.hidden, layers: config.layers, heads: config.heads, kvWidth: config.kvHeads * config.headDim, kvHeads: config.kvHeads,
+                             contextLength: config.contextLength)
+    }
+
+    public func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer {
+        let h = config.hidden, out = FloatBuffer(count: ids.count * h)
+        for (r, id) in ids.enumerated() {
+            guard id >= 0 && id < config.vocab else { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") }
+            (out.mutable.baseAddress! + r * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+        }
+        return out
+    }
+
     /// The module paths of the linear layers, as PEFT names them (`model.layers.3.self_attn.q_proj`).
     public var linearModuleNames: [String] {
         (0..<layers.count).flatMap { i in
@@ -223,20 +239,41 @@ public struct LlamaModel: Sendable, LinearLayers {
 
     /// Runs `tokens` after the cached positions (batched prefill when several), appends their keys and
     /// values to the cache, and returns logits for every new position (`allLogits`) or the last only.
+    /// Virtual tokens go first into an empty cache: a prefix as cached keys and values, a prompt as the
+    /// first positions' embeddings (no logits returned for them).
     public func forward(_ tokens: [Int], cache: inout KVCache, allLogits: Bool = false) throws -> [[Float]] {
-        let t = tokens.count, h = config.hidden, past = cache.count
-        guard t > 0 else { return [] }
+        guard !tokens.isEmpty else { return [] }
+        let dh = config.headDim, nh = config.heads, nkv = config.kvHeads, group = nh / nkv
+        let kvw = nkv * dh, h = config.hidden
+        var lead = 0  // prompt rows ahead of the tokens
+        if cache.count == 0, let vt = virtualTokens {
+            guard vt.count + tokens.count <= config.contextLength else {
+                throw ModelError("\(tokens.count) tokens after \(vt.count) virtual tokens exceed the model's context of \(config.contextLength)")
+            }
+            if vt.placement == .keysValues {
+                for li in 0..<layers.count {
+                    let kp = vt.keysValues(layer: li, value: false, kvWidth: kvw), vp = vt.keysValues(layer: li, value: true, kvWidth: kvw)
+                    for r in 0..<vt.count {
+                        cache.keys[li] += UnsafeBufferPointer(start: kp + r * vt.width, count: kvw)
+                        cache.values[li] += UnsafeBufferPointer(start: vp + r * vt.width, count: kvw)
+                    }
+                }
+                cache.advance(by: vt.count)
+            } else {
+                lead = vt.count
+            }
+        }
+        let t = lead + tokens.count, past = cache.count
         guard past + t <= config.contextLength else {
             throw ModelError("\(past + t) tokens exceed the model's context of \(config.contextLength)")
         }
         for id in tokens where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") }
         let x = FloatBuffer(count: t * h)
+        if let vt = virtualTokens, lead > 0 { x.mutable.baseAddress!.update(from: vt.values.values.baseAddress!, count: lead * h) }
         for (r, id) in tokens.enumerated() {
-            (x.mutable.baseAddress! + r * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+            (x.mutable.baseAddress! + (lead + r) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
         }
         let normed = FloatBuffer(count: t * h)
-        let dh = config.headDim, nh = config.heads, nkv = config.kvHeads, group = nh / nkv
-        let kvw = nkv * dh
         for (li, layer) in layers.enumerated() {
             layer.attnNorm.forward(x, rows: t, into: normed)
             let q = layer.q.forward(normed, rows: t), k = layer.k.forward(normed, rows: t), v = layer.v.forward(normed, rows: t)
@@ -287,7 +324,7 @@ public struct LlamaModel: Sendable, LinearLayers {
             addInPlace(x, down)
         }
         cache.advance(by: t)
-        let rows = allLogits ? Array(0..<t) : [t - 1]
+        let rows = allLogits ? Array(lead..<t) : [t - 1]
         let last = FloatBuffer(count: rows.count * h)
         for (k, r) in rows.enumerated() { (last.mutable.baseAddress! + k * h).update(from: x.values.baseAddress! + r * h, count: h) }
         norm.forward(last, rows: rows.count, into: last)

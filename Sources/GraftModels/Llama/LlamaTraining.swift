@@ -18,7 +18,10 @@ extension LlamaModel {
     public struct Tape: @unchecked Sendable {
         let layers: [LayerTape]
         let final: FloatBuffer, finalRstd: [Float]
+        /// `length` and `lengths` count the prompt's virtual tokens, which come first in every sequence.
         public let batch: Int, length: Int, lengths: [Int]
+        /// Virtual tokens ahead of each sequence's tokens (prompt tuning; 0 without).
+        public let prompt: Int
     }
 
     /// Training products with the frozen weights (and the language-model head) in bf16, float32
@@ -30,6 +33,8 @@ extension LlamaModel {
                       BF16Matrix(lmHead.values.baseAddress!, k: v, n: h, transposed: false))
     }
 
+    var trainsVirtualTokens: Bool { virtualTokens?.isTraining ?? false }
+
     func isTrainable(_ i: Int) -> Bool {
         let l = layers[i]
         return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.trains }
@@ -37,34 +42,52 @@ extension LlamaModel {
 
     var attention: SelfAttention { SelfAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim, causal: true) }
 
-    private func rotate(_ x: FloatBuffer, heads: Int, batch b: Int, length t: Int, inverse: Bool) {
+    /// Rotates positions `from`, `from` + 1, … of every sequence.
+    private func rotate(_ x: FloatBuffer, heads: Int, batch b: Int, length t: Int, from: Int, inverse: Bool) {
         let w = heads * config.headDim, p = x.mutable.baseAddress!
-        for s in 0..<b { for i in 0..<t { rope.apply(p + (s * t + i) * w, heads: heads, position: i, inverse: inverse) } }
+        for s in 0..<b { for i in 0..<t { rope.apply(p + (s * t + i) * w, heads: heads, position: from + i, inverse: inverse) } }
     }
 
-    /// Hidden states after the final norm [batch·length × hidden] (sequences right-padded; positions
-    /// from 0) and the tape.
+    /// Layer `i`'s prefix keys and values, when a prefix is attached.
+    func prefixKeysValues(layer i: Int) -> SelfAttention.Prefix? {
+        guard let vt = virtualTokens, vt.placement == .keysValues else { return nil }
+        let kvw = config.kvHeads * config.headDim
+        return SelfAttention.Prefix(keys: vt.keysValues(layer: i, value: false, kvWidth: kvw), values: vt.keysValues(layer: i, value: true, kvWidth: kvw),
+                                    count: vt.count, stride: vt.width)
+    }
+
+    /// The first position of the tokens (after a prefix, as after a KV cache of its length).
+    var firstPosition: Int { virtualTokens?.placement == .keysValues ? virtualTokens!.count : 0 }
+
+    /// Hidden states after the final norm [batch·length × hidden] (sequences right-padded) and the tape.
+    /// Positions run from 0; a prompt (`virtualTokens`, `.embeddings`) takes the first ones in every
+    /// sequence (`length` counts it), a prefix puts the tokens at positions from its length on.
     public func forwardTraining(_ batch: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?) throws -> (hidden: FloatBuffer, tape: Tape) {
-        guard let t = batch.map(\.count).max(), t > 0 else { throw ModelError("empty batch") }
-        guard t <= config.contextLength else { throw ModelError("sequence of \(t) tokens exceeds the model's context of \(config.contextLength)") }
+        guard let longest = batch.map(\.count).max(), longest > 0 else { throw ModelError("empty batch") }
+        let vt = virtualTokens, prompt = vt?.placement == .embeddings ? vt!.count : 0, start = firstPosition
+        let t = prompt + longest
+        guard start + t <= config.contextLength else {
+            throw ModelError("sequence of \(longest) tokens\(vt.map { " after \($0.count) virtual tokens" } ?? "") exceeds the model's context of \(config.contextLength)")
+        }
         for ids in batch { for id in ids where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") } }
-        let b = batch.count, h = config.hidden, rows = b * t, lengths = batch.map(\.count)
+        let b = batch.count, h = config.hidden, rows = b * t, lengths = batch.map { prompt + $0.count }
         var x = FloatBuffer(repeating: 0, count: rows * h)
         for (s, ids) in batch.enumerated() {
+            if let vt, prompt > 0 { (x.mutable.baseAddress! + s * t * h).update(from: vt.values.values.baseAddress!, count: prompt * h) }
             for (i, id) in ids.enumerated() {
-                (x.mutable.baseAddress! + (s * t + i) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+                (x.mutable.baseAddress! + (s * t + prompt + i) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
             }
         }
         let attn = attention
         var tapes: [LayerTape] = []
-        for layer in layers {
+        for (li, layer) in layers.enumerated() {
             let (n1, r1) = layer.attnNorm.forwardTraining(x, rows: rows)
             let (q, qs) = layer.q.forwardTraining(n1, rows: rows, rng: rng)
             let (k, ks) = layer.k.forwardTraining(n1, rows: rows, rng: rng)
             let (v, vs) = layer.v.forwardTraining(n1, rows: rows, rng: rng)
-            rotate(q, heads: config.heads, batch: b, length: t, inverse: false)
-            rotate(k, heads: config.kvHeads, batch: b, length: t, inverse: false)
-            let (ctx, att) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths)
+            rotate(q, heads: config.heads, batch: b, length: t, from: start, inverse: false)
+            rotate(k, heads: config.kvHeads, batch: b, length: t, from: start, inverse: false)
+            let (ctx, att) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths, prefix: prefixKeysValues(layer: li))
             let (o, os) = layer.o.forwardTraining(ctx, rows: rows, rng: rng)
             addInPlace(o, x)  // o ← x + attention: the residual stream after attention
             let x2 = o
@@ -79,13 +102,15 @@ extension LlamaModel {
             x = d
         }
         let (out, rf) = norm.forwardTraining(x, rows: rows)
-        return (out, Tape(layers: tapes, final: x, finalRstd: rf, batch: b, length: t, lengths: lengths))
+        return (out, Tape(layers: tapes, final: x, finalRstd: rf, batch: b, length: t, lengths: lengths, prompt: prompt))
     }
 
-    /// Backward from dL/d(hidden states after the final norm).
+    /// Backward from dL/d(hidden states after the final norm). Training virtual tokens' gradients reach
+    /// them through every layer's attention (a prefix) or down to the embeddings (a prompt).
     public func backward(_ dHidden: FloatBuffer, tape: Tape) {
-        let rows = tape.batch * tape.length, b = tape.batch, t = tape.length
-        guard let lowest = (0..<layers.count).first(where: isTrainable) else { return }
+        let rows = tape.batch * tape.length, b = tape.batch, t = tape.length, h = config.hidden
+        let vt = trainsVirtualTokens ? virtualTokens : nil, start = firstPosition, kvw = config.kvHeads * config.headDim
+        guard let lowest = vt != nil ? 0 : (0..<layers.count).first(where: isTrainable) else { return }
         let attn = attention
         var dx = norm.backward(dHidden, input: tape.final, rstd: tape.finalRstd, rows: rows)
         for i in stride(from: layers.count - 1, through: lowest, by: -1) {
@@ -99,10 +124,15 @@ extension LlamaModel {
             addInPlace(dx2, dx)
             // Attention: x2 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = norm(x)
             let dctx = l.o.backward(dx2, saved: s.o, rows: rows)!
-            let (dq, dk, dv) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, saved: s.attention, batch: b, length: t, lengths: tape.lengths)
-            rotate(dq, heads: config.heads, batch: b, length: t, inverse: true)
-            rotate(dk, heads: config.kvHeads, batch: b, length: t, inverse: true)
-            let needInput = i > lowest
+            let (dq, dk, dv, dPrefix) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, saved: s.attention, batch: b, length: t,
+                                                      lengths: tape.lengths, prefix: prefixKeysValues(layer: i))
+            if let vt, let dPrefix {
+                vt.accumulate(layer: i, value: false, kvWidth: kvw, dPrefix.dk)
+                vt.accumulate(layer: i, value: true, kvWidth: kvw, dPrefix.dv)
+            }
+            rotate(dq, heads: config.heads, batch: b, length: t, from: start, inverse: true)
+            rotate(dk, heads: config.kvHeads, batch: b, length: t, from: start, inverse: true)
+            let needInput = i > lowest || (vt != nil && tape.prompt > 0)  // a training prompt needs layer 0's input gradient
             let dq1 = l.q.backward(dq, saved: s.q, rows: rows, needInput: needInput)
             let dk1 = l.k.backward(dk, saved: s.k, rows: rows, needInput: needInput)
             let dv1 = l.v.backward(dv, saved: s.v, rows: rows, needInput: needInput)
@@ -111,6 +141,11 @@ extension LlamaModel {
             let dxn = l.attnNorm.backward(dq1, input: s.x, rstd: s.rstd1, rows: rows)
             addInPlace(dxn, dx2)
             dx = dxn
+        }
+        // A training prompt: the embeddings' gradient at its rows, summed over the batch.
+        if let vt, tape.prompt > 0, let g = vt.gradient {
+            let gp = g.mutable, dv = dx.values
+            for s in 0..<b { for j in 0..<(tape.prompt * h) { gp[j] += dv[s * t * h + j] } }
         }
     }
 
@@ -128,7 +163,7 @@ extension LlamaModel {
             for (i, y) in tg.enumerated() {
                 guard let y else { continue }
                 guard y >= 0 && y < config.vocab else { throw ModelError("target id \(y) outside the vocabulary (\(config.vocab))") }
-                rows.append(s * t + i); ys.append(y)
+                rows.append(s * t + tape.prompt + i); ys.append(y)
             }
         }
         let gs = gradScale ?? 1 / Float(max(1, rows.count))

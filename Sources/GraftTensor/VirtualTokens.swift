@@ -1,0 +1,80 @@
+/// The second adapter seam, for methods that add to the sequence rather than to a linear layer: learned
+/// vectors the model reads as if they came before the first token.
+///
+/// - `.embeddings` (prompt tuning, PEFT `PROMPT_TUNING`): `count` input embeddings [count × hidden] put
+///   ahead of the tokens' embeddings. They take positions 0..<count and the tokens follow them.
+/// - `.keysValues` (prefix tuning, PEFT `PREFIX_TUNING`): in every layer, `count` keys and values put
+///   ahead of the tokens' keys and values, every token attending to all of them. A row holds, for each
+///   layer i, its key then its value ([layers × 2 × kvWidth], PEFT's `past_key_values` layout); keys are
+///   used as stored (no rotary rotation). The tokens' positions start at `count`, as after a KV cache of
+///   that length.
+///
+/// The models hold one `VirtualTokens` (`AdaptableModel.virtualTokens`) and call it in every pass; a
+/// method's folder in GraftAdapters makes it. It lives here, below both, like `LayerUpdate`.
+public final class VirtualTokens: @unchecked Sendable {
+    public enum Placement: String, Sendable {
+        case embeddings, keysValues
+    }
+
+    /// The widths a model gives its virtual tokens.
+    public struct Layout: Sendable, Equatable {
+        public let hidden: Int, layers: Int, heads: Int
+        /// Keys' (and values') width per position: kv heads × head size.
+        public let kvWidth: Int
+        /// Key/value heads (PEFT's `num_attention_heads` for a prefix).
+        public let kvHeads: Int
+        /// Positions the model can take, virtual tokens included.
+        public let contextLength: Int
+
+        public init(hidden: Int, layers: Int, heads: Int, kvWidth: Int, kvHeads: Int, contextLength: Int) {
+            self.hidden = hidden; self.layers = layers; self.heads = heads; self.kvWidth = kvWidth; self.kvHeads = kvHeads
+            self.contextLength = contextLength
+        }
+
+        /// A row's width for a placement.
+        public func width(_ placement: Placement) -> Int { placement == .embeddings ? hidden : layers * 2 * kvWidth }
+    }
+
+    public let placement: Placement
+    public let count: Int, width: Int
+    /// [count × width], updated in place by the optimizer.
+    public let values: FloatBuffer
+    /// Accumulated dL/dvalues while training (nil until `makeTrainable`).
+    public private(set) var gradient: FloatBuffer?
+
+    public init(placement: Placement, count: Int, width: Int, values: FloatBuffer) {
+        precondition(count > 0 && values.count == count * width)
+        self.placement = placement; self.count = count; self.width = width; self.values = values
+    }
+
+    /// Allocates the zeroed gradient: from now on the models' backward passes accumulate into it.
+    public func makeTrainable() { if gradient == nil { gradient = FloatBuffer(repeating: 0, count: values.count) } }
+
+    public var isTraining: Bool { gradient != nil }
+
+    /// Why these tokens do not fit a model of `layout` (nil when they do).
+    public func mismatch(_ layout: Layout) -> String? {
+        let expected = layout.width(placement)
+        if width != expected {
+            return placement == .embeddings
+                ? "its \(count) virtual tokens are \(width) wide but the model's embeddings are \(expected)"
+                : "its prefix rows are \(width) wide but the model needs \(expected) (\(layout.layers) layers × key and value × \(layout.kvWidth))"
+        }
+        if count >= layout.contextLength {
+            return "its \(count) virtual tokens fill the model's context of \(layout.contextLength) positions"
+        }
+        return nil
+    }
+
+    /// Layer `layer`'s prefix keys (`value: false`) or values: the first of `count` rows `width` apart, each `kvWidth` wide.
+    public func keysValues(layer: Int, value: Bool, kvWidth: Int) -> UnsafePointer<Float> {
+        values.values.baseAddress! + (2 * layer + (value ? 1 : 0)) * kvWidth
+    }
+
+    /// Adds a [count × kvWidth] gradient into layer `layer`'s key (or value) columns of `gradient`.
+    public func accumulate(layer: Int, value: Bool, kvWidth: Int, _ g: FloatBuffer) {
+        guard let gradient else { return }
+        let dst = gradient.mutable.baseAddress! + (2 * layer + (value ? 1 : 0)) * kvWidth, src = g.values.baseAddress!
+        for r in 0..<count { for j in 0..<kvWidth { dst[r * width + j] += src[r * kvWidth + j] } }
+    }
+}
