@@ -26,6 +26,8 @@ public protocol LoadedAdapter: AnyObject, Sendable {
     var sharedTensors: [SharedTensor] { get }
     /// The adapter's settings in a few words, for a fused model's card (`r = 8, alpha = 16`).
     var settingsSummary: String { get }
+    /// The virtual tokens of a method that adds to the sequence (prompt, prefix); nil for the others.
+    func virtualTokens() throws -> VirtualTokens?
 }
 
 /// A frozen tensor an adapter's modules share, under its full name in the adapter file (`base_model.vera_A`).
@@ -68,10 +70,37 @@ public protocol AdapterRecipe: Sendable {
     var label: String { get }
     /// Dropout on the update's input in training (methods that have it).
     var dropout: Double { get }
+    /// Where a method that adds to the sequence puts its virtual tokens (prompt or prefix tuning); nil
+    /// for the methods that update linear layers.
+    var virtualPlacement: VirtualTokens.Placement? { get }
+    /// Positions of the model's context the method's virtual tokens take (0 for the per-layer methods).
+    var reservedPositions: Int { get }
+    /// New virtual tokens for a model of `layout`, initialised as PEFT does: `embed` gives word-embedding
+    /// rows, `tokenize` a text's token ids (as the model's tokenizer encodes it, special tokens included).
+    func makeVirtualTokens(layout: VirtualTokens.Layout, embed: ([Int]) throws -> FloatBuffer, tokenize: (String) throws -> [Int],
+                           seed: UInt64) throws -> VirtualTokens
+    /// What the adapter file puts before a `modules_to_save` tensor's model name: `base_model.model.` for
+    /// the per-layer methods, `base_model.` for prompt learning (its PEFT model wraps the task model directly).
+    var savedNamePrefix: String { get }
 }
 
 extension AdapterRecipe {
     public var dropout: Double { 0 }
+    public var virtualPlacement: VirtualTokens.Placement? { nil }
+    public var reservedPositions: Int { 0 }
+    public var savedNamePrefix: String { LoRAAdapter.prefix }
+
+    /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
+    public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil }
+
+    public func makeVirtualTokens(layout: VirtualTokens.Layout, embed: ([Int]) throws -> FloatBuffer, tokenize: (String) throws -> [Int],
+                                  seed: UInt64) throws -> VirtualTokens {
+        throw LoRAError("\(label) adds no virtual tokens")
+    }
+
+    public func makeUpdate(module: String, weight: FloatBuffer, inFeatures: Int, outFeatures: Int, seed: UInt64) throws -> any LayerUpdate {
+        throw LoRAError("\(label) does not update linear layers")
+    }
 
     public func makeUpdates(for layers: [TargetLayer], seed: UInt64) throws -> (updates: [any LayerUpdate], shared: [SharedTensor]) {
         (try layers.map { try makeUpdate(module: $0.module, weight: $0.weight, inFeatures: $0.inFeatures, outFeatures: $0.outFeatures, seed: seed) }, [])
@@ -122,7 +151,8 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info, NOLAConfig.info]
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
+                                                  PromptTuningConfig.info, PrefixTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
@@ -130,6 +160,8 @@ public enum AdapterMethods {
         "IA3": { try IA3Adapter(path: $0, config: $1) },
         "VERA": { try VeRAAdapter(path: $0, config: $1) },
         "NOLA": { try NOLAAdapter(path: $0, config: $1) },
+        "PROMPT_TUNING": { try VirtualTokenAdapter(path: $0, config: $1) },
+        "PREFIX_TUNING": { try VirtualTokenAdapter(path: $0, config: $1) },
     ]
 
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.
@@ -164,6 +196,7 @@ public enum AdapterMethods {
 
 extension LoadedAdapter {
     public var sharedTensors: [SharedTensor] { [] }
+    public func virtualTokens() throws -> VirtualTokens? { nil }
 
     /// The classification head saved in `modules_to_save` (`classifier` or `score`): weight [classes × hidden], bias.
     public func classificationHead() throws -> (weight: Tensor, bias: Tensor?)? {

@@ -68,8 +68,7 @@ public enum Evaluation {
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         let tokenizer = try TokenizerLoader.load(model: folder)
         if !headOnly {
-            let ad = try AdapterMethods.open(adapter)
-            try bert.attach(ad.layerUpdates(dropout: 0), source: adapter)
+            try bert.attach(AdapterMethods.open(adapter))
         }
         bert.packForTraining(bf16: bf16, backward: false)
         return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
@@ -140,8 +139,7 @@ public enum Evaluation {
         -> (loss: Double, perplexity: Double, tokens: Int) {
         var lm = try CausalLM(path: path)
         if let a = adapter {
-            let ad = try AdapterMethods.open(a)
-            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
+            try lm.model.attach(AdapterMethods.open(a))
         }
         let records = try Table.read(data)
         guard !records.isEmpty else { throw DataError(data, "the dataset is empty") }

@@ -25,18 +25,37 @@ public struct TrainableAdapter: @unchecked Sendable {
     public private(set) var modulesToSave: [String] = []
     /// Frozen tensors the modules share (VeRA's projections), saved once under their own names.
     public let shared: [SharedTensor]
+    /// The prompt or prefix a sequence method trains (saved as `prompt_embeddings`), and the model's widths for its config.
+    public let virtualTokens: VirtualTokens?
+    let layout: VirtualTokens.Layout
 
     /// Attaches a new adapter to `model`, each update initialised as PEFT does (`recipe.makeUpdate`).
     /// `from` continues training an existing adapter instead (its tensors copied, its own settings and
     /// targets used; only `dropout` is this run's). `allowHeadOnly` allows a recipe with no target
-    /// modules (a linear probe: the caller adds the head).
-    public static func attach<M: LinearLayers>(to model: inout M, recipe: any AdapterRecipe, peftPrefix: String, seed: UInt64,
-                                                 from existing: (any LoadedAdapter)? = nil, dropout: Double = 0,
-                                                 allowHeadOnly: Bool = false) throws -> TrainableAdapter {
+    /// modules (a linear probe: the caller adds the head). A method that adds virtual tokens (prompt,
+    /// prefix) gets them attached to the model's sequence hook instead; `tokenize` encodes a prompt's
+    /// initialisation text as the model's tokenizer does.
+    public static func attach<M: AdaptableModel>(to model: inout M, recipe: any AdapterRecipe, peftPrefix: String, seed: UInt64,
+                                                   from existing: (any LoadedAdapter)? = nil, dropout: Double = 0,
+                                                   allowHeadOnly: Bool = false,
+                                                   tokenize: @escaping (String) throws -> [Int] = { _ in throw TrainingError("no tokenizer to encode the prompt's text") })
+        throws -> TrainableAdapter {
         let recipe = try existing?.recipe(dropout: dropout) ?? recipe
         try recipe.validate()
         var updates: [(path: String, update: any LayerUpdate)] = []
         var shared = existing?.sharedTensors ?? []
+        var params: [TrainableParameter] = []
+        let layout = model.virtualTokenLayout
+        let tokens = try existing?.virtualTokens()
+            ?? recipe.virtualPlacement.map { _ in
+                try recipe.makeVirtualTokens(layout: layout, embed: model.wordEmbeddings, tokenize: tokenize, seed: seed)
+            }
+        if let tokens {
+            try model.attach(tokens, source: existing?.path ?? recipe.label)
+            tokens.makeTrainable()
+            params.append(TrainableParameter(name: "prompt_embeddings", value: tokens.values, grad: tokens.gradient!,
+                                             shape: [tokens.count, tokens.width], decay: true))
+        }
         if let existing {
             for (name, u) in existing.layerUpdates(dropout: Float(dropout)) {
                 let bare = name.hasPrefix(peftPrefix) ? String(name.dropFirst(peftPrefix.count)) : name
@@ -45,7 +64,7 @@ public struct TrainableAdapter: @unchecked Sendable {
                 }
                 updates.append((bare, u))
             }
-        } else if recipe.targets.isEmpty {
+        } else if recipe.isHeadOnly {
             guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
         } else {
             let layers = try recipe.targets.select(in: model.linearModuleNames).compactMap { path in
@@ -55,7 +74,7 @@ public struct TrainableAdapter: @unchecked Sendable {
             updates = zip(layers, made.updates).map { ($0.module, $1) }
             shared = made.shared
         }
-        var modules: [Module] = [], params: [TrainableParameter] = []
+        var modules: [Module] = []
         for (path, u) in updates {
             _ = try model.updateLinear(path) { l in
                 guard l.updates.isEmpty else { throw TrainingError("module '\(path)' already has an adapter attached") }
@@ -68,12 +87,15 @@ public struct TrainableAdapter: @unchecked Sendable {
             }
             modules.append(Module(path: path, update: u))
         }
-        guard !modules.isEmpty || (allowHeadOnly && recipe.targets.isEmpty) else { throw TrainingError("the adapter targets no module") }
-        return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared)
+        guard !modules.isEmpty || tokens != nil || (allowHeadOnly && recipe.isHeadOnly) else { throw TrainingError("the adapter targets no module") }
+        return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared,
+                                virtualTokens: tokens, layout: layout)
     }
 
-    private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor]) {
+    private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor],
+                 virtualTokens: VirtualTokens?, layout: VirtualTokens.Layout) {
         self.recipe = recipe; self.modules = modules; self.peftPrefix = peftPrefix; self.parameters = parameters; self.shared = shared
+        self.virtualTokens = virtualTokens; self.layout = layout
     }
 
     /// Makes `head` fully trainable and saved as `modules_to_save` under `name` (e.g. `classifier`).
@@ -81,11 +103,11 @@ public struct TrainableAdapter: @unchecked Sendable {
         let g = LinearGradients.zeros(for: head)
         head.gradients = g
         head.bf16 = nil; head.f32Training = nil  // copies packed once would not follow the updates
-        parameters.append(TrainableParameter(name: LoRAAdapter.prefix + name + ".weight", value: head.weight, grad: g.weight!,
+        parameters.append(TrainableParameter(name: recipe.savedNamePrefix + name + ".weight", value: head.weight, grad: g.weight!,
                                              shape: [head.outFeatures, head.inFeatures], decay: true))
         saved.append((name + ".weight", head.weight, [head.outFeatures, head.inFeatures]))
         if let bias = head.bias, let gb = g.bias {
-            parameters.append(TrainableParameter(name: LoRAAdapter.prefix + name + ".bias", value: bias, grad: gb, shape: [head.outFeatures], decay: false))
+            parameters.append(TrainableParameter(name: recipe.savedNamePrefix + name + ".bias", value: bias, grad: gb, shape: [head.outFeatures], decay: false))
             saved.append((name + ".bias", bias, [head.outFeatures]))
         }
         modulesToSave.append(name)
@@ -100,8 +122,9 @@ public struct TrainableAdapter: @unchecked Sendable {
     public func save(to directory: String, taskType: String, baseModel: String) throws {
         let tensors = (parameters.map { ($0.name, $0.value.tensor(shape: $0.shape)) } + shared.map { ($0.name, $0.value.tensor(shape: $0.shape)) })
             .sorted { $0.0 < $1.0 }
-        try LoRAWriter.write(to: directory, config: recipe.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave),
-                             tensors: tensors)
+        var config = recipe.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave)
+        if let v = virtualTokens { config = VirtualTokenAdapter.withLayout(config, layout, placement: v.placement) }
+        try LoRAWriter.write(to: directory, config: config, tensors: tensors)
     }
 
     /// Copies values from tensors named as `parameters` (a checkpoint), checking names and sizes.
@@ -111,5 +134,13 @@ public struct TrainableAdapter: @unchecked Sendable {
             guard v.count == p.value.count else { throw TrainingError("\(source): tensor '\(p.name)' has \(v.count) values, expected \(p.value.count)") }
             p.value.mutable.baseAddress!.update(from: v.values.baseAddress!, count: v.count)
         }
+    }
+}
+
+extension AdaptableModel {
+    /// Attaches a saved adapter of any method for inference: its layer updates and its virtual tokens.
+    public mutating func attach(_ adapter: any LoadedAdapter) throws {
+        try attach(adapter.layerUpdates(dropout: 0), source: adapter.path)
+        if let tokens = try adapter.virtualTokens() { try attach(tokens, source: adapter.path) }
     }
 }

@@ -135,9 +135,6 @@ public enum TrainingRun {
         // Training splits its products over the cores itself (by columns, per attention head); BLAS's own
         // worker threads would only spin and compete for the same cores.
         Linalg.useSingleThreadedBLAS()
-        if spec.adapter.targets.isEmpty && spec.task != .classification {
-            throw TrainingError("no target modules given (--targets none trains only a classification head)")
-        }
         let resumePath: String? = try spec.resume.map { r in
             guard r == "latest" else { return r }
             guard let last = Checkpoints.list(in: spec.checkpointDir).last else {
@@ -146,6 +143,14 @@ public enum TrainingRun {
             return last.path
         }
         let existing = try spec.initAdapter.map { try AdapterMethods.open($0) }
+        var spec = spec
+        if let existing { spec.adapter = try existing.recipe(dropout: spec.adapter.dropout) }  // its method and settings continue
+        if spec.adapter.isHeadOnly && spec.task != .classification {
+            throw TrainingError("no target modules given (--targets none trains only a classification head)")
+        }
+        if spec.adapter.virtualPlacement != nil && spec.task == .embedding {
+            throw TrainingError("\(spec.adapter.label) trains virtual tokens for classification and causal-LM tasks, not sentence embeddings (their pooling would average the virtual tokens in)")
+        }
         // What differs between the tasks is the model, how records become examples, and (classification)
         // the head; everything else — splits, reports, attaching the adapter, training, saving — is one path.
         switch spec.task {
@@ -161,7 +166,7 @@ public enum TrainingRun {
             }) { rs, o, r in try Datasets.classification(rs, tokenizer: tokenizer, labels: labels, options: o, report: &r) }
             encoder.packForTraining(bf16: spec.bf16)
             encoder.trainingDropout = spec.dropout(for: encoder.config)
-            var adapter = try attach(spec, to: &encoder, peftPrefix: "bert.", existing: existing)
+            var adapter = try attach(spec, to: &encoder, peftPrefix: "bert.", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
             let headSource = try existing ?? spec.initHead.map { try AdapterMethods.open($0) }
             if let h = spec.initHead {
                 // The head's classes must be this data's, in the same order.
@@ -173,7 +178,7 @@ public enum TrainingRun {
             adapter.trainFully(&head, name: "classifier")
             let model = try BertForSequenceClassification(encoder: encoder, tokenizer: tokenizer, head: head)
             try AdapterLabels.write(labels, column: spec.labelColumn, to: out.tempPath)
-            if spec.adapter.targets.isEmpty {
+            if adapter.recipe.isHeadOnly {
                 // A linear probe: the encoder is frozen, so its features are computed once.
                 log("linear probe: computing frozen features once for \(train.count + val.count + test.count) examples")
                 let probe = ProbeTask(head: head, dropout: encoder.trainingDropout.hidden)
@@ -195,7 +200,8 @@ public enum TrainingRun {
                 log("packing: \(before) training examples into \(train.count) rows of up to \(maxLength) tokens")
             }
             if spec.bf16 { lm.model.enableBF16() }
-            let adapter = try attach(spec, to: &lm.model, peftPrefix: "", existing: existing)
+            let tokenizer = lm.tokenizer
+            let adapter = try attach(spec, to: &lm.model, peftPrefix: "", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .embedding:
@@ -218,9 +224,17 @@ public enum TrainingRun {
     static func examples<E>(_ spec: TrainSpec, maxLength: Int, stratify: ((Record) -> String?)?, log: (String) -> Void,
                             prepare: ([Record]) throws -> Void = { _ in },
                             convert: ([Record], DataOptions, inout DataReport) throws -> [E]) throws -> (train: [E], val: [E], test: [E]) {
+        // Virtual tokens (prompt, prefix tuning) take the first positions of the context.
+        let reserved = spec.adapter.reservedPositions, room = maxLength - reserved
+        guard room > 0 else {
+            throw TrainingError("\(spec.adapter.label): \(reserved) virtual tokens fill the model's context of \(maxLength) positions")
+        }
+        if let m = spec.maxLength, m > room {
+            throw TrainingError("--max-length \(m) plus \(reserved) virtual tokens exceeds the model's context of \(maxLength) positions (at most \(room))")
+        }
         let (trainR, valR, testR) = try records(spec, stratify: stratify)
         try prepare(trainR)
-        var o = DataOptions(maxLength: spec.maxLength ?? maxLength)
+        var o = DataOptions(maxLength: spec.maxLength ?? room)
         o.textColumn = spec.textColumn; o.labelColumn = spec.labelColumn; o.truncate = spec.truncate; o.skipBadRows = spec.skipBadRows
         var out: [[E]] = []
         for (name, rs) in [("train", trainR), ("validation", valR), ("test", testR)] {
@@ -236,10 +250,10 @@ public enum TrainingRun {
     }
 
     /// The spec's adapter attached to `model` (or the adapter folder being continued).
-    static func attach<M: LinearLayers>(_ spec: TrainSpec, to model: inout M, peftPrefix: String, existing: (any LoadedAdapter)?) throws
-        -> TrainableAdapter {
+    static func attach<M: AdaptableModel>(_ spec: TrainSpec, to model: inout M, peftPrefix: String, existing: (any LoadedAdapter)?,
+                                          tokenize: @escaping (String) throws -> [Int] = { _ in [] }) throws -> TrainableAdapter {
         try TrainableAdapter.attach(to: &model, recipe: spec.adapter, peftPrefix: peftPrefix, seed: spec.trainer.seed, from: existing,
-                                    dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification)
+                                    dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification, tokenize: tokenize)
     }
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in
@@ -253,11 +267,7 @@ public enum TrainingRun {
                           inFeatures: hidden, outFeatures: classes)
         }
         var rng = SeededRNG(seed: seed, key: "classifier")
-        let w = (0..<(classes * hidden)).map { _ -> Float in
-            // Box–Muller
-            let u1 = max(rng.nextUnitFloat(), 1e-7), u2 = rng.nextUnitFloat()
-            return 0.02 * (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
-        }
+        let w = (0..<(classes * hidden)).map { _ in 0.02 * rng.nextNormal() }
         return Linear(weight: FloatBuffer(w), bias: FloatBuffer(repeating: 0, count: classes), inFeatures: hidden, outFeatures: classes)
     }
 

@@ -33,8 +33,7 @@ struct LogitsCommand: ParsableCommand {
     func run() throws {
         var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
-            let ad = try AdapterMethods.open(a)
-            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
+            try lm.model.attach(AdapterMethods.open(a))
         }
         let ids = lm.tokenizer.encode(text, addSpecialTokens: true)
         guard !ids.isEmpty else { throw ValidationError("the text encodes to no tokens") }
@@ -100,8 +99,7 @@ struct LMOptions: ParsableArguments {
     func load() throws -> CausalLM {
         var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
-            let ad = try AdapterMethods.open(a)
-            try lm.model.attach(ad.layerUpdates(dropout: 0), source: a)
+            try lm.model.attach(AdapterMethods.open(a))
         }
         if int8Decode { lm.model.decodeArithmetic = .int8 }
         return lm

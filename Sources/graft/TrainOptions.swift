@@ -105,10 +105,12 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
     @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
     @Option(help: "nola: random bases for A and for B each (default \(NOLAConfig.defaultBases)).") var bases: Int?
+    @Option(help: "prompt, prefix: virtual tokens ahead of every sequence (default \(PromptTuningConfig.defaultVirtualTokens)); they count against the model's context.") var virtualTokens: Int?
+    @Option(help: "prompt: start the prompt from this text's word embeddings (PEFT's TEXT init, the text cut or repeated to the prompt's length) instead of N(0, 1) draws.") var initText: String?
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "feedforward", "projection_seed", "bases", "adapter", "init_head"]
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -122,7 +124,9 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("rslora", try src.bool(rslora, "rslora") ? "true" : nil),
                                           ("feedforward", try src.list(feedforward, "feedforward")?.joined(separator: ",")),
                                           ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
-                                          ("bases", try src.int(bases, "bases").map(String.init))]
+                                          ("bases", try src.int(bases, "bases").map(String.init)),
+                                          ("virtual-tokens", try src.int(virtualTokens, "virtual_tokens").map(String.init)),
+                                          ("init-text", try src.string(initText, "init_text"))]
         for case let (name, v?) in given {
             guard info.options.contains(where: { $0.name == name }) else {
                 let own = info.options.map { "--" + $0.name }.joined(separator: ", ")
@@ -153,6 +157,9 @@ struct AdapterMethodOptions: ParsableArguments {
         }
         do {
             let r = try info.recipe(MethodSettings(targets: chosen, llama: task == .causalLM, values: values))
+            if r.virtualPlacement != nil && chosen != nil {
+                throw ValidationError("--targets and --layers choose linear layers, but --method \(info.name) adapts none: it adds virtual tokens to the sequence")
+            }
             try r.validate()
             return r
         } catch let e as ValidationError { throw e } catch { throw ValidationError("\(error)") }

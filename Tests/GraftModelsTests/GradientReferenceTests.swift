@@ -23,6 +23,15 @@ final class GradientReferenceTests: XCTestCase {
         return grads
     }
 
+    /// The adapter's virtual tokens (prompt or prefix tuning), if it has any, made trainable and attached;
+    /// their gradient under PEFT's saved name.
+    static func attachVirtualTokens<M: AdaptableModel>(_ adapter: any LoadedAdapter, to model: inout M) throws -> [String: FloatBuffer] {
+        guard let tokens = try adapter.virtualTokens() else { return [:] }
+        tokens.makeTrainable()
+        try model.attach(tokens, source: adapter.path)
+        return ["prompt_embeddings": tokens.gradient!]
+    }
+
     static func compare(_ grads: [String: FloatBuffer], reference path: String, tolerance: Double = 1e-3,
                         file: StaticString = #filePath, line: UInt = #line) throws {
         let ref = try SafetensorsFile(path: path)
@@ -57,6 +66,14 @@ final class GradientReferenceTests: XCTestCase {
 
     /// LoRA on PEFT's `dense` target, which includes `bert.pooler.dense`: the pooler's update trains
     /// and every gradient matches.
+    /// Prompt tuning (8 virtual tokens, PEFT's TEXT init) ahead of the batch: the pooler reads the first
+    /// virtual token, as in PEFT. Loss, logits (training and inference paths) and the prompt's and head's
+    /// gradients (fixture made by scripts/reference/make-prompt-grad-reference.py).
+    func testMiniLMPromptTuningGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-prompt") }
+
+    /// Prefix tuning (4 virtual keys and values in each layer; the tokens' positions start after them).
+    func testMiniLMPrefixTuningGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-prefix") }
+
     func testMiniLMLoRAOnEveryDenseLayerIncludingThePoolerMatchesPEFT() throws {
         try miniLM(bf16: false, fixture: "grad-minilm-lora-dense")
     }
@@ -96,13 +113,17 @@ final class GradientReferenceTests: XCTestCase {
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         configure(&bert)
         var grads = try attachTrainable(adapter) { name, u in try bert.attach([(name, u)], source: dir) }
+        grads.merge(try attachVirtualTokens(adapter, to: &bert)) { a, _ in a }
         guard let (w, b) = try adapter.classificationHead() else { throw XCTSkip("no classifier in \(dir)") }
         var head = Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: b.map { FloatBuffer(FloatBuffer($0).array) },
                           inFeatures: w.shape[1], outFeatures: w.shape[0])
         let hg = LinearGradients.zeros(for: head)
         head.gradients = hg
-        grads[LoRAAdapter.prefix + "classifier.weight"] = hg.weight
-        grads[LoRAAdapter.prefix + "classifier.bias"] = hg.bias
+        // PEFT saves the head under its PEFT model's prefix: `base_model.model.` for LoRA and the
+        // per-layer methods, `base_model.` for prompt learning.
+        let headPrefix = adapter is VirtualTokenAdapter ? "base_model." : LoRAAdapter.prefix
+        grads[headPrefix + "classifier.weight"] = hg.weight
+        grads[headPrefix + "classifier.bias"] = hg.bias
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
         let batch = try fixtureJSON("models/\(fixture)/batch.json")
         let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
@@ -124,7 +145,7 @@ final class GradientReferenceTests: XCTestCase {
             // updates applied unfused) and its training forward.
             var inference = clf
             inference.encoder.packForInference()
-            let fromInference = try inference.encoder.forward(ids).map { try inference.head.forward(try inference.encoder.pooledOutput($0), rows: 1).array }
+            let fromInference = try inference.logits(ids: ids)
             for (i, row) in rows.enumerated() {
                 let ref = row.arrayValue?.compactMap(\.doubleValue) ?? []
                 XCTAssertEqual(ref.count, head.outFeatures)
@@ -155,7 +176,8 @@ extension GradientReferenceTests {
         let dir = referenceRoot + "/models/" + fixture
         let adapter = try AdapterMethods.open(dir)
         var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
-        let grads = try Self.attachTrainable(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
+        var grads = try Self.attachTrainable(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
+        grads.merge(try Self.attachVirtualTokens(adapter, to: &lm.model)) { a, _ in a }
         let batch = try fixtureJSON("models/\(fixture)/batch.json")
         let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
         let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
@@ -166,7 +188,28 @@ extension GradientReferenceTests {
         let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
         try Self.compare(grads, reference: dir + "/grads.safetensors")
+        if let rows = try fixtureJSON("models/\(fixture)/expected.json")["logits_last"]?.arrayValue {
+            // PEFT's logits at each sequence's last token, against the inference path (KV cache, the
+            // virtual tokens seeded into it).
+            for (s, row) in rows.enumerated() {
+                var cache = lm.model.makeCache()
+                let got = try lm.model.forward(ids[s], cache: &cache)[0]
+                let ref = row.arrayValue?.compactMap(\.doubleValue) ?? []
+                XCTAssertFalse(ref.isEmpty)
+                var worst = 0.0
+                for (j, v) in ref.enumerated() { worst = max(worst, abs(Double(got[j]) - v)) }
+                XCTAssertLessThan(worst, 2e-3, "sequence \(s): largest logit difference \(worst)")
+            }
+        }
     }
+
+    /// Prompt tuning (8 virtual tokens from a text of 11 tokens, cut to 8) ahead of the batch: loss and
+    /// the prompt's gradient (fixture made by scripts/reference/make-prompt-grad-reference.py).
+    func testSmolLM2PromptTuningGradientsMatchPEFT() throws { try smolLM2("grad-smollm2-prompt") }
+
+    /// Prefix tuning with grouped-query attention (4 virtual keys and values of the 3 key/value heads
+    /// in each of the 30 layers): loss, the prefix's gradient, and logits through the KV cache.
+    func testSmolLM2PrefixTuningGradientsMatchPEFT() throws { try smolLM2("grad-smollm2-prefix") }
 }
 
 extension GradientReferenceTests {

@@ -77,17 +77,111 @@ final class AdapterMethodTests: XCTestCase {
                             feedforward: ["down_proj"])
         let vera = VeRAConfig(rank: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         let nola = NOLAConfig(rank: 4, alpha: 8, bases: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        let prompt = PromptTuningConfig(virtualTokens: 6, initialisation: .text, initText: "Answer briefly.")
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
-                                      (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"])] {
+                                      (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
             var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl", adapter: recipe, output: d + "/" + recipe.method)
             s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = lr; s.trainer.logEvery = 1; s.validationSplit = 0
             let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
             XCTAssertLessThan(l.last!, l.first! * 0.9, "\(recipe.method): \(l)")
             let ad = try AdapterMethods.open(d + "/" + recipe.method)
             XCTAssertEqual(ad.method, recipe.method)
-            XCTAssertEqual(ad.moduleNames, [28, 29].flatMap { i in modules.map { "model.layers.\(i).\($0)" } })
+            XCTAssertEqual(ad.moduleNames, modules.isEmpty ? [] : [28, 29].flatMap { i in modules.map { "model.layers.\(i).\($0)" } })
+            if let tokens = try ad.virtualTokens() {
+                XCTAssertEqual(tokens.count, recipe.reservedPositions)
+                // The trained prompt or prefix moves the model's prediction for the training prompt toward "Paris".
+                var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
+                let ids = lm.tokenizer.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", addSpecialTokens: true)
+                let paris = lm.tokenizer.encode("Paris", addSpecialTokens: false)[0]
+                var cache = lm.model.makeCache()
+                let before = try lm.model.forward(ids, cache: &cache)[0]
+                try lm.model.attach(ad)
+                cache = lm.model.makeCache()
+                let after = try lm.model.forward(ids, cache: &cache)[0]
+                func logProb(_ l: [Float]) -> Double {
+                    let m = l.max()!
+                    return Double(l[paris] - m) - log(l.reduce(0.0) { $0 + exp(Double($1 - m)) })
+                }
+                XCTAssertGreaterThan(logProb(after), logProb(before), "\(recipe.method)")
+            }
         }
+    }
+
+    /// Prompt and prefix tuning on MiniLM classification: they learn; the folder has PEFT's tensor names
+    /// and shapes and only config keys of PEFT's own, with its values (fixtures grad-minilm-prompt and
+    /// grad-minilm-prefix); reloaded and continued, the same logits; `graft fuse` refuses them, saying why.
+    func testPromptAndPrefixTuningTrainSaveAsPEFTAndReload() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        let folder = try fetchedModel("minilm")
+        // The prefix starts from N(0, 1) keys and values (PEFT's init), far from anything the model saw: it
+        // needs a larger step.
+        for (recipe, fixture, n, lr) in [(PromptTuningConfig(virtualTokens: 8, initialisation: .text, initText: "Sentiment:") as any AdapterRecipe,
+                                          "grad-minilm-prompt", 8, 3e-2),
+                                         (PrefixTuningConfig(virtualTokens: 4), "grad-minilm-prefix", 4, 1e-1)] {
+            let out = d + "/" + recipe.method
+            var s = TrainSpec(model: folder, task: .classification, data: d + "/train.jsonl", adapter: recipe, output: out)
+            s.trainer.maxSteps = 24; s.trainer.batchSize = 8; s.trainer.learningRate = lr; s.trainer.logEvery = 1; s.validationSplit = 0.25
+            let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+            let l = losses(outcome.history)
+            XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(recipe.method): \(l)")
+            let width = recipe.method == "prompt" ? 384 : 6 * 2 * 384
+            XCTAssertEqual(outcome.trainableParameters, n * width + 2 * 384 + 2, "the virtual tokens and the head")
+
+            let ref = try SafetensorsFile(path: referenceRoot + "/models/\(fixture)/adapter_model.safetensors")
+            let ours = try SafetensorsFile(path: out + "/adapter_model.safetensors")
+            XCTAssertEqual(Set(ours.tensors.map(\.name)), Set(ref.tensors.map(\.name)))
+            XCTAssertEqual(ours.tensors.first { $0.name == "prompt_embeddings" }?.shape, [n, width])
+            let refCfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: referenceRoot + "/models/\(fixture)/adapter_config.json"))))
+            let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))))
+            let refKeys = Set((refCfg.objectValue ?? []).map(\.0))
+            for (k, _) in cfg.objectValue ?? [] { XCTAssertTrue(refKeys.contains(k), "PEFT's \(recipe.method) config has no key \(k)") }
+            for k in ["peft_type", "task_type", "num_virtual_tokens", "token_dim", "num_layers", "num_attention_heads", "num_transformer_submodules",
+                      "prompt_tuning_init", "prompt_tuning_init_text", "prefix_projection", "encoder_hidden_size"] {
+                XCTAssertEqual(cfg[k], refCfg[k], "\(recipe.method): \(k)")
+            }
+
+            // Reloaded it classifies what it learnt; continued (a step too small to move it), the same logits.
+            let clf = try Evaluation.classifier(model: folder, adapter: out)
+            let trained = try clf.model.logits(Self.texts)
+            XCTAssertEqual(clf.labels[trained[0][0] > trained[0][1] ? 0 : 1], "positive", "\(recipe.method): \(trained)")
+            XCTAssertEqual(clf.labels[trained[1][0] > trained[1][1] ? 0 : 1], "negative", "\(recipe.method): \(trained)")
+            var c = s
+            c.output = out + "2"; c.initAdapter = out; c.trainer.learningRate = 1e-9; c.trainer.maxSteps = 1
+            _ = try TrainingRun.run(c, log: { _ in }, onEvent: { _ in })
+            let again = try Evaluation.classifier(model: folder, adapter: out + "2").model.logits(Self.texts)
+            for (a, b) in zip(trained.joined(), again.joined()) { XCTAssertEqual(a, b, accuracy: 1e-3) }
+
+            XCTAssertThrowsError(try Fuse.run(model: folder, adapter: out, to: out + ".fused")) {
+                XCTAssertTrue("\($0)".contains("cannot be folded into the weights"), "\($0)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".fused"))
+        }
+    }
+
+    /// Prompt tuning's text initialisation is PEFT's: the text's ids with the tokenizer's special tokens, cut
+    /// or repeated to the prompt's length, and the prompt starts as those word embeddings — equal to the
+    /// initial prompts PEFT saved in the fixtures (MiniLM's "Sentiment:" repeated, SmolLM2's sentence cut).
+    func testPromptTextInitialisationIsPEFTs() throws {
+        func check<M: AdaptableModel>(_ model: M, fixture: String, tokenize: @escaping (String) -> [Int]) throws {
+            let dir = referenceRoot + "/models/" + fixture
+            let expected = try fixtureJSON("models/\(fixture)/expected.json")
+            let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/adapter_config.json"))))
+            let text = try XCTUnwrap(cfg["prompt_tuning_init_text"]?.stringValue), n = Int(cfg["num_virtual_tokens"]?.intValue ?? 0)
+            XCTAssertEqual(tokenize(text), ints(expected["init_text_token_ids"]))
+            XCTAssertEqual(PromptTuningConfig.repeated(tokenize(text), to: n), ints(expected["init_token_ids"]))
+            let tokens = try PromptTuningConfig(virtualTokens: n, initialisation: .text, initText: text)
+                .makeVirtualTokens(layout: model.virtualTokenLayout, embed: model.wordEmbeddings, tokenize: tokenize, seed: 0)
+            let saved = FloatBuffer(try SafetensorsFile(path: dir + "/adapter_model.safetensors").tensor("prompt_embeddings"))
+            XCTAssertEqual(tokens.values.array, saved.array, fixture)
+        }
+        let folder = try fetchedModel("minilm")
+        let wordPiece = try TokenizerLoader.load(model: folder)
+        try check(try BertModel(checkpoint: try Checkpoint(path: folder)), fixture: "grad-minilm-prompt") { wordPiece.encode($0, addSpecialTokens: true) }
+        let lm = try CausalLM(path: try fetchedSmolLM2GGUF())
+        try check(lm.model, fixture: "grad-smollm2-prompt") { lm.tokenizer.encode($0, addSpecialTokens: true) }
     }
 
     /// VeRA on MiniLM: it learns; the folder holds the shared projections once and PEFT's names and
@@ -165,7 +259,7 @@ final class AdapterMethodTests: XCTestCase {
             XCTAssertTrue(err.contains(text), err, line: line)
             XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/out"), "nothing written", line: line)
         }
-        try fails(["--method", "prefix"], "unknown adapter method 'prefix' (known: \(AdapterMethods.all.map(\.name).joined(separator: ", ")))")
+        try fails(["--method", "bitfit"], "unknown adapter method 'bitfit' (known: \(AdapterMethods.all.map(\.name).joined(separator: ", ")))")
         try fails(["--method", "vera", "--feedforward", "x"], "--feedforward is not an option of --method vera (its options: --rank, --dropout, --projection-seed)")
         try fails(["--method", "ia3", "--rank", "4"], "--rank is not an option of --method ia3 (its options: --feedforward)")
         try fails(["--method", "lora", "--feedforward", "output.dense"], "--feedforward is not an option of --method lora")
@@ -173,18 +267,24 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "nola", "--bases", "0"], "NOLA needs at least one basis for A and for B")
         try fails(["--method", "lora", "--bases", "16"], "--bases is not an option of --method lora")
         try fails(["--method", "ia3", "--targets", "key", "--feedforward", "output.dense"], "feed-forward module 'output.dense' is not among the target modules")
+        try fails(["--method", "prompt", "--targets", "query"], "--method prompt adapts none: it adds virtual tokens to the sequence")
+        try fails(["--method", "prefix", "--init-text", "Review:"], "--init-text is not an option of --method prefix (its options: --virtual-tokens)")
+        try fails(["--method", "prompt", "--virtual-tokens", "600"], "600 virtual tokens fill the model's context of 512 positions")
+        try fails(["--method", "prompt", "--virtual-tokens", "500", "--max-length", "64"], "--max-length 64 plus 500 virtual tokens exceeds the model's context of 512 positions (at most 12)")
+        try fails(["--method", "prompt", "--virtual-tokens", "0"], "prompt tuning needs at least one virtual token")
+        try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)
         XCTAssertTrue(help.contains("Examples per micro-batch (default \(TrainerOptions().batchSize))"), help)
 
         // A PEFT folder of a type Graft does not read: named, for every command that opens adapters.
-        try FileManager.default.createDirectory(atPath: d + "/prefix", withIntermediateDirectories: true)
-        try write(#"{"peft_type": "PREFIX_TUNING", "task_type": "SEQ_CLS", "num_virtual_tokens": 20}"#, to: d + "/prefix/adapter_config.json")
-        XCTAssertThrowsError(try AdapterMethods.open(d + "/prefix")) {
-            XCTAssertTrue("\($0)".contains("'PREFIX_TUNING' is not a method Graft knows (known: IA3, LORA, NOLA, VERA)"), "\($0)")
+        try FileManager.default.createDirectory(atPath: d + "/poly", withIntermediateDirectories: true)
+        try write(#"{"peft_type": "POLY", "task_type": "SEQ_CLS", "r": 8}"#, to: d + "/poly/adapter_config.json")
+        XCTAssertThrowsError(try AdapterMethods.open(d + "/poly")) {
+            XCTAssertTrue("\($0)".contains("'POLY' is not a method Graft knows (known: IA3, LORA, NOLA, PREFIX_TUNING, PROMPT_TUNING, VERA)"), "\($0)")
         }
-        XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/prefix", to: d + "/fused")) {
-            XCTAssertTrue("\($0)".contains("PREFIX_TUNING"), "\($0)")
+        XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/poly", to: d + "/fused")) {
+            XCTAssertTrue("\($0)".contains("POLY"), "\($0)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/fused"))
     }
