@@ -75,6 +75,8 @@ public protocol AdapterRecipe: Sendable {
     var virtualPlacement: VirtualTokens.Placement? { get }
     /// Positions of the model's context the method's virtual tokens take (0 for the per-layer methods).
     var reservedPositions: Int { get }
+    /// Whether the targeted layers' own weights train (full fine-tuning) instead of an update on them.
+    var trainsBaseWeights: Bool { get }
     /// New virtual tokens for a model of `layout`, initialised as PEFT does: `embed` gives word-embedding
     /// rows, `tokenize` a text's token ids (as the model's tokenizer encodes it, special tokens included).
     func makeVirtualTokens(layout: VirtualTokens.Layout, embed: ([Int]) throws -> FloatBuffer, tokenize: (String) throws -> [Int],
@@ -88,6 +90,7 @@ extension AdapterRecipe {
     public var dropout: Double { 0 }
     public var virtualPlacement: VirtualTokens.Placement? { nil }
     public var reservedPositions: Int { 0 }
+    public var trainsBaseWeights: Bool { false }
     public var savedNamePrefix: String { LoRAAdapter.prefix }
 
     /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
@@ -112,7 +115,7 @@ extension AdapterRecipe {
 public struct AdapterMethodInfo: Sendable {
     public let name: String
     public let summary: String
-    /// PEFT's `peft_type` of its folders.
+    /// PEFT's `peft_type` of its folders (empty: the method writes a model, not an adapter).
     public let peftType: String
     /// Whether the update can be folded into the base weights.
     public let fusable: Bool
@@ -152,7 +155,7 @@ public struct MethodSettings: Sendable {
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
     public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
-                                                  PromptTuningConfig.info, PrefixTuningConfig.info]
+                                                  PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
@@ -167,7 +170,9 @@ public enum AdapterMethods {
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.
     public static var description: String {
         all.map { m in
-            var s = "\(m.name)\n    \(m.summary)\n    adapter_config.json peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")"
+            var s = "\(m.name)\n    \(m.summary)\n    "
+            s += m.peftType.isEmpty ? "output: an HF model folder (merge it like any fine-tune)"
+                : "adapter_config.json peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")"
             for o in m.options { s += "\n    --\(o.name): \(o.help)" }
             return s
         }.joined(separator: "\n")

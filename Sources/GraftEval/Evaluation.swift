@@ -74,6 +74,25 @@ public enum Evaluation {
         return try classifier(encoder: bert, tokenizer: tokenizer, head: adapter)
     }
 
+    /// A classifier whose head is in the model folder itself (`classifier.weight`, `classifier.bias`, as
+    /// full fine-tuning and transformers' BertForSequenceClassification save it), labels from its labels.json.
+    public static func classifier(fineTuned folder: String, bf16: Bool = false) throws -> LoadedClassifier {
+        let checkpoint = try Checkpoint(path: folder)
+        guard let wName = checkpoint.names.first(where: { $0 == "classifier.weight" || $0.hasSuffix(".classifier.weight") }) else {
+            throw TrainingError("\(folder) has no classifier head (classifier.weight): give --adapter, a folder with one")
+        }
+        let w = try checkpoint.tensor(wName)
+        guard w.shape.count == 2 else { throw TrainingError("\(folder): \(wName) has shape \(w.shape), expected [classes, hidden]") }
+        let bName = String(wName.dropLast("weight".count)) + "bias"
+        let b = checkpoint.info(bName) != nil ? FloatBuffer(try checkpoint.tensor(bName)) : nil
+        var bert = try BertModel(checkpoint: checkpoint)
+        bert.packForTraining(bf16: bf16, backward: false)
+        let head = Linear(weight: FloatBuffer(w), bias: b, inFeatures: w.shape[1], outFeatures: w.shape[0])
+        let model = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(model: folder), head: head)
+        let (column, names) = try labels(adapterPath: folder, classes: head.outFeatures)
+        return LoadedClassifier(model: model, labelColumn: column, labels: names)
+    }
+
     /// `encoder` (ready to run: adapters attached, bf16 packed) with the classifier head saved in
     /// the adapter folder `head` (its LoRA modules are not applied) and the class names beside it.
     public static func classifier(encoder: BertModel, tokenizer: any Tokenizer, head folder: String) throws -> LoadedClassifier {
@@ -127,8 +146,12 @@ public enum Evaluation {
     public static func classification(model folder: String, adapter: String?, headOnly: Bool = false, bf16: Bool = false, data: String,
                                       header: Bool, textColumn: String, labelColumn: String?, maxLength: Int?, batchSize: Int = 32) throws
         -> (metrics: ClassificationMetrics, logits: [[Float]], records: [Record]) {
-        guard let a = adapter else { throw TrainingError("classification needs --adapter (a folder with the classifier head)") }
-        let c = try classifier(model: folder, adapter: a, headOnly: headOnly, bf16: bf16)
+        let c: LoadedClassifier
+        if let a = adapter {
+            c = try classifier(model: folder, adapter: a, headOnly: headOnly, bf16: bf16)
+        } else {
+            c = try classifier(fineTuned: folder, bf16: bf16)
+        }
         let (ex, records) = try examples(data, for: c, header: header, textColumn: textColumn, labelColumn: labelColumn, maxLength: maxLength)
         let l = try logits(c.model, ex, batchSize: batchSize)
         return (metrics(l, ex, labels: c.labels), l, records)

@@ -28,6 +28,8 @@ public struct TrainableAdapter: @unchecked Sendable {
     /// The prompt or prefix a sequence method trains (saved as `prompt_embeddings`), and the model's widths for its config.
     public let virtualTokens: VirtualTokens?
     let layout: VirtualTokens.Layout
+    /// Full fine-tuning: the layers whose own weight (and bias) train, by module path.
+    public let trainedWeights: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)]
 
     /// Attaches a new adapter to `model`, each update initialised as PEFT does (`recipe.makeUpdate`).
     /// `from` continues training an existing adapter instead (its tensors copied, its own settings and
@@ -45,6 +47,7 @@ public struct TrainableAdapter: @unchecked Sendable {
         var updates: [(path: String, update: any LayerUpdate)] = []
         var shared = existing?.sharedTensors ?? []
         var params: [TrainableParameter] = []
+        var trained: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)] = []
         let layout = model.virtualTokenLayout
         let tokens = try existing?.virtualTokens()
             ?? recipe.virtualPlacement.map { _ in
@@ -63,6 +66,21 @@ public struct TrainableAdapter: @unchecked Sendable {
                     throw TrainingError("\(existing.path): module '\(name)' is not a linear layer of this model")
                 }
                 updates.append((bare, u))
+            }
+        } else if recipe.trainsBaseWeights {
+            // Full fine-tuning: the layers' own weights train; their parameters are named by the model's tensors.
+            for path in try recipe.targets.select(in: model.linearModuleNames) {
+                var layer: Linear? = nil
+                _ = model.updateLinear(path) { l in
+                    l.trainWeights()
+                    layer = l
+                }
+                guard let l = layer, let g = l.gradients else { continue }
+                params.append(TrainableParameter(name: path + ".weight", value: l.weight, grad: g.weight!, shape: [l.outFeatures, l.inFeatures], decay: true))
+                if let b = l.bias, let gb = g.bias {
+                    params.append(TrainableParameter(name: path + ".bias", value: b, grad: gb, shape: [l.outFeatures], decay: false))
+                }
+                trained.append((path, l.weight, l.bias))
             }
         } else if recipe.isHeadOnly {
             guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
@@ -87,22 +105,23 @@ public struct TrainableAdapter: @unchecked Sendable {
             }
             modules.append(Module(path: path, update: u))
         }
-        guard !modules.isEmpty || tokens != nil || (allowHeadOnly && recipe.isHeadOnly) else { throw TrainingError("the adapter targets no module") }
+        guard !modules.isEmpty || tokens != nil || !trained.isEmpty || (allowHeadOnly && recipe.isHeadOnly) else {
+            throw TrainingError("the adapter targets no module")
+        }
         return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared,
-                                virtualTokens: tokens, layout: layout)
+                                virtualTokens: tokens, layout: layout, trainedWeights: trained)
     }
 
     private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor],
-                 virtualTokens: VirtualTokens?, layout: VirtualTokens.Layout) {
+                 virtualTokens: VirtualTokens?, layout: VirtualTokens.Layout, trainedWeights: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)]) {
         self.recipe = recipe; self.modules = modules; self.peftPrefix = peftPrefix; self.parameters = parameters; self.shared = shared
-        self.virtualTokens = virtualTokens; self.layout = layout
+        self.virtualTokens = virtualTokens; self.layout = layout; self.trainedWeights = trainedWeights
     }
 
     /// Makes `head` fully trainable and saved as `modules_to_save` under `name` (e.g. `classifier`).
     public mutating func trainFully(_ head: inout Linear, name: String) {
-        let g = LinearGradients.zeros(for: head)
-        head.gradients = g
-        head.bf16 = nil; head.f32Training = nil  // copies packed once would not follow the updates
+        head.trainWeights()
+        let g = head.gradients!
         parameters.append(TrainableParameter(name: recipe.savedNamePrefix + name + ".weight", value: head.weight, grad: g.weight!,
                                              shape: [head.outFeatures, head.inFeatures], decay: true))
         saved.append((name + ".weight", head.weight, [head.outFeatures, head.inFeatures]))

@@ -275,7 +275,7 @@ public enum TrainingRun {
                                         test: [T.Example], resume: String?, out: OutputDirectory, log: (String) -> Void,
                                         onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
         let trainer = try Trainer(task: task, adapter: adapter, options: spec.trainer, train: train, validation: val)
-        log("training \(adapter.modules.count) modules, \(adapter.trainableCount) trainable parameters, \(trainer.totalSteps) steps")
+        log("training \(adapter.modules.count + adapter.trainedWeights.count) modules, \(adapter.trainableCount) trainable parameters, \(trainer.totalSteps) steps")
         try trainer.run(checkpoints: spec.trainer.saveEvery == nil ? nil : spec.checkpointDir, resumeFrom: resume, fingerprint: spec.fingerprint,
                         baseModel: spec.model, taskType: spec.task.peftTaskType, onEvent: onEvent)
         var history = trainer.history
@@ -288,7 +288,11 @@ public enum TrainingRun {
             if let acc { rec.append(("test_accuracy", .double(acc))) }
             history.append(.object(rec))
         }
-        try adapter.save(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
+        if adapter.recipe.trainsBaseWeights {
+            try FineTunedModel.write(adapter, base: spec.model, into: out.tempPath, labels: try AdapterLabels.read(out.tempPath)?.names)
+        } else {
+            try adapter.save(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
+        }
         let metrics = history.map { $0.serialized() }.joined(separator: "\n") + "\n"
         try Data(metrics.utf8).write(to: URL(fileURLWithPath: out.path("metrics.jsonl")))
         let title = "\(spec.task.rawValue) · \((spec.model as NSString).lastPathComponent) · \(spec.adapter.label)"

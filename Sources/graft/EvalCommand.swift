@@ -22,7 +22,7 @@ struct EvalCommand: ParsableCommand {
         """)
 
     @Option(help: "Model: HF folder, .gguf file, or a fetched short name.") var model: String
-    @Option(help: "PEFT adapter folder (for classification: with its classifier head).") var adapter: String?
+    @Option(help: "PEFT adapter folder (for classification: with its classifier head; not needed for a model folder with its own head, e.g. from graft train --method full).") var adapter: String?
     @Flag(help: "Use only the classifier head saved in --adapter, not its adapter update (for a merged or fused model).") var headOnly = false
     @Option(help: "auto | bf16 | f32: precision of the products with the weights (float32 sums). auto (default): as graft train — bf16 where the CPU has AVX512-BF16 and it measured faster (graft doctor).") var precision = "auto"
     @Option(help: "Labelled data (.jsonl or .csv).") var data: String

@@ -96,7 +96,7 @@ struct TrainCommand: ParsableCommand {
             if let t = outcome.test {
                 printErr(String(format: "test: loss %.4f", t.loss) + (t.accuracy.map { String(format: ", accuracy %.2f%%", $0 * 100) } ?? ""))
             }
-            printErr("adapter written to \(outcome.adapterPath)")
+            printErr("\(spec.adapter.trainsBaseWeights ? "fine-tuned model (HF folder)" : "adapter") written to \(outcome.adapterPath)")
         }
     }
 }

@@ -307,3 +307,66 @@ extension GradientReferenceTests {
         }
     }
 }
+
+/// Full fine-tuning (`graft train --method full`): the base weights' own gradients against plain PyTorch
+/// (fixtures from scripts/reference/make-full-grad-reference.py; no PEFT involved).
+extension GradientReferenceTests {
+    /// The named weights (and biases) of `model` made trainable, their gradient buffers by the fixture's
+    /// names (`prefix` + module path + `.weight`).
+    static func trainWeights<M: AdaptableModel>(_ model: inout M, _ names: [String], prefix: String) -> [String: FloatBuffer] {
+        var grads: [String: FloatBuffer] = [:]
+        for name in names where name.hasPrefix(prefix) {
+            let module = String(name.dropFirst(prefix.count).dropLast(name.hasSuffix(".bias") ? 5 : 7))
+            guard model.linear(module)?.gradients == nil else { continue }
+            _ = model.updateLinear(module) { $0.trainWeights() }
+            let g = model.linear(module)!.gradients!
+            grads[prefix + module + ".weight"] = g.weight
+            if let b = g.bias, names.contains(prefix + module + ".bias") { grads[prefix + module + ".bias"] = b }
+        }
+        return grads
+    }
+
+    /// Query of layer 0 and value of layer 5 (weights and biases) and the head of MiniLM's classifier.
+    func testMiniLMFullFineTuningGradientsMatchPyTorch() throws {
+        let dir = referenceRoot + "/models/grad-minilm-full"
+        let expected = try fixtureJSON("models/grad-minilm-full/expected.json")
+        let names = expected["trainable"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let folder = try fetchedModel("minilm")
+        var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        var grads = Self.trainWeights(&bert, names, prefix: "bert.")
+        XCTAssertEqual(grads.count, 4)
+        let h = try SafetensorsFile(path: dir + "/head.safetensors")
+        let w = try h.tensor("classifier.weight")
+        var head = Linear(weight: FloatBuffer(w), bias: FloatBuffer(try h.tensor("classifier.bias")), inFeatures: w.shape[1], outFeatures: w.shape[0])
+        head.trainWeights()
+        grads["classifier.weight"] = head.gradients!.weight; grads["classifier.bias"] = head.gradients!.bias
+        let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
+        let batch = try fixtureJSON("models/grad-minilm-full/batch.json")
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let (logits, tape) = try clf.forwardTraining(ids, rng: nil)
+        let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: ints(batch["labels"]))
+        let want = expected["loss"]?.doubleValue ?? .nan
+        XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
+        clf.backward(dLogits, tape: tape)
+        try Self.compare(grads, reference: dir + "/grads.safetensors")
+    }
+
+    /// q_proj and v_proj of layer 29 and k_proj of layer 28 of SmolLM2 (the gradient crosses layer 29 to reach it).
+    func testSmolLM2FullFineTuningGradientsMatchPyTorch() throws {
+        let dir = referenceRoot + "/models/grad-smollm2-full"
+        let expected = try fixtureJSON("models/grad-smollm2-full/expected.json")
+        var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
+        let grads = Self.trainWeights(&lm.model, expected["trainable"]?.arrayValue?.compactMap(\.stringValue) ?? [], prefix: "")
+        XCTAssertEqual(grads.count, 3)
+        let batch = try fixtureJSON("models/grad-smollm2-full/batch.json")
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
+        let targets = zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } }
+        let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
+        let want = expected["loss"]?.doubleValue ?? .nan
+        XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
+        try Self.compare(grads, reference: dir + "/grads.safetensors")
+    }
+}

@@ -161,6 +161,54 @@ final class AdapterMethodTests: XCTestCase {
         }
     }
 
+    /// Full fine-tuning of chosen weights on MiniLM classification: it learns; the output is an HF folder with
+    /// every base tensor under its own name (the trained ones changed, the others equal to the base's), the
+    /// head as classifier.* and config.json naming the task model and its labels; `graft eval` runs it
+    /// without an adapter. And on SmolLM2 causal LM: an HF Llama folder that Graft loads, the trained
+    /// projection changed, and the loss lower on the training data.
+    func testFullFineTuningWritesTheChangedModel() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        let folder = try fetchedModel("minilm")
+        let recipe = FullFineTuningConfig(targets: ModuleTargets(names: ["query", "value"], layers: [4, 5]))
+        var s = TrainSpec(model: folder, task: .classification, data: d + "/train.jsonl", adapter: recipe, output: d + "/full")
+        s.trainer.maxSteps = 16; s.trainer.batchSize = 8; s.trainer.learningRate = 1e-3; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        XCTAssertEqual(outcome.trainableParameters, 4 * (384 * 384 + 384) + 2 * 384 + 2, "four layers' weights and biases, and the head")
+
+        let base = try Checkpoint(path: folder), out = try Checkpoint(path: d + "/full")
+        XCTAssertEqual(Set(out.names), Set(base.names).union(["classifier.weight", "classifier.bias"]))
+        for n in base.names where base.info(n)!.dtype.isFloatingPoint {
+            let changed = FloatBuffer(try out.tensor(n)).array != FloatBuffer(try base.tensor(n)).array
+            let trained = ["4", "5"].contains { i in ["query", "value"].contains { n.hasPrefix("encoder.layer.\(i).attention.self.\($0).") } }
+            XCTAssertEqual(changed, trained, n)
+        }
+        let cfg = try XCTUnwrap(try out.config()?.json)
+        XCTAssertEqual(cfg["architectures"], .array([.string("BertForSequenceClassification")]))
+        XCTAssertEqual(cfg["id2label"]?["1"]?.stringValue, "positive")
+        let eval = try Evaluation.classification(model: d + "/full", adapter: nil, data: d + "/train.jsonl", header: true,
+                                                 textColumn: "text", labelColumn: "label", maxLength: nil)
+        XCTAssertGreaterThan(eval.metrics.accuracy, 0.9, "the written model classifies the training data")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/full/adapter_config.json"), "a model, not an adapter")
+
+        try write(String(repeating: """
+        {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+
+        """, count: 8), to: d + "/chat.jsonl")
+        var lmSpec = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl",
+                               adapter: FullFineTuningConfig(targets: ModuleTargets(names: ["v_proj"], layers: [29])), output: d + "/lm")
+        lmSpec.trainer.maxSteps = 6; lmSpec.trainer.batchSize = 4; lmSpec.trainer.learningRate = 4e-3; lmSpec.trainer.logEvery = 1; lmSpec.validationSplit = 0
+        let ll = losses(try TrainingRun.run(lmSpec, log: { _ in }, onEvent: { _ in }).history)
+        XCTAssertLessThan(ll.last!, ll.first! * 0.9, "\(ll)")
+        let tuned = try CausalLM(path: d + "/lm")
+        let original = try CausalLM(path: try fetchedSmolLM2GGUF())
+        for (module, trained) in [("model.layers.29.self_attn.v_proj", true), ("model.layers.28.self_attn.v_proj", false)] {
+            XCTAssertEqual(tuned.model.linear(module)!.weight.array != original.model.linear(module)!.weight.array, trained, module)
+        }
+    }
+
     /// Prompt tuning's text initialisation is PEFT's: the text's ids with the tokenizer's special tokens, cut
     /// or repeated to the prompt's length, and the prompt starts as those word embeddings — equal to the
     /// initial prompts PEFT saved in the fixtures (MiniLM's "Sentiment:" repeated, SmolLM2's sentence cut).
@@ -272,6 +320,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "prompt", "--virtual-tokens", "600"], "600 virtual tokens fill the model's context of 512 positions")
         try fails(["--method", "prompt", "--virtual-tokens", "500", "--max-length", "64"], "--max-length 64 plus 500 virtual tokens exceeds the model's context of 512 positions (at most 12)")
         try fails(["--method", "prompt", "--virtual-tokens", "0"], "prompt tuning needs at least one virtual token")
+        try fails(["--method", "full", "--targets", "none"], "full fine-tuning needs target modules")
+        try fails(["--method", "full", "--rank", "4"], "--rank is not an option of --method full (its options: none besides --targets)")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)

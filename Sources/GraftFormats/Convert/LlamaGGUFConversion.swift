@@ -59,9 +59,10 @@ public enum LlamaGGUFConversion {
     }
 
     /// GGUF → HF folder (written into `dir`): model.safetensors in `dtype`, config.json, tokenizer.json,
-    /// tokenizer_config.json.
+    /// tokenizer_config.json. `replacing` gives new values for tensors by their HF name, already in
+    /// transformers' layout (a fine-tune of the GGUF's weights).
     public static func ggufToHF(_ g: GGUFFile, into dir: String, dtype: DType, maxShardBytes: Int,
-                                progress: ((Int, Int) -> Void)? = nil) throws {
+                                replacing: ((String) -> FloatBuffer?)? = nil, progress: ((Int, Int) -> Void)? = nil) throws {
         guard g["general.architecture"]?.string == "llama" else {
             throw FormatError(g.path, "general.architecture", "'\(g["general.architecture"]?.string ?? "?")' cannot be converted (supported: llama)")
         }
@@ -80,6 +81,12 @@ public enum LlamaGGUFConversion {
         let writer = try ShardedSafetensorsWriter(directory: dir, specs: items.map { TensorSpec(name: $0.0, dtype: dtype, shape: $0.1.shape) },
                                                   maxShardBytes: maxShardBytes)
         for (k, (name, info, perm)) in items.enumerated() {
+            if let new = replacing?(name) {
+                guard new.count == info.shape.reduce(1, *) else { throw FormatError(g.path, info.name, "replacement has \(new.count) values for shape \(info.shape)") }
+                try writer.write(name, tensor: new.tensor(shape: info.shape, dtype: dtype))
+                progress?(k + 1, items.count)
+                continue
+            }
             var w = try g.floats(info.name)
             if let perm {
                 w = permuteRows(w, heads: perm == "q" ? heads : kvHeads, rows: info.shape[0], cols: info.shape[1], toHF: true)

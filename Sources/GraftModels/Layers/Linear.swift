@@ -73,6 +73,16 @@ public struct Linear: Sendable {
         updates.append(u)
     }
 
+    /// Makes the weight and bias train (a classification head, full fine-tuning): owned copies the
+    /// optimizer updates in place (the loaded ones may be read-only file mappings), zeroed gradients, and
+    /// no packed or quantised copies, which would not follow the updates.
+    public mutating func trainWeights() {
+        var l = Linear(weight: FloatBuffer(weight.array), bias: bias.map { FloatBuffer($0.array) }, inFeatures: inFeatures, outFeatures: outFeatures)
+        l.updates = updates
+        l.gradients = LinearGradients.zeros(for: l)
+        self = l
+    }
+
     /// Whether `backward` has gradients to accumulate here (the weight, or an update that trains).
     public var trains: Bool { gradients != nil || updates.contains { $0.isTraining } }
 
