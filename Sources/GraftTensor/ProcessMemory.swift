@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// Process-wide allocator settings for programs that allocate large activation buffers per batch.
 public enum ProcessMemory {
@@ -13,4 +14,20 @@ public enum ProcessMemory {
 
     /// Bytes of the process's main heap (glibc); 0 where the C library does not report it.
     public static var heapBytes: Int { Int(graft_heap_bytes()) }
+
+    /// The process's peak resident memory so far, in bytes (Linux: VmHWM; elsewhere getrusage's maximum RSS).
+    public static var peakResidentBytes: Int {
+        #if os(Linux)
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
+            return kb * 1024
+        }
+        return 0
+        #else
+        var u = rusage()
+        getrusage(RUSAGE_SELF, &u)
+        return Int(u.ru_maxrss)  // bytes on macOS
+        #endif
+    }
 }

@@ -71,8 +71,11 @@ struct DemoCommand: ParsableCommand {
         return customTasks.isEmpty ? Prepare.corpora.map(\.name) : []
     }
 
-    func parsedCustomTasks() throws -> [PipelineTask] {
-        try customTasks.map { s in
+    func parsedCustomTasks() throws -> [PipelineTask] { try Self.parseTasks(customTasks) }
+
+    /// `--task NAME=FOLDER` values.
+    static func parseTasks(_ specs: [String]) throws -> [PipelineTask] {
+        try specs.map { s in
             guard let eq = s.firstIndex(of: "="), eq != s.startIndex, s.index(after: eq) != s.endIndex else {
                 throw ValidationError("--task '\(s)': expected NAME=FOLDER")
             }
@@ -95,7 +98,7 @@ struct DemoCommand: ParsableCommand {
         }
         printErr("[0/5] prepare the data")
         var pipelineTasks: [PipelineTask] = []
-        for name in taskNames { pipelineTasks.append(PipelineTask(name: name, folder: try prepare(name))) }
+        for name in taskNames { pipelineTasks.append(PipelineTask(name: name, folder: try Self.prepare(name))) }
         pipelineTasks += try parsedCustomTasks()
         var spec = MultiTaskSpec(model: modelPath, tasks: pipelineTasks, workDir: work,
                                  bf16: try usesBF16(precision: precision), seed: seed)
@@ -116,7 +119,7 @@ struct DemoCommand: ParsableCommand {
     }
 
     /// The corpus's splits in $GRAFT_HOME/data/NAME, prepared now if missing.
-    func prepare(_ name: String) throws -> String {
+    static func prepare(_ name: String) throws -> String {
         let out = ModelLocator.home + "/data/" + name
         if FileManager.default.fileExists(atPath: out + "/test.jsonl") { return out }
         guard let c = Prepare.corpora.first(where: { $0.name == name }) else { throw ValidationError("unknown task '\(name)'") }

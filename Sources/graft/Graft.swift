@@ -16,7 +16,7 @@ struct Graft: ParsableCommand {
           graft fuse --model base/ --adapter lora/ fused/
         """,
         version: "0.1.0",
-        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, BenchCommand.self,
+        subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, CompareCommand.self, BenchCommand.self,
                       DoctorCommand.self, TuneCommand.self])
 
     static func main() {

@@ -87,8 +87,12 @@ struct TrainCommand: ParsableCommand {
         let bar = TrainProgress()
         let outcome = try TrainingRun.run(spec, log: { printErr($0) }, onEvent: bar.handle)
         if output.json {
-            var o: [(String, JSONValue)] = [("adapter", .string(outcome.adapterPath)), ("train_examples", .int(Int64(outcome.trainExamples))),
-                                           ("trainable_parameters", .int(Int64(outcome.trainableParameters)))]
+            let rates = outcome.history.compactMap { $0["tokens_per_second"]?.doubleValue }
+            var o: [(String, JSONValue)] = [("adapter", .string(outcome.adapterPath)), ("method", .string(spec.adapter.method)),
+                                           ("train_examples", .int(Int64(outcome.trainExamples))),
+                                           ("trainable_parameters", .int(Int64(outcome.trainableParameters))),
+                                           ("tokens_per_second", rates.isEmpty ? .null : .double((rates.reduce(0, +) / Double(rates.count)).rounded())),
+                                           ("peak_memory_bytes", .int(Int64(ProcessMemory.peakResidentBytes)))]
             if let last = outcome.history.last(where: { $0["eval_loss"] != nil }) { o.append(("validation", last)) }
             if let t = outcome.test { o.append(("test_loss", .double(t.loss))); if let a = t.accuracy { o.append(("test_accuracy", .double(a))) } }
             print(JSONValue.object(o).serialized())

@@ -4,6 +4,7 @@ import GraftFormats
 import GraftEval
 import GraftMerging
 import GraftModels
+import GraftPipeline
 import GraftTensor
 import GraftText
 import GraftTraining
@@ -206,6 +207,60 @@ final class AdapterMethodTests: XCTestCase {
         let original = try CausalLM(path: try fetchedSmolLM2GGUF())
         for (module, trained) in [("model.layers.29.self_attn.v_proj", true), ("model.layers.28.self_attn.v_proj", false)] {
             XCTAssertEqual(tuned.model.linear(module)!.weight.array != original.model.linear(module)!.weight.array, trained, module)
+        }
+    }
+
+    /// `graft compare`: each method trains on each task in its own run, with the same settings but its own
+    /// learning rate; the table, JSON and HTML report every run's figures; a rerun reuses finished runs; bad
+    /// input is named before anything trains.
+    func testCompareTrainsEveryMethodOnEveryTaskAndReports() throws {
+        let d = try temporaryDirectory(self)
+        for t in ["a", "b"] {
+            try FileManager.default.createDirectory(atPath: d + "/" + t, withIntermediateDirectories: true)
+            try write(toySentiment(48), to: d + "/\(t)/train.jsonl")
+            for split in ["validation", "test"] { try write(toySentiment(16), to: d + "/\(t)/\(split).jsonl") }
+        }
+        let args = ["compare", "--methods", "lora,ia3,prompt", "--task", "a=\(d)/a", "--task", "b=\(d)/b", "--work-dir", d + "/work",
+                    "--epochs", "2", "--batch-size", "16", "--lr", "prompt=0.05", "--json"]
+        let (code, out, err) = try runGraft(Self.self, args)
+        XCTAssertEqual(code, 0, err)
+        let report = try JSONValue.parse([UInt8](out.utf8))
+        let runs = report["runs"]?.arrayValue ?? []
+        XCTAssertEqual(runs.map { "\($0["method"]?.stringValue ?? "")/\($0["task"]?.stringValue ?? "")" },
+                       ["lora/a", "lora/b", "ia3/a", "ia3/b", "prompt/a", "prompt/b"])
+        for r in runs {
+            let acc = try XCTUnwrap(r["test_accuracy"]?.doubleValue)
+            XCTAssertTrue((0...1).contains(acc))
+            XCTAssertGreaterThan(r["trainable_parameters"]?.intValue ?? 0, 0)
+            XCTAssertGreaterThan(r["peak_memory_bytes"]?.intValue ?? 0, 100_000_000, "a MiniLM run holds the model")
+            XCTAssertGreaterThan(r["tokens_per_second"]?.doubleValue ?? 0, 0)
+        }
+        // The same settings for every run, the learning rate per method (one overridden).
+        XCTAssertEqual(report["settings"]?["learning_rates"]?["prompt"]?.doubleValue, 0.05)
+        XCTAssertEqual(report["settings"]?["learning_rates"]?["lora"]?.doubleValue, MethodComparison.learningRates["lora"])
+        let training = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/work/runs/ia3/b/training_config.json"))))
+        XCTAssertEqual(training["trainer"]?["learning_rate"]?.doubleValue, MethodComparison.learningRates["ia3"])
+        XCTAssertEqual(training["trainer"]?["epochs"]?.intValue, 2)
+        XCTAssertEqual(training["max_length"]?.intValue, 128)
+        // PEFT's parameter counts: LoRA r=8 on query and value (6 layers × 2 × 8 × (384 + 384)) plus the head.
+        let loraParameters: Int64 = 6 * 2 * 8 * 768 + 2 * 384 + 2
+        XCTAssertEqual(runs[0]["trainable_parameters"]?.intValue, loraParameters)
+        let html = try String(contentsOfFile: d + "/work/comparison.html", encoding: .utf8)
+        XCTAssertTrue(html.contains("<svg") && html.contains("prompt"), "the report has its chart and table")
+
+        // A rerun reuses every finished run and prints the table.
+        let (c2, table, err2) = try runGraft(Self.self, Array(args.dropLast()))
+        XCTAssertEqual(c2, 0, err2)
+        XCTAssertEqual(err2.components(separatedBy: "already trained").count - 1, 6, err2)
+        XCTAssertTrue(table.contains("fuse/merge") && table.contains("prompt"), table)
+
+        for (bad, message) in [(["--methods", "lora,bitfit"], "unknown adapter method 'bitfit'"),
+                               (["--methods", "lora", "--lr", "ia3=0.01"], "--lr 'ia3=0.01': ia3 is not among --methods"),
+                               (["--methods", "lora", "--task", "c=\(d)/missing"], "missing")] {
+            let (c, _, e) = try runGraft(Self.self, ["compare", "--work-dir", d + "/bad"] + bad)
+            XCTAssertNotEqual(c, 0)
+            XCTAssertTrue(e.contains(message), e)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/bad/comparison.json"))
         }
     }
 

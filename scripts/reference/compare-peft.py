@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The PyTorch + HF PEFT side of `graft compare`: trains each adapter method on each text-classification task
+with the data and hyperparameters Graft uses, and reports test accuracy, so Graft's table can show PEFT's
+accuracy beside its own.
+
+  compare-peft.py MODEL_FOLDER OUT.json --task NAME=FOLDER [--task ...] [--methods lora,dora,ia3,vera,prompt,prefix,full]
+                  [--epochs 1] [--threads 2] [--limit N]
+
+MODEL_FOLDER is an HF BERT folder (all-MiniLM-L6-v2). Each task FOLDER holds train/validation/test.jsonl with
+{"text", "label"} rows; the labels are the sorted distinct labels of train.jsonl (as Graft sorts them). --limit N
+uses only the first N rows of each split (smoke tests; the split files are grouped by
+label, so the first rows may all be one class). Every method gets the same recipe (COMMON below): seed 42
+before each model, a fresh classifier head (PEFT's SEQ_CLS modules_to_save), dropout as the config says while
+training, batch 32 shuffled each epoch by a generator seeded 42, AdamW, linear warmup over ceil(0.1 × steps) then
+linear decay to 0, gradient clipping to norm 1, cross-entropy; test accuracy (argmax, batch 64, model.eval()).
+The PEFT configs and learning rates are in METHODS. "full" uses no PEFT: every nn.Linear of the encoder and the
+pooler plus the classifier trains; embeddings and LayerNorms stay frozen.
+
+OUT.json = {"settings": {...}, "results": {METHOD: {TASK: {"test_accuracy", "trainable_parameters",
+"train_seconds", "examples": {"train", "test"}}}}}, rewritten after every (method, task) run; when OUT.json exists
+with the same settings, the pairs it already holds are skipped (a long run can be resumed).
+
+Prefix tuning: PEFT 0.21.2 looks for `past_key_values` in BertModel.forward's signature, which transformers 5.24
+renamed `cache` (the old name still works); as in peft-roundtrip.py, the name is added to the signature PEFT
+inspects (this process only). Run with the peer environment's Python (../shared/tools/peer-env.sh)."""
+import argparse, copy, inspect, json, math, os, sys, time
+import torch
+import peft
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers.models.bert import modeling_bert
+from transformers.utils import logging as hf_logging
+
+COMMON = dict(seed=42, batch=32, eval_batch=64, max_length=128, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0,
+              warmup_ratio=0.1, max_grad_norm=1.0, schedule="linear warmup from 0, linear decay to 0 at the last step")
+QV = ["query", "value"]
+METHODS = {  # PEFT config class and arguments (task_type="SEQ_CLS" added), learning rate
+    "lora": dict(lr=1e-3, config="LoraConfig", args=dict(r=8, lora_alpha=16, target_modules=QV, lora_dropout=0.0)),
+    "dora": dict(lr=1e-3, config="LoraConfig", args=dict(r=8, lora_alpha=16, target_modules=QV, lora_dropout=0.0, use_dora=True)),
+    "ia3": dict(lr=1e-2, config="IA3Config", args=dict(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])),
+    "vera": dict(lr=1e-2, config="VeraConfig", args=dict(r=256, target_modules=QV, vera_dropout=0.0)),
+    "prompt": dict(lr=3e-2, config="PromptTuningConfig", args=dict(num_virtual_tokens=20, prompt_tuning_init="RANDOM")),
+    "prefix": dict(lr=1e-2, config="PrefixTuningConfig", args=dict(num_virtual_tokens=20, prefix_projection=False)),
+    "full": dict(lr=5e-5, config=None, args=dict(trainable="every nn.Linear of the encoder and pooler (weight, bias) + classifier")),
+}
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("model"); ap.add_argument("out")
+ap.add_argument("--task", action="append", required=True, metavar="NAME=FOLDER")
+ap.add_argument("--methods", default=",".join(METHODS))
+ap.add_argument("--epochs", type=int, default=1)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--limit", type=int)
+a = ap.parse_args()
+tasks = dict(t.split("=", 1) for t in a.task)
+methods = a.methods.split(",")
+assert all(m in METHODS for m in methods), f"unknown method in {methods}; known: {list(METHODS)}"
+torch.set_num_threads(a.threads)
+hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()  # the per-model load report (fresh classifier)
+
+# Prefix tuning: show PEFT the `past_key_values` name (transformers 5.24 calls it `cache`).
+f = modeling_bert.BertModel.forward
+sig = inspect.signature(f)
+if "past_key_values" not in sig.parameters:
+    ps = list(sig.parameters.values())
+    ps.insert([q.name for q in ps].index("cache") + 1,
+              inspect.Parameter("past_key_values", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
+    f.__signature__ = sig.replace(parameters=ps)
+
+settings = json.loads(json.dumps(dict(COMMON, model=os.path.abspath(a.model), epochs=a.epochs, threads=a.threads,
+                                      limit=a.limit, methods=METHODS, tasks={n: os.path.abspath(d) for n, d in tasks.items()})))
+out = {"settings": settings, "results": {}}
+if os.path.exists(a.out):
+    old = json.load(open(a.out))
+    same = {k: v for k, v in old["settings"].items() if k != "tasks"} == {k: v for k, v in settings.items() if k != "tasks"}
+    clash = [n for n in tasks if n in old["settings"]["tasks"] and old["settings"]["tasks"][n] != settings["tasks"][n]]
+    if not same or clash:
+        sys.exit(f"{a.out} holds a run with other settings{' (task folders ' + str(clash) + ')' if clash else ''}; "
+                 "move it away or write elsewhere")
+    old["settings"]["tasks"].update(settings["tasks"])
+    out = old
+tok = AutoTokenizer.from_pretrained(a.model)
+tok.padding_side = "right"
+
+
+def read(folder, split, limit=None):
+    rows = [json.loads(l) for l in open(os.path.join(folder, split + ".jsonl")) if l.strip()]
+    return rows[:limit] if limit else rows
+
+
+def encode(rows, labels):
+    enc = tok([r["text"] for r in rows], truncation=True, max_length=COMMON["max_length"], padding=True, return_tensors="pt")
+    return enc, torch.tensor([labels.index(r["label"]) for r in rows])
+
+
+def build(method, k):
+    torch.manual_seed(COMMON["seed"])
+    m = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=k)
+    spec = METHODS[method]
+    if spec["config"] is None:  # full fine-tuning
+        for p in m.parameters(): p.requires_grad = False
+        for name, mod in m.named_modules():
+            if isinstance(mod, torch.nn.Linear) and (".encoder." in f".{name}." or ".pooler." in f".{name}." or name == "classifier"):
+                for p in mod.parameters(): p.requires_grad = True
+        return m
+    return peft.get_peft_model(m, getattr(peft, spec["config"])(task_type="SEQ_CLS", **copy.deepcopy(spec["args"])))
+
+
+def run(method, folder):
+    labels = sorted({r["label"] for r in read(folder, "train")})
+    train, test = read(folder, "train", a.limit), read(folder, "test", a.limit)
+    m = build(method, len(labels))
+    params = [p for p in m.parameters() if p.requires_grad]
+    steps = a.epochs * math.ceil(len(train) / COMMON["batch"])
+    opt = torch.optim.AdamW(params, lr=METHODS[method]["lr"], betas=tuple(COMMON["betas"]), eps=COMMON["eps"],
+                            weight_decay=COMMON["weight_decay"])
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(COMMON["warmup_ratio"] * steps), steps)
+    gen = torch.Generator().manual_seed(COMMON["seed"])
+    t0 = time.time()
+    m.train()
+    for _ in range(a.epochs):
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for i in range(0, len(train), COMMON["batch"]):
+            enc, y = encode([train[j] for j in order[i:i + COMMON["batch"]]], labels)
+            m(**enc, labels=y).loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, COMMON["max_grad_norm"])
+            opt.step(); sched.step(); opt.zero_grad()
+    seconds = time.time() - t0
+    m.eval(); correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test), COMMON["eval_batch"]):
+            enc, y = encode(test[i:i + COMMON["eval_batch"]], labels)
+            correct += (m(**enc).logits.argmax(-1) == y).sum().item()
+    return dict(test_accuracy=correct / len(test), trainable_parameters=sum(p.numel() for p in params),
+                train_seconds=round(seconds, 2), examples=dict(train=len(train), test=len(test)))
+
+
+for method in methods:
+    for name, folder in tasks.items():
+        if name in out["results"].get(method, {}):
+            r = out["results"][method][name]; note = " (from OUT.json)"
+        else:
+            r = run(method, folder); note = ""
+            out["results"].setdefault(method, {})[name] = r
+            tmp = a.out + ".tmp"
+            json.dump(out, open(tmp, "w"), indent=1); os.replace(tmp, a.out)
+        print(f"{method:7} {name:16} accuracy {r['test_accuracy']:.4f}  trainable {r['trainable_parameters']:>9,}  "
+              f"{r['train_seconds']:.1f} s{note}", flush=True)
+
+w = max(12, *(len(n) + 2 for n in tasks))
+print("\n" + "method".ljust(8) + "".join(n.rjust(w) for n in tasks))
+for method in methods:
+    print(method.ljust(8) + "".join(f"{out['results'][method][n]['test_accuracy']:.4f}".rjust(w) for n in tasks))
