@@ -7,7 +7,7 @@ import GraftText
 import GraftTraining
 
 /// Adapter training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch, for any
-/// method both have (LoRA, DoRA, IA³, VeRA): random token ids of exactly `seq` tokens (no padding), dropout off,
+/// method both have (LoRA, DoRA, IA³, VeRA, prompt and prefix tuning, full fine-tuning): random token ids of exactly `seq` tokens (no padding), dropout off,
 /// one untimed warm-up step each.
 public struct TrainBenchmark: Sendable {
     public var model = "minilm"
@@ -85,10 +85,13 @@ public struct TrainBenchmark: Sendable {
         let gflops = flopsPerStep * tps / Double(batch * seq) / 1e9
         let rss = peakRSSBytes() / 1e6
         var peerTPS: Double?, peerRSS: Double?, autocast: Double?
-        if peer {
+        if peer && !Self.peerMethods.contains(method) {
+            log("PyTorch + PEFT has no \(method): peer not measured")
+        } else if peer {
             if let r = try Peers.run(Self.peerScript, input: ["path": path, "task": task.rawValue, "ids": ids, "rank": rank, "method": method,
                                                              "targets": recipe.targets.names.joined(separator: ","),
                                                              "feedforward": ((recipe as? IA3Config)?.feedforward ?? []).joined(separator: ","),
+                                                             "virtual_tokens": recipe.reservedPositions,
                                                              "steps": steps, "autocast": bf16], log: log) {
                 peerTPS = r["tokens_per_second"] as? Double; peerRSS = r["peak_rss_mb"] as? Double
                 autocast = r["autocast_tokens_per_second"] as? Double
@@ -123,12 +126,27 @@ public struct TrainBenchmark: Sendable {
         return Double(batch * seq * steps) / (monotonicSeconds() - t0)
     }
 
+    /// The methods the peer script runs (PEFT's, and full fine-tuning in plain PyTorch).
+    static let peerMethods: Set = ["lora", "dora", "ia3", "vera", "prompt", "prefix", "full"]
+
     static let peerScript = """
-    import json, sys, time, resource, torch
-    from peft import IA3Config, LoraConfig, VeraConfig, get_peft_model
+    import inspect, json, sys, time, resource, torch
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, VeraConfig, get_peft_model
     a = json.load(sys.stdin); torch.set_num_threads(2); torch.manual_seed(0)
     ids = torch.tensor(a["ids"]); targets = a["targets"].split(",")
     def config(task_type):
+        if a["method"] == "prompt":
+            return PromptTuningConfig(num_virtual_tokens=a["virtual_tokens"], task_type=task_type)
+        if a["method"] == "prefix":
+            # PEFT 0.21.2 looks for `past_key_values` in BertModel.forward's signature, which transformers 5.24
+            # renamed `cache` (the old name still works): show PEFT the name, this process only.
+            from transformers.models.bert import modeling_bert
+            f = modeling_bert.BertModel.forward; sig = inspect.signature(f)
+            if "past_key_values" not in sig.parameters:
+                ps = list(sig.parameters.values())
+                ps.insert([q.name for q in ps].index("cache") + 1, inspect.Parameter("past_key_values", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
+                f.__signature__ = sig.replace(parameters=ps)
+            return PrefixTuningConfig(num_virtual_tokens=a["virtual_tokens"], prefix_projection=False, task_type=task_type)
         if a["method"] == "vera":
             return VeraConfig(r=a["rank"], target_modules=targets, task_type=task_type, vera_dropout=0.0)
         if a["method"] == "ia3":
@@ -138,7 +156,7 @@ public struct TrainBenchmark: Sendable {
     if a["task"] == "classification":
         from transformers import AutoModelForSequenceClassification
         m = AutoModelForSequenceClassification.from_pretrained(a["path"], num_labels=2)
-        cfg = config("SEQ_CLS")
+        cfg = None if a["method"] == "full" else config("SEQ_CLS")
         labels = torch.arange(ids.shape[0]) % 2
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
     else:
@@ -146,9 +164,17 @@ public struct TrainBenchmark: Sendable {
         from transformers import AutoModelForCausalLM
         d, f = os.path.split(a["path"])
         m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
-        cfg = config("CAUSAL_LM")
+        cfg = None if a["method"] == "full" else config("CAUSAL_LM")
         batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
-    m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
+    if a["method"] == "full":  # the targeted linear layers' weights and biases train (all-linear: every one but the heads)
+        for n, p in m.named_parameters():
+            module = n.rsplit(".", 1)[0]
+            linear = isinstance(m.get_submodule(module), torch.nn.Linear) and not module.endswith(("classifier", "lm_head"))
+            picked = targets == ["all-linear"] or any(module == t or module.endswith("." + t) for t in targets)
+            p.requires_grad = (linear and picked) or module.endswith("classifier")
+        m.eval()
+    else:
+        m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     def step(autocast):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
