@@ -27,7 +27,8 @@ import argparse, copy, inspect, json, math, os, sys, time
 import torch
 import peft
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-from transformers.models.bert import modeling_bert
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peft_compat import let_peft_see_bert_cache
 from transformers.utils import logging as hf_logging
 
 COMMON = dict(seed=42, batch=32, eval_batch=64, max_length=128, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0,
@@ -57,14 +58,7 @@ assert all(m in METHODS for m in methods), f"unknown method in {methods}; known:
 torch.set_num_threads(a.threads)
 hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()  # the per-model load report (fresh classifier)
 
-# Prefix tuning: show PEFT the `past_key_values` name (transformers 5.24 calls it `cache`).
-f = modeling_bert.BertModel.forward
-sig = inspect.signature(f)
-if "past_key_values" not in sig.parameters:
-    ps = list(sig.parameters.values())
-    ps.insert([q.name for q in ps].index("cache") + 1,
-              inspect.Parameter("past_key_values", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
-    f.__signature__ = sig.replace(parameters=ps)
+let_peft_see_bert_cache()  # prefix tuning on BERT (peft_compat.py)
 
 settings = json.loads(json.dumps(dict(COMMON, model=os.path.abspath(a.model), epochs=a.epochs, threads=a.threads,
                                       limit=a.limit, methods=METHODS, tasks={n: os.path.abspath(d) for n, d in tasks.items()})))

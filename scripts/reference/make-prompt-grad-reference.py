@@ -50,7 +50,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.models.bert import modeling_bert
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peft_compat import let_peft_see_bert_cache
 from peft import PeftModel, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
 minilm_dir, smollm2_gguf, root = sys.argv[1:4]
@@ -124,17 +125,6 @@ def check_text_init(m, ids):
     table = m.prompt_encoder["default"].embedding.weight.detach()
     rows = m.word_embeddings.weight.detach()[torch.tensor(ids)]
     assert torch.equal(table, rows.float()), (table - rows).abs().max()
-
-
-def let_peft_see_bert_cache():
-    """Show PEFT a `past_key_values` parameter on BertModel.forward (a deprecated alias of `cache`)."""
-    f = modeling_bert.BertModel.forward
-    sig = inspect.signature(f)
-    if "past_key_values" in sig.parameters: return
-    ps = list(sig.parameters.values())
-    ps.insert([p.name for p in ps].index("cache") + 1,
-              inspect.Parameter("past_key_values", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
-    f.__signature__ = sig.replace(parameters=ps)
 
 
 def load_minilm():

@@ -13,18 +13,10 @@ from peft import PeftModel
 kind, model, adapter, data = sys.argv[1:5]
 torch.set_num_threads(2)
 if kind == "seq-cls":
-    import inspect
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.models.bert import modeling_bert
-    # PEFT 0.21.2's prefix tuning looks for `past_key_values` in BertModel.forward's signature, which
-    # transformers 5.24 renamed `cache` (the old name still works): show PEFT the name (this process only).
-    f = modeling_bert.BertModel.forward
-    sig = inspect.signature(f)
-    if "past_key_values" not in sig.parameters:
-        ps = list(sig.parameters.values())
-        ps.insert([q.name for q in ps].index("cache") + 1,
-                  inspect.Parameter("past_key_values", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
-        f.__signature__ = sig.replace(parameters=ps)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peft_compat import let_peft_see_bert_cache
+    let_peft_see_bert_cache()  # prefix tuning on BERT under transformers 5.24
     labels = json.load(open(os.path.join(adapter, "labels.json")))["labels"]
     base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=len(labels))
     m = PeftModel.from_pretrained(base, adapter).eval()
