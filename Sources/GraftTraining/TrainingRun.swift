@@ -212,7 +212,8 @@ public enum TrainingRun {
             let (train, val, test) = try examples(spec, maxLength: enc.maxLength, stratify: nil, log: log) { rs, o, r in
                 try Datasets.pairs(rs, tokenizer: enc.tokenizer, options: o, report: &r)
             }
-            let adapter = try attach(spec, to: &bert, peftPrefix: "", existing: existing)
+            let tokenizer = enc.tokenizer
+            let adapter = try attach(spec, to: &bert, peftPrefix: "", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
@@ -251,7 +252,7 @@ public enum TrainingRun {
 
     /// The spec's adapter attached to `model` (or the adapter folder being continued).
     static func attach<M: AdaptableModel>(_ spec: TrainSpec, to model: inout M, peftPrefix: String, existing: (any LoadedAdapter)?,
-                                          tokenize: @escaping (String) throws -> [Int] = { _ in [] }) throws -> TrainableAdapter {
+                                          tokenize: @escaping (String) throws -> [Int]) throws -> TrainableAdapter {
         try TrainableAdapter.attach(to: &model, recipe: spec.adapter, peftPrefix: peftPrefix, seed: spec.trainer.seed, from: existing,
                                     dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification, tokenize: tokenize)
     }

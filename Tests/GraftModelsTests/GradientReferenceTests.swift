@@ -23,6 +23,21 @@ final class GradientReferenceTests: XCTestCase {
         return grads
     }
 
+    /// A fixture batch's sequences without their (right) padding.
+    static func unpadded(_ batch: JSONValue) -> [[Int]] {
+        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
+        return zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+    }
+
+    /// A causal-LM fixture's sequences and next-token targets: HF shifts, so position i predicts label
+    /// i + 1; -100 is no target.
+    static func causalLMBatch(_ fixture: String) throws -> (ids: [[Int]], targets: [[Int?]]) {
+        let batch = try fixtureJSON("models/\(fixture)/batch.json")
+        let ids = unpadded(batch)
+        let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
+        return (ids, zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } })
+    }
+
     /// The adapter's virtual tokens (prompt or prefix tuning), if it has any, made trainable and attached;
     /// their gradient under PEFT's saved name.
     static func attachVirtualTokens<M: AdaptableModel>(_ adapter: any LoadedAdapter, to model: inout M) throws -> [String: FloatBuffer] {
@@ -126,8 +141,7 @@ final class GradientReferenceTests: XCTestCase {
         grads[headPrefix + "classifier.bias"] = hg.bias
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
         let batch = try fixtureJSON("models/\(fixture)/batch.json")
-        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
-        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let ids = unpadded(batch)
         return MiniLMCase(clf: clf, grads: grads, ids: ids, labels: ints(batch["labels"]))
     }
 
@@ -178,12 +192,7 @@ extension GradientReferenceTests {
         var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
         var grads = try Self.attachTrainable(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
         grads.merge(try Self.attachVirtualTokens(adapter, to: &lm.model)) { a, _ in a }
-        let batch = try fixtureJSON("models/\(fixture)/batch.json")
-        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
-        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
-        // HF shifts: position i predicts label i + 1; -100 is no target.
-        let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
-        let targets = zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } }
+        let (ids, targets) = try Self.causalLMBatch(fixture)
         let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
         let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
@@ -342,8 +351,7 @@ extension GradientReferenceTests {
         grads["classifier.weight"] = head.gradients!.weight; grads["classifier.bias"] = head.gradients!.bias
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
         let batch = try fixtureJSON("models/grad-minilm-full/batch.json")
-        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
-        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
+        let ids = Self.unpadded(batch)
         let (logits, tape) = try clf.forwardTraining(ids, rng: nil)
         let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: ints(batch["labels"]))
         let want = expected["loss"]?.doubleValue ?? .nan
@@ -359,11 +367,7 @@ extension GradientReferenceTests {
         var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
         let grads = Self.trainWeights(&lm.model, expected["trainable"]?.arrayValue?.compactMap(\.stringValue) ?? [], prefix: "")
         XCTAssertEqual(grads.count, 3)
-        let batch = try fixtureJSON("models/grad-smollm2-full/batch.json")
-        let masks = batch["attention_mask"]?.arrayValue?.map(ints) ?? []
-        let ids = zip(batch["input_ids"]?.arrayValue?.map(ints) ?? [], masks).map { ids, m in Array(ids.prefix(m.reduce(0, +))) }
-        let labels = batch["labels"]?.arrayValue?.map { $0.arrayValue?.map { $0.intValue.map(Int.init) ?? -100 } ?? [] } ?? []
-        let targets = zip(ids, labels).map { ids, l in (0..<ids.count).map { i -> Int? in i + 1 < l.count && l[i + 1] != -100 ? l[i + 1] : nil } }
+        let (ids, targets) = try Self.causalLMBatch("grad-smollm2-full")
         let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
         let want = expected["loss"]?.doubleValue ?? .nan
         XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
