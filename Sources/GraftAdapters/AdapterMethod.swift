@@ -84,6 +84,9 @@ public protocol AdapterRecipe: Sendable {
     /// What the adapter file puts before a `modules_to_save` tensor's model name: `base_model.model.` for
     /// the per-layer methods, `base_model.` for prompt learning (its PEFT model wraps the task model directly).
     var savedNamePrefix: String { get }
+    /// What the method adds to the training loop (a regulariser, a rank schedule) for the updates it
+    /// made, in a run of `totalSteps` optimizer steps; nil for the methods that add nothing.
+    func makeTrainingHook(modules: [TrainedModule], totalSteps: Int) throws -> (any AdapterTrainingHook)?
 }
 
 extension AdapterRecipe {
@@ -92,6 +95,7 @@ extension AdapterRecipe {
     public var reservedPositions: Int { 0 }
     public var trainsBaseWeights: Bool { false }
     public var savedNamePrefix: String { LoRAAdapter.prefix }
+    public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int) throws -> (any AdapterTrainingHook)? { nil }
 
     /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
     public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil }
@@ -154,12 +158,13 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
                                                   PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
         "LORA": { try LoRAAdapter(path: $0, config: $1) },
+        "ADALORA": { try AdaLoRAAdapter(path: $0, config: $1) },
         "IA3": { try IA3Adapter(path: $0, config: $1) },
         "VERA": { try VeRAAdapter(path: $0, config: $1) },
         "NOLA": { try NOLAAdapter(path: $0, config: $1) },

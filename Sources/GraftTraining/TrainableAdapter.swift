@@ -137,12 +137,14 @@ public struct TrainableAdapter: @unchecked Sendable {
     public func zeroGrad() { for p in parameters { p.zeroGrad() } }
 
     /// Writes the PEFT adapter folder's two files into `directory`: every parameter under its PEFT name
-    /// (the trained updates' and the saved modules'), and the recipe's `adapter_config.json`.
-    public func save(to directory: String, taskType: String, baseModel: String) throws {
-        let tensors = (parameters.map { ($0.name, $0.value.tensor(shape: $0.shape)) } + shared.map { ($0.name, $0.value.tensor(shape: $0.shape)) })
+    /// (the trained updates' and the saved modules'), and the recipe's `adapter_config.json`; a method's
+    /// training hook has its say on both (`final`: the run's output, else a checkpoint).
+    public func save(to directory: String, taskType: String, baseModel: String, hook: (any AdapterTrainingHook)? = nil, final: Bool = true) throws {
+        var tensors = (parameters.map { ($0.name, $0.value.tensor(shape: $0.shape)) } + shared.map { ($0.name, $0.value.tensor(shape: $0.shape)) })
             .sorted { $0.0 < $1.0 }
         var config = recipe.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave)
         if let v = virtualTokens { config = VirtualTokenAdapter.withLayout(config, layout, placement: v.placement) }
+        if let hook { (config, tensors) = try hook.savedAdapter(config: config, tensors: tensors, final: final) }
         try LoRAWriter.write(to: directory, config: config, tensors: tensors)
     }
 

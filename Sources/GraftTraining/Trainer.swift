@@ -1,4 +1,5 @@
 import Foundation
+import GraftAdapters
 import GraftFormats
 import GraftTensor
 
@@ -57,6 +58,8 @@ public final class Trainer<Task: TrainingTask> {
     public let options: TrainerOptions
     let train: [Task.Example], validation: [Task.Example]
     let optimizer: AdamW
+    /// What the adapter's method adds to each step (AdaLoRA's regulariser and rank budget), if anything.
+    public private(set) var hook: (any AdapterTrainingHook)? = nil
     /// Metric records (JSON objects), one per log step and evaluation: the metrics log.
     public private(set) var history: [JSONValue] = []
     public private(set) var step = 0
@@ -70,6 +73,7 @@ public final class Trainer<Task: TrainingTask> {
         }
         self.task = task; self.adapter = adapter; self.options = options; self.train = train; self.validation = validation
         optimizer = AdamW(adapter.parameters, weightDecay: Float(options.weightDecay))
+        hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: totalSteps)
     }
 
     public var batchesPerEpoch: Int { (train.count + options.batchSize - 1) / options.batchSize }
@@ -131,12 +135,14 @@ public final class Trainer<Task: TrainingTask> {
                 result += r
                 tokens += r.tokens
             }
-            // The step's loss: the mean over all examples (or target tokens) of its micro-batches.
-            let loss = result.meanLoss
+            // The step's loss: the mean over all examples (or target tokens) of its micro-batches, plus
+            // the method's own term (whose gradient the hook adds).
+            let loss = result.meanLoss + (hook?.beforeOptimizerStep() ?? 0)
             guard loss.isFinite else { throw TrainingError("loss became \(loss) at step \(step + 1); lower the learning rate") }
             let norm = clipGradients(adapter.parameters, maxNorm: options.maxGradNorm.map(Float.init))
             let lr = learningRate(at: step)
             optimizer.update(lr: Float(lr))
+            hook?.afterOptimizerStep(step)
             step += 1
             trainSeconds += Date().timeIntervalSince(stepStart)
             logLoss += loss; logSteps += 1
@@ -165,6 +171,11 @@ public final class Trainer<Task: TrainingTask> {
         }
     }
 
+    /// Writes the trained adapter's PEFT folder into `directory`, as the method's schedule left it.
+    public func saveAdapter(to directory: String, taskType: String, baseModel: String) throws {
+        try adapter.save(to: directory, taskType: taskType, baseModel: baseModel, hook: hook, final: true)
+    }
+
     // MARK: - Checkpoints
 
     /// Writes `dir/checkpoint-<step>` (atomically): the adapter as a PEFT folder, the optimizer moments,
@@ -174,13 +185,14 @@ public final class Trainer<Task: TrainingTask> {
         let path = (dir as NSString).appendingPathComponent("checkpoint-\(step)")
         let out = try OutputDirectory(path, overwrite: true)
         do {
-            try adapter.save(to: out.tempPath, taskType: taskType, baseModel: baseModel)
+            try adapter.save(to: out.tempPath, taskType: taskType, baseModel: baseModel, hook: hook, final: false)
             var tensors: [(String, Tensor)] = []
             for (i, p) in adapter.parameters.enumerated() {
                 tensors.append(("m." + p.name, optimizer.m[i].tensor(shape: p.shape)))
                 tensors.append(("v." + p.name, optimizer.v[i].tensor(shape: p.shape)))
             }
             try ShardedSafetensorsWriter.writeFile(out.path("optimizer.safetensors"), tensors)
+            if let state = hook?.state(), !state.isEmpty { try ShardedSafetensorsWriter.writeFile(out.path("method_state.safetensors"), state) }
             let state = JSONValue.object([("step", .int(Int64(step))), ("optimizer_step", .int(Int64(optimizer.step))),
                                           ("config", fingerprint), ("history", .array(history))])
             try Data((state.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("trainer_state.json")))
@@ -215,6 +227,15 @@ public final class Trainer<Task: TrainingTask> {
             return FloatBuffer(FloatBuffer(try opt.tensor(prefix + p.name)).array)
         }
         try optimizer.restore(step: Int(os), m: adapter.parameters.map { try moment("m.", $0) }, v: adapter.parameters.map { try moment("v.", $0) })
+        if let hook {
+            let statePath = (path as NSString).appendingPathComponent("method_state.safetensors")
+            var tensors: [String: FloatBuffer] = [:]
+            if FileManager.default.fileExists(atPath: statePath) {
+                let f = try SafetensorsFile(path: statePath)
+                for t in f.tensors { tensors[t.name] = FloatBuffer(try f.tensor(t.name)) }
+            }
+            try hook.restore(tensors, source: statePath)
+        }
         step = Int(s)
         history = state["history"]?.arrayValue ?? []
     }

@@ -292,7 +292,7 @@ public enum TrainingRun {
         if adapter.recipe.trainsBaseWeights {
             try FineTunedModel.write(adapter, base: spec.model, into: out.tempPath, labels: try AdapterLabels.read(out.tempPath)?.names)
         } else {
-            try adapter.save(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
+            try trainer.saveAdapter(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
         }
         let metrics = history.map { $0.serialized() }.joined(separator: "\n") + "\n"
         try Data(metrics.utf8).write(to: URL(fileURLWithPath: out.path("metrics.jsonl")))

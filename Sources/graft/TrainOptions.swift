@@ -99,8 +99,14 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
     @Option(help: "lora, dora, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
-    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora.") var alpha: Double?
-    @Option(help: "lora, dora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
+    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8).") var alpha: Double?
+    @Option(help: "lora, dora, adalora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
+    @Option(help: "adalora: each module's rank at the start (PEFT's init_r, default 12).") var initRank: Int?
+    @Option(help: "adalora: average rank per module once the budget is allocated (PEFT's target_r, default 8).") var targetRank: Int?
+    @Option(help: "adalora: warm-up steps before ranks are reallocated (default 0).") var tinit: Int?
+    @Option(help: "adalora: last steps trained at the final budget (default 0).") var tfinal: Int?
+    @Option(name: .customLong("delta-t"), help: "adalora: steps between two allocations (PEFT's deltaT, default 1).") var deltaT: Int?
+    @Option(help: "adalora: weight of the orthogonality regulariser on A and B (default 0.5).") var orthReg: Double?
     @Flag(help: "lora, dora: rsLoRA scaling alpha/√r.") var rslora = false
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
     @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
@@ -110,7 +116,8 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "tinit", "tfinal", "delta_t",
+                           "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -122,6 +129,11 @@ struct AdapterMethodOptions: ParsableArguments {
         let given: [(String, String?)] = [("rank", try src.int(rank, "rank").map(String.init)), ("alpha", try src.double(alpha, "alpha").map { "\($0)" }),
                                           ("dropout", try src.double(dropout, "dropout").map { "\($0)" }),
                                           ("rslora", try src.bool(rslora, "rslora") ? "true" : nil),
+                                          ("init-rank", try src.int(initRank, "init_rank").map(String.init)),
+                                          ("target-rank", try src.int(targetRank, "target_rank").map(String.init)),
+                                          ("tinit", try src.int(tinit, "tinit").map(String.init)), ("tfinal", try src.int(tfinal, "tfinal").map(String.init)),
+                                          ("delta-t", try src.int(deltaT, "delta_t").map(String.init)),
+                                          ("orth-reg", try src.double(orthReg, "orth_reg").map { "\($0)" }),
                                           ("feedforward", try src.list(feedforward, "feedforward")?.joined(separator: ",")),
                                           ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
                                           ("bases", try src.int(bases, "bases").map(String.init)),
