@@ -14,13 +14,38 @@ final class GradientReferenceTests: XCTestCase {
     /// The adapter's updates (their own writable copies of the tensors) made trainable and handed to
     /// `attach`. Returns the gradient buffers by PEFT tensor name.
     static func attachTrainable(_ adapter: any LoadedAdapter, attach: (String, any LayerUpdate) throws -> Void) throws -> [String: FloatBuffer] {
-        var grads: [String: FloatBuffer] = [:]
+        try attachTrainableModules(adapter, attach: attach).grads
+    }
+
+    /// As `attachTrainable`, also returning the attached updates (for the method's training hook).
+    static func attachTrainableModules(_ adapter: any LoadedAdapter, attach: (String, any LayerUpdate) throws -> Void) throws
+        -> (grads: [String: FloatBuffer], modules: [TrainedModule]) {
+        var grads: [String: FloatBuffer] = [:], modules: [TrainedModule] = []
         for (name, u) in adapter.layerUpdates(dropout: 0) {
             u.makeTrainable()
             try attach(name, u)
             for p in u.parameters { grads[LoRAAdapter.prefix + name + "." + p.suffix] = p.gradient }
+            modules.append((name, u))
         }
-        return grads
+        return (grads, modules)
+    }
+
+    /// The method's own loss term (AdaLoRA's weighted orthogonality regulariser; 0 for the methods
+    /// without one), its gradient added to the updates' as the trainer adds it before each step.
+    static func methodTerm(_ adapter: any LoadedAdapter, _ modules: [TrainedModule]) throws -> Double {
+        try adapter.recipe(dropout: 0).makeTrainingHook(modules: modules, totalSteps: 10)?.beforeOptimizerStep() ?? 0
+    }
+
+    /// The fixture's loss check: the task's loss (`task_loss` when the fixture has a method term, else
+    /// `loss`) and, with the method's term, the total PEFT reports as `loss`.
+    static func checkLoss(_ taskLoss: Double, term: Double, fixture: String, tolerance: Double, file: StaticString = #filePath, line: UInt = #line) throws {
+        let expected = try fixtureJSON("models/\(fixture)/expected.json")
+        let want = expected["loss"]?.doubleValue ?? .nan
+        if let task = expected["task_loss"]?.doubleValue {
+            XCTAssertEqual(taskLoss, task, accuracy: tolerance * abs(task), "task loss", file: file, line: line)
+            XCTAssertNotEqual(term, 0, "the fixture has a method term but the method added none", file: file, line: line)
+        }
+        XCTAssertEqual(taskLoss + term, want, accuracy: tolerance * abs(want), "loss", file: file, line: line)
     }
 
     /// A fixture batch's sequences without their (right) padding.
@@ -86,6 +111,10 @@ final class GradientReferenceTests: XCTestCase {
     /// gradients (fixture made by scripts/reference/make-prompt-grad-reference.py).
     func testMiniLMPromptTuningGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-prompt") }
 
+    /// AdaLoRA (init_r 6, E moved off its zeros): the task loss, the orthogonality regulariser PEFT adds
+    /// to it, and the A, E, B and head gradients of both (make-adalora-reference.py).
+    func testMiniLMAdaLoRAGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-adalora") }
+
     /// Prefix tuning (4 virtual keys and values in each layer; the tokens' positions start after them).
     func testMiniLMPrefixTuningGradientsMatchPEFT() throws { try miniLM(bf16: false, fixture: "grad-minilm-prefix") }
 
@@ -119,6 +148,8 @@ final class GradientReferenceTests: XCTestCase {
         let clf: BertForSequenceClassification
         let grads: [String: FloatBuffer]
         let ids: [[Int]], labels: [Int]
+        /// The method's own loss term, its gradient already added.
+        let term: Double
     }
 
     static func miniLMCase(_ fixture: String, configure: (inout BertModel) -> Void) throws -> MiniLMCase {
@@ -127,7 +158,7 @@ final class GradientReferenceTests: XCTestCase {
         let adapter = try AdapterMethods.open(dir)
         var bert = try BertModel(checkpoint: try Checkpoint(path: folder))
         configure(&bert)
-        var grads = try attachTrainable(adapter) { name, u in try bert.attach([(name, u)], source: dir) }
+        var (grads, modules) = try attachTrainableModules(adapter) { name, u in try bert.attach([(name, u)], source: dir) }
         grads.merge(try attachVirtualTokens(adapter, to: &bert)) { a, _ in a }
         guard let (w, b) = try adapter.classificationHead() else { throw XCTSkip("no classifier in \(dir)") }
         var head = Linear(weight: FloatBuffer(FloatBuffer(w).array), bias: b.map { FloatBuffer(FloatBuffer($0).array) },
@@ -142,7 +173,7 @@ final class GradientReferenceTests: XCTestCase {
         let clf = try BertForSequenceClassification(encoder: bert, tokenizer: try TokenizerLoader.load(path: folder + "/tokenizer.json"), head: head)
         let batch = try fixtureJSON("models/\(fixture)/batch.json")
         let ids = unpadded(batch)
-        return MiniLMCase(clf: clf, grads: grads, ids: ids, labels: ints(batch["labels"]))
+        return MiniLMCase(clf: clf, grads: grads, ids: ids, labels: ints(batch["labels"]), term: try methodTerm(adapter, modules))
     }
 
     func miniLM(bf16: Bool, fixture: String = "grad-minilm-seqcls", configure: ((inout BertModel) -> Void)? = nil) throws {
@@ -151,9 +182,7 @@ final class GradientReferenceTests: XCTestCase {
         let dir = referenceRoot + "/models/" + fixture
         let (logits, tape) = try clf.forwardTraining(ids, rng: Optional<UnsafeMutablePointer<SeededRNG>>.none)
         let (sum, count, dLogits) = Loss.crossEntropy(logits, classes: head.outFeatures, targets: labels)
-        let loss = sum / Double(count)
-        let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
-        XCTAssertEqual(loss, want, accuracy: (bf16 ? 1e-3 : 1e-5) * abs(want))
+        try Self.checkLoss(sum / Double(count), term: c.term, fixture: fixture, tolerance: bf16 ? 1e-3 : 1e-5)
         if !bf16, let rows = try fixtureJSON("models/\(fixture)/expected.json")["logits"]?.arrayValue {
             // PEFT's outputs with its adapter, against Graft's inference path (packed products, the
             // updates applied unfused) and its training forward.
@@ -183,6 +212,9 @@ extension GradientReferenceTests {
     /// ones (fixture made by scripts/reference/make-ia3-grad-reference.py).
     func testSmolLM2IA3GradientsMatchPEFT() throws { try smolLM2("grad-smollm2-ia3") }
 
+    /// AdaLoRA on q_proj and v_proj, with its orthogonality regulariser.
+    func testSmolLM2AdaLoRAGradientsMatchPEFT() throws { try smolLM2("grad-smollm2-adalora") }
+
     /// VeRA on q_proj [576 → 576] and v_proj [576 → 192], which uses the first 192 rows of vera_B.
     func testSmolLM2VeRAGradientsMatchPEFT() throws { try smolLM2("grad-smollm2-vera") }
 
@@ -190,12 +222,11 @@ extension GradientReferenceTests {
         let dir = referenceRoot + "/models/" + fixture
         let adapter = try AdapterMethods.open(dir)
         var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
-        var grads = try Self.attachTrainable(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
+        var (grads, modules) = try Self.attachTrainableModules(adapter) { name, u in try lm.model.attach([(name, u)], source: dir) }
         grads.merge(try Self.attachVirtualTokens(adapter, to: &lm.model)) { a, _ in a }
         let (ids, targets) = try Self.causalLMBatch(fixture)
         let (sum, count) = try lm.model.causalLMLoss(ids, targets: targets, rng: nil)
-        let want = try fixtureJSON("models/\(fixture)/expected.json")["loss"]?.doubleValue ?? .nan
-        XCTAssertEqual(sum / Double(count), want, accuracy: 1e-5 * abs(want))
+        try Self.checkLoss(sum / Double(count), term: try Self.methodTerm(adapter, modules), fixture: fixture, tolerance: 1e-5)
         try Self.compare(grads, reference: dir + "/grads.safetensors")
         if let rows = try fixtureJSON("models/\(fixture)/expected.json")["logits_last"]?.arrayValue {
             // PEFT's logits at each sequence's last token, against the inference path (KV cache, the

@@ -66,7 +66,57 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertEqual(labels[unfused[0][0] > unfused[0][1] ? 0 : 1], "positive")
     }
 
-    /// IA³, VeRA and NOLA on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
+    /// AdaLoRA on MiniLM classification: the rank budget is allocated on its schedule (12 modules from 6
+    /// ranks each to 24 ranks in all, differently per module), the folder is PEFT's (rank_pattern keyed as
+    /// PEFT keys it, tensors cut to the kept ranks, config keys of PEFT's own), it reloads and folds with
+    /// the logits it trained, and a run resumed from a checkpoint mid-schedule ends on the same adapter.
+    func testAdaLoRAAllocatesItsRankBudgetSavesAsPEFTAndResumes() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var c = AdaLoRAConfig(targets: ModuleTargets(names: ["query", "value"]))
+        c.initRank = 6; c.targetRank = 2; c.tinit = 2; c.tfinal = 3; c.deltaT = 2
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: c, output: d + "/ada")
+        s.trainer.maxSteps = 12; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.saveEvery = 5
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+
+        let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/ada/adapter_config.json"))))
+        let pattern = cfg["rank_pattern"]?.objectValue ?? []
+        XCTAssertEqual(pattern.count, 12)
+        let ranks = pattern.map { $0.1.arrayValue?.filter { $0.boolValue == true }.count ?? -1 }
+        XCTAssertEqual(ranks.reduce(0, +), 24, "the final budget: target_r × modules")
+        XCTAssertGreaterThan(Set(ranks).count, 1, "the budget moved between modules: \(ranks)")
+        XCTAssertTrue(pattern.allSatisfy { $0.0.hasPrefix("bert.encoder.layer.") && $0.0.hasSuffix(".lora_E") && $0.1.arrayValue?.count == 6 })
+        XCTAssertEqual(cfg["total_step"], .int(12))
+        let refCfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: referenceRoot + "/models/grad-minilm-adalora/adapter_config.json"))))
+        let refKeys = Set((refCfg.objectValue ?? []).map(\.0))
+        for (k, _) in cfg.objectValue ?? [] { XCTAssertTrue(refKeys.contains(k), "PEFT's AdaLoraConfig has no key \(k)") }
+        let file = try SafetensorsFile(path: d + "/ada/adapter_model.safetensors")
+        for (key, keep) in pattern {
+            let r = keep.arrayValue?.filter { $0.boolValue == true }.count ?? -1
+            let module = LoRAAdapter.prefix + key.dropLast("lora_E".count)
+            XCTAssertEqual(file.tensors.first { $0.name == module + "lora_A" }?.shape, [r, 384], key)
+            XCTAssertEqual(file.tensors.first { $0.name == module + "lora_E" }?.shape, [r, 1], key)
+            XCTAssertEqual(file.tensors.first { $0.name == module + "lora_B" }?.shape, [384, r], key)
+        }
+        _ = try assertFoldsLikeUnfused(d + "/ada")
+
+        // Resumed at step 5 (before the final allocation at step 9): the sensitivities, uncertainties
+        // and rank pattern come back with the optimizer, so the run lands on the same adapter.
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-5"
+        let resumed = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        XCTAssertEqual(losses(resumed.history), l)
+        let a = try SafetensorsFile(path: d + "/ada/adapter_model.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        XCTAssertEqual(a.tensors.map(\.name), b.tensors.map(\.name))
+        for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+        XCTAssertEqual(try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/resumed/adapter_config.json"))))["rank_pattern"], cfg["rank_pattern"])
+    }
+
+    /// IA³, AdaLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -79,7 +129,10 @@ final class AdapterMethodTests: XCTestCase {
         let vera = VeRAConfig(rank: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         let nola = NOLAConfig(rank: 4, alpha: 8, bases: 32, targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         let prompt = PromptTuningConfig(virtualTokens: 6, initialisation: .text, initText: "Answer briefly.")
+        var adalora = AdaLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        adalora.initRank = 4; adalora.targetRank = 2; adalora.tinit = 1; adalora.tfinal = 2
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+                                      (adalora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
@@ -377,6 +430,10 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "prompt", "--virtual-tokens", "0"], "prompt tuning needs at least one virtual token")
         try fails(["--method", "full", "--targets", "none"], "full fine-tuning needs target modules")
         try fails(["--method", "full", "--rank", "4"], "--rank is not an option of --method full (its options: none besides --targets)")
+        try fails(["--method", "adalora", "--init-rank", "4", "--target-rank", "6"], "AdaLoRA --target-rank 6 cannot be met from --init-rank 4")
+        try fails(["--method", "adalora", "--tinit", "3", "--tfinal", "2", "--max-steps", "5"],
+                  "AdaLoRA's schedule does not fit the run: --tinit 3 + --tfinal 2 leave no step of the 5 to allocate ranks in")
+        try fails(["--method", "lora", "--init-rank", "4"], "--init-rank is not an option of --method lora")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)
@@ -386,7 +443,7 @@ final class AdapterMethodTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: d + "/poly", withIntermediateDirectories: true)
         try write(#"{"peft_type": "POLY", "task_type": "SEQ_CLS", "r": 8}"#, to: d + "/poly/adapter_config.json")
         XCTAssertThrowsError(try AdapterMethods.open(d + "/poly")) {
-            XCTAssertTrue("\($0)".contains("'POLY' is not a method Graft knows (known: IA3, LORA, NOLA, PREFIX_TUNING, PROMPT_TUNING, VERA)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("'POLY' is not a method Graft knows (known: ADALORA, IA3, LORA, NOLA, PREFIX_TUNING, PROMPT_TUNING, VERA)"), "\($0)")
         }
         XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/poly", to: d + "/fused")) {
             XCTAssertTrue("\($0)".contains("POLY"), "\($0)")
