@@ -7,7 +7,7 @@ import GraftText
 import GraftTraining
 
 /// Adapter training tokens/s (forward, backward, AdamW) against PyTorch + PEFT on the same batch, for any
-/// method both have (LoRA, DoRA, IA³, VeRA, prompt and prefix tuning, full fine-tuning): random token ids of exactly `seq` tokens (no padding), dropout off,
+/// method both have (LoRA, DoRA, AdaLoRA, IA³, VeRA, prompt and prefix tuning, full fine-tuning): random token ids of exactly `seq` tokens (no padding), dropout off,
 /// one untimed warm-up step each.
 public struct TrainBenchmark: Sendable {
     public var model = "minilm"
@@ -51,8 +51,11 @@ public struct TrainBenchmark: Sendable {
         let path = try ModelLocator.resolve(model)
         Linalg.useSingleThreadedBLAS()  // as graft train: Graft splits the work over the cores itself
         let info = try AdapterMethods.named(method)
-        let recipe = try info.recipe(MethodSettings(targets: targets.map { ModuleTargets(names: $0) }, llama: task == .causalLM,
-                                                    values: info.options.contains { $0.name == "rank" } ? ["rank": "\(rank)"] : [:]))
+        // --rank is the method's rank where it has one; AdaLoRA's initial rank, halved by its allocation.
+        var values: [String: String] = [:]
+        if info.options.contains(where: { $0.name == "rank" }) { values["rank"] = "\(rank)" }
+        if info.options.contains(where: { $0.name == "init-rank" }) { values["init-rank"] = "\(rank)"; values["target-rank"] = "\(max(1, rank / 2))" }
+        let recipe = try info.recipe(MethodSettings(targets: targets.map { ModuleTargets(names: $0) }, llama: task == .causalLM, values: values))
         var rng = SeededRNG(seed: 1)
         let tps: Double, flopsPerStep: Double
         var ids: [[Int]] = []
@@ -115,10 +118,16 @@ public struct TrainBenchmark: Sendable {
 
     func timeSteps<T: TrainingTask>(_ task: T, _ adapter: TrainableAdapter, _ examples: [T.Example]) throws -> Double {
         let opt = AdamW(adapter.parameters, weightDecay: 0)
+        // What the method adds to each step (AdaLoRA's regulariser and allocation), as graft train runs it.
+        let hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: steps + 1)
+        var t = 0
         func step() throws {
             adapter.zeroGrad()
             _ = try task.step(examples, lossScale: 1, rng: nil, backward: true)
+            _ = hook?.beforeOptimizerStep()
             opt.update(lr: 1e-4)
+            hook?.afterOptimizerStep(t)
+            t += 1
         }
         try step()
         let t0 = monotonicSeconds()
@@ -127,11 +136,11 @@ public struct TrainBenchmark: Sendable {
     }
 
     /// The methods the peer script runs (PEFT's, and full fine-tuning in plain PyTorch).
-    static let peerMethods: Set = ["lora", "dora", "ia3", "vera", "prompt", "prefix", "full"]
+    static let peerMethods: Set = ["lora", "dora", "adalora", "ia3", "vera", "prompt", "prefix", "full"]
 
     static let peerScript = """
     import inspect, json, sys, time, resource, torch
-    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, VeraConfig, get_peft_model
+    from peft import AdaLoraConfig, IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, VeraConfig, get_peft_model
     a = json.load(sys.stdin); torch.set_num_threads(2); torch.manual_seed(0)
     ids = torch.tensor(a["ids"]); targets = a["targets"].split(",")
     def config(task_type):
@@ -151,6 +160,9 @@ public struct TrainBenchmark: Sendable {
             return VeraConfig(r=a["rank"], target_modules=targets, task_type=task_type, vera_dropout=0.0)
         if a["method"] == "ia3":
             return IA3Config(target_modules=targets, feedforward_modules=[f for f in a["feedforward"].split(",") if f], task_type=task_type)
+        if a["method"] == "adalora":
+            return AdaLoraConfig(init_r=a["rank"], target_r=max(1, a["rank"] // 2), total_step=a["steps"] + 1, target_modules=targets,
+                                 task_type=task_type, lora_dropout=0.0)
         return LoraConfig(r=a["rank"], lora_alpha=2 * a["rank"], target_modules=targets, task_type=task_type, lora_dropout=0.0,
                           use_dora=a["method"] == "dora")
     if a["task"] == "classification":
@@ -176,14 +188,16 @@ public struct TrainBenchmark: Sendable {
     else:
         m = get_peft_model(m, cfg); m.eval()  # dropout off on both sides (Graft trains without the base model's dropout)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    def step(autocast):
+    def step(autocast, i):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = m(**batch).loss
-        loss.backward(); opt.step(); opt.zero_grad()
+        loss.backward(); opt.step()
+        if a["method"] == "adalora": m.base_model.update_and_allocate(i)  # PEFT's documented loop
+        opt.zero_grad()
     def measure(autocast):
-        step(autocast)
+        step(autocast, 0)
         t = time.time()
-        for _ in range(a["steps"]): step(autocast)
+        for i in range(a["steps"]): step(autocast, i + 1)
         return ids.numel() * a["steps"] / (time.time() - t)
     out = {"tokens_per_second": measure(False), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if a["autocast"]: out["autocast_tokens_per_second"] = measure(True)  # the same bf16 products Graft's bf16 does
