@@ -85,8 +85,9 @@ public protocol AdapterRecipe: Sendable {
     /// the per-layer methods, `base_model.` for prompt learning (its PEFT model wraps the task model directly).
     var savedNamePrefix: String { get }
     /// What the method adds to the training loop (a regulariser, a rank schedule) for the updates it
-    /// made, in a run of `totalSteps` optimizer steps; nil for the methods that add nothing.
-    func makeTrainingHook(modules: [TrainedModule], totalSteps: Int) throws -> (any AdapterTrainingHook)?
+    /// made, in a run of `totalSteps` optimizer steps (`seed`: the run's, for what it draws); nil for
+    /// the methods that add nothing.
+    func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)?
 }
 
 extension AdapterRecipe {
@@ -95,7 +96,7 @@ extension AdapterRecipe {
     public var reservedPositions: Int { 0 }
     public var trainsBaseWeights: Bool { false }
     public var savedNamePrefix: String { LoRAAdapter.prefix }
-    public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int) throws -> (any AdapterTrainingHook)? { nil }
+    public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)? { nil }
 
     /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
     public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil }
@@ -158,7 +159,7 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
                                                   PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.

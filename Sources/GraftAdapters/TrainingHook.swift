@@ -13,6 +13,10 @@ public protocol AdapterTrainingHook: AnyObject {
     /// After the optimizer's step `step` (0-based, as PEFT's documented loop passes `global_step`), the
     /// step's gradients still held.
     func afterOptimizerStep(_ step: Int)
+    /// Elements of the updates' tensors the method switched on since it was last asked (IncreLoRA's new
+    /// ranks): the optimizer starts them fresh, as a new parameter group (zero moments, their own age
+    /// in the bias correction and the learning-rate schedule).
+    func takeActivated() -> [(value: FloatBuffer, ranges: [Range<Int>])]
     /// The hook's own state, for a checkpoint (tensors under names the hook chooses)…
     func state() -> [(String, Tensor)]
     /// …and back, for an exact resume; a missing or misshapen tensor is an error naming it.
@@ -26,6 +30,7 @@ public protocol AdapterTrainingHook: AnyObject {
 extension AdapterTrainingHook {
     public func beforeOptimizerStep() -> Double { 0 }
     public func afterOptimizerStep(_ step: Int) {}
+    public func takeActivated() -> [(value: FloatBuffer, ranges: [Range<Int>])] { [] }
     public func state() -> [(String, Tensor)] { [] }
     public func restore(_ tensors: [String: FloatBuffer], source: String) throws {}
     public func savedAdapter(config: JSONValue, tensors: [(String, Tensor)], final: Bool) throws -> (config: JSONValue, tensors: [(String, Tensor)]) {

@@ -119,7 +119,7 @@ public struct TrainBenchmark: Sendable {
     func timeSteps<T: TrainingTask>(_ task: T, _ adapter: TrainableAdapter, _ examples: [T.Example]) throws -> Double {
         let opt = AdamW(adapter.parameters, weightDecay: 0)
         // What the method adds to each step (AdaLoRA's regulariser and allocation), as graft train runs it.
-        let hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: steps + 1)
+        let hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: steps + 1, seed: 1)
         var t = 0
         func step() throws {
             adapter.zeroGrad()

@@ -73,7 +73,7 @@ public final class Trainer<Task: TrainingTask> {
         }
         self.task = task; self.adapter = adapter; self.options = options; self.train = train; self.validation = validation
         optimizer = AdamW(adapter.parameters, weightDecay: Float(options.weightDecay))
-        hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: totalSteps)
+        hook = try adapter.recipe.makeTrainingHook(modules: adapter.modules.map { ($0.path, $0.update) }, totalSteps: totalSteps, seed: options.seed)
     }
 
     public var batchesPerEpoch: Int { (train.count + options.batchSize - 1) / options.batchSize }
@@ -83,6 +83,12 @@ public final class Trainer<Task: TrainingTask> {
 
     public func learningRate(at step: Int) -> Double {
         options.learningRate * options.schedule.factor(step: step, warmup: warmup, total: totalSteps)
+    }
+
+    /// The learning rate of elements born at optimizer step `birth`: the schedule restarted for them
+    /// (the same warm-up, then down to the run's end), as IncreLoRA restarts it for each new group.
+    public func learningRate(at step: Int, bornAt birth: Int) -> Double {
+        options.learningRate * options.schedule.factor(step: step - birth, warmup: warmup, total: totalSteps - birth)
     }
 
     /// The micro-batch (example indices) number `i` of the whole run.
@@ -140,9 +146,14 @@ public final class Trainer<Task: TrainingTask> {
             let loss = result.meanLoss + (hook?.beforeOptimizerStep() ?? 0)
             guard loss.isFinite else { throw TrainingError("loss became \(loss) at step \(step + 1); lower the learning rate") }
             let norm = clipGradients(adapter.parameters, maxNorm: options.maxGradNorm.map(Float.init))
-            let lr = learningRate(at: step)
-            optimizer.update(lr: Float(lr))
+            let lr = learningRate(at: step), now = step
+            // Elements a method switched on mid-run follow the schedule from their own birth.
+            optimizer.update { birth in Float(birth == 0 ? lr : self.learningRate(at: now, bornAt: birth)) }
             hook?.afterOptimizerStep(step)
+            for (value, ranges) in hook?.takeActivated() ?? [] {
+                guard let i = adapter.parameters.firstIndex(where: { $0.value.values.baseAddress == value.values.baseAddress }) else { continue }
+                optimizer.restart(i, ranges: ranges)
+            }
             step += 1
             trainSeconds += Date().timeIntervalSince(stepStart)
             logLoss += loss; logSteps += 1
@@ -190,6 +201,7 @@ public final class Trainer<Task: TrainingTask> {
             for (i, p) in adapter.parameters.enumerated() {
                 tensors.append(("m." + p.name, optimizer.m[i].tensor(shape: p.shape)))
                 tensors.append(("v." + p.name, optimizer.v[i].tensor(shape: p.shape)))
+                if let b = optimizer.births[i] { tensors.append(("birth." + p.name, FloatBuffer(b.map(Float.init)).tensor(shape: p.shape))) }
             }
             try ShardedSafetensorsWriter.writeFile(out.path("optimizer.safetensors"), tensors)
             if let state = hook?.state(), !state.isEmpty { try ShardedSafetensorsWriter.writeFile(out.path("method_state.safetensors"), state) }
@@ -226,7 +238,12 @@ public final class Trainer<Task: TrainingTask> {
             guard opt.tensors.contains(where: { $0.name == prefix + p.name }) else { throw TrainingError("\(opt.path): missing '\(prefix + p.name)'") }
             return FloatBuffer(FloatBuffer(try opt.tensor(prefix + p.name)).array)
         }
-        try optimizer.restore(step: Int(os), m: adapter.parameters.map { try moment("m.", $0) }, v: adapter.parameters.map { try moment("v.", $0) })
+        let births = try adapter.parameters.map { p -> [Int32]? in
+            guard opt.tensors.contains(where: { $0.name == "birth." + p.name }) else { return nil }
+            return try moment("birth.", p).array.map { Int32($0) }
+        }
+        try optimizer.restore(step: Int(os), m: adapter.parameters.map { try moment("m.", $0) }, v: adapter.parameters.map { try moment("v.", $0) },
+                              births: births)
         if let hook {
             let statePath = (path as NSString).appendingPathComponent("method_state.safetensors")
             var tensors: [String: FloatBuffer] = [:]

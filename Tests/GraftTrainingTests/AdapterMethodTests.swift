@@ -116,7 +116,50 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertEqual(try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/resumed/adapter_config.json"))))["rank_pattern"], cfg["rank_pattern"])
     }
 
-    /// IA³, AdaLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
+    /// IncreLoRA on MiniLM classification: from rank 1 per module, ranks grow on the schedule until the
+    /// budget (2 per module on average, 24 in all) is spent, unevenly; the folder is a PEFT AdaLoRA folder
+    /// (rank_pattern, cut tensors, init_r the largest rank) with graft_method increlora; it reloads and
+    /// folds with the logits it trained; a run resumed mid-growth (ranks, reserves, importance and the
+    /// optimizer's fresh elements restored) ends on the same adapter.
+    func testIncreLoRAGrowsItsRanksSavesAsAdaLoRAAndResumes() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var c = IncreLoRAConfig(targets: ModuleTargets(names: ["query", "value"]))
+        c.initRank = 1; c.targetRank = 2; c.addRank = 1; c.topModules = 3; c.warmup = 1; c.interval = 2
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: c, output: d + "/inc")
+        s.trainer.maxSteps = 14; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.warmupSteps = 2; s.trainer.saveEvery = 5
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+
+        let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/inc/adapter_config.json"))))
+        XCTAssertEqual(cfg["peft_type"], .string("ADALORA"))
+        XCTAssertEqual(cfg["graft_method"], .string("increlora"))
+        let pattern = cfg["rank_pattern"]?.objectValue ?? []
+        let ranks = pattern.map { $0.1.arrayValue?.filter { $0.boolValue == true }.count ?? -1 }
+        XCTAssertEqual(pattern.count, 12)
+        XCTAssertEqual(ranks.reduce(0, +), 24, "the budget: target rank × modules, the reserves dropped")
+        XCTAssertGreaterThan(Set(ranks).count, 1, "the ranks went to some modules more than others: \(ranks)")
+        XCTAssertTrue(ranks.allSatisfy { $0 >= 1 })
+        XCTAssertEqual(cfg["init_r"]?.intValue.map(Int.init), ranks.max())
+        let ad = try AdapterMethods.open(d + "/inc")
+        XCTAssertEqual(ad.method, "increlora")
+        XCTAssertThrowsError(try ad.recipe(dropout: 0)) { XCTAssertTrue("\($0)".contains("cannot be continued"), "\($0)") }
+        _ = try assertFoldsLikeUnfused(d + "/inc")
+
+        // Resumed at step 5, mid-growth.
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-5"
+        let resumed = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        XCTAssertEqual(losses(resumed.history), l)
+        let a = try SafetensorsFile(path: d + "/inc/adapter_model.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        XCTAssertEqual(a.tensors.map(\.name), b.tensors.map(\.name))
+        for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+    }
+
+    /// IA³, AdaLoRA, IncreLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -131,8 +174,11 @@ final class AdapterMethodTests: XCTestCase {
         let prompt = PromptTuningConfig(virtualTokens: 6, initialisation: .text, initText: "Answer briefly.")
         var adalora = AdaLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         adalora.initRank = 4; adalora.targetRank = 2; adalora.tinit = 1; adalora.tfinal = 2
+        var increlora = IncreLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        increlora.initRank = 1; increlora.targetRank = 2; increlora.warmup = 0; increlora.interval = 1
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
                                       (adalora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (increlora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
@@ -434,6 +480,9 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "adalora", "--tinit", "3", "--tfinal", "2", "--max-steps", "5"],
                   "AdaLoRA's schedule does not fit the run: --tinit 3 + --tfinal 2 leave no step of the 5 to allocate ranks in")
         try fails(["--method", "lora", "--init-rank", "4"], "--init-rank is not an option of --method lora")
+        try fails(["--method", "increlora", "--init-rank", "4", "--target-rank", "2"], "IncreLoRA --target-rank 2 cannot be met by growing from --init-rank 4")
+        try fails(["--method", "increlora", "--target-rank", "8", "--max-steps", "3", "--delta-t", "2"], "IncreLoRA's budget cannot be met in 3 steps")
+        try fails(["--method", "adalora", "--top-modules", "2"], "--top-modules is not an option of --method adalora")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)

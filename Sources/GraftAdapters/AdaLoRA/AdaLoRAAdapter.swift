@@ -51,7 +51,9 @@ public final class AdaLoRAAdapter: LoadedAdapter, @unchecked Sendable {
         savedTensors = f.saved
     }
 
-    public var method: String { "adalora" }
+    /// `adalora`, or the Graft method that grew the ranks and saved them in AdaLoRA's form (`graft_method`:
+    /// increlora, triadaptlora).
+    public var method: String { config.json["graft_method"]?.stringValue ?? "adalora" }
     public var moduleNames: [String] { modules.keys.sorted() }
 
     func update(_ m: Module, dropout: Float) -> AdaLoRAUpdate {
@@ -79,6 +81,9 @@ public final class AdaLoRAAdapter: LoadedAdapter, @unchecked Sendable {
     /// Continuing an allocated adapter would restart its schedule on ranks already cut; only one saved
     /// before any allocation (full ranks) continues.
     public func recipe(dropout: Double) throws -> any AdapterRecipe {
+        guard method == "adalora" else {
+            throw LoRAError("\(path): this \(method) adapter's ranks were grown and saved in AdaLoRA's form; its growth cannot be continued — train a new adapter, or continue from a checkpoint of its run")
+        }
         guard modules.values.allSatisfy({ $0.rank == recipeConfig.initRank }) else {
             throw LoRAError("\(path): this AdaLoRA adapter's ranks were already allocated (rank_pattern); continuing it would restart the schedule on cut modules — train a new adapter, or continue from a checkpoint of its run")
         }
@@ -89,6 +94,6 @@ public final class AdaLoRAAdapter: LoadedAdapter, @unchecked Sendable {
 
     public var settingsSummary: String {
         let ranks = modules.values.map(\.rank)
-        return "AdaLoRA init_r = \(recipeConfig.initRank), target_r = \(recipeConfig.targetRank), alpha = \(recipeConfig.alpha); final ranks \(ranks.min() ?? 0)–\(ranks.max() ?? 0) (total \(ranks.reduce(0, +)))"
+        return "\(method == "adalora" ? "AdaLoRA" : method) init_r = \(recipeConfig.initRank), target_r = \(recipeConfig.targetRank), alpha = \(recipeConfig.alpha); final ranks \(ranks.min() ?? 0)–\(ranks.max() ?? 0) (total \(ranks.reduce(0, +)))"
     }
 }

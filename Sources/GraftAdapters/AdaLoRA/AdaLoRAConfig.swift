@@ -74,7 +74,7 @@ public struct AdaLoRAConfig: AdapterRecipe, Equatable {
 
     /// The rank allocator, for a run of `totalSteps` (PEFT's `total_step`): the warm-up and final phase
     /// must leave room for the schedule.
-    public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int) throws -> (any AdapterTrainingHook)? {
+    public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)? {
         guard tinit < totalSteps - tfinal else {
             throw LoRAError("AdaLoRA's schedule does not fit the run: --tinit \(tinit) + --tfinal \(tfinal) leave no step of the \(totalSteps) to allocate ranks in (PEFT requires tinit < total_step − tfinal)")
         }

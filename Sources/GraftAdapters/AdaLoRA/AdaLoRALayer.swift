@@ -9,9 +9,12 @@ import GraftTensor
 public final class AdaLoRAUpdate: LayerUpdate, @unchecked Sendable {
     public let a: FloatBuffer, e: FloatBuffer, b: FloatBuffer
     public let rank: Int, inFeatures: Int, outFeatures: Int
-    public let scale: Float
+    /// s = α / (ranknum + 1e-5); IncreLoRA changes it as its ranks grow.
+    public var scale: Float
     public var dropout: Float
     private var gradA: FloatBuffer?, gradE: FloatBuffer?, gradB: FloatBuffer?
+    /// When set, backward adds ∂L/∂ΔW = dyᵀ·x̃ [out × in] here (IncreLoRA's module importance).
+    public var deltaGradient: FloatBuffer?
 
     /// `ranknum`: the rank the scaling divides by (the initial rank; `rank` may be smaller once cut, even 0).
     public init(a: FloatBuffer, e: FloatBuffer, b: FloatBuffer, rank: Int, inFeatures: Int, outFeatures: Int, alpha: Double, ranknum: Double,
@@ -60,6 +63,13 @@ public final class AdaLoRAUpdate: LayerUpdate, @unchecked Sendable {
     public func backward(_ dy: FloatBuffer, x: FloatBuffer, saved: AnyObject?, rows: Int, base: FrozenLinear, needInput: Bool) -> FloatBuffer? {
         guard let s = saved as? Saved else { return needInput ? base.inputGradient(dy, rows: rows) : nil }
         let inF = inFeatures
+        if let deltaGradient {
+            let xt = s.branch.dropped
+            withExtendedLifetime(xt) {
+                Linalg.gemm(m: outFeatures, n: inF, k: rows, a: dy.values.baseAddress!, transA: true, b: xt.values.baseAddress!, beta: 1,
+                            c: deltaGradient.mutable.baseAddress!)
+            }
+        }
         let gAE = gradA == nil && gradE == nil ? nil : FloatBuffer(repeating: 0, count: a.count)
         let u = LowRankBranch.parameterGradients(dy, input: s.branch, t: s.t, rows: rows, a: s.ae, b: b, rank: rank, scale: scale,
                                                  gradA: gAE, gradB: gradB)
