@@ -99,17 +99,18 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
     @Option(help: "lora, dora, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
-    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora: alpha/the module's rank (default 16).") var alpha: Double?
-    @Option(help: "lora, dora, adalora, increlora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
-    @Option(help: "adalora, increlora: each module's rank at the start (adalora: PEFT's init_r, default 12; increlora: default 1).") var initRank: Int?
-    @Option(help: "adalora, increlora: average rank per module once the budget is allocated (adalora: PEFT's target_r, default 8; increlora: default 4).") var targetRank: Int?
-    @Option(help: "increlora: ranks a chosen module gains at once (default half the target rank).") var addRank: Int?
-    @Option(help: "increlora: the most ranks one module may reach (default 4 × the target rank).") var maxRank: Int?
+    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora, triadaptlora: alpha/the module's rank (default 16).") var alpha: Double?
+    @Option(help: "lora, dora, adalora, increlora, triadaptlora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
+    @Option(help: "adalora, increlora, triadaptlora: each module's rank at the start (adalora: PEFT's init_r, default 12; the growing methods: default 1).") var initRank: Int?
+    @Option(help: "adalora, increlora, triadaptlora: average rank per module once the budget is allocated (adalora: PEFT's target_r, default 8; increlora 4; triadaptlora 8).") var targetRank: Int?
+    @Option(help: "increlora, triadaptlora: ranks a chosen module gains at once (default half the target rank).") var addRank: Int?
+    @Option(help: "increlora, triadaptlora: the most ranks one module may reach (default 4 × the target rank).") var maxRank: Int?
+    @Option(help: "triadaptlora: how the number of modules grown rises with training progress: linear or exponential (default linear).") var growth: String?
     @Option(help: "increlora: modules chosen at each growth step (default a sixth of the modules).") var topModules: Int?
-    @Option(help: "adalora, increlora: warm-up steps before ranks are reallocated or grown (adalora default 0; increlora default 10 % of the run).") var tinit: Int?
+    @Option(help: "adalora, increlora, triadaptlora: warm-up steps before ranks are reallocated or grown (default 0; increlora 10 % of the run).") var tinit: Int?
     @Option(help: "adalora: last steps trained at the final budget (default 0).") var tfinal: Int?
-    @Option(name: .customLong("delta-t"), help: "adalora, increlora: steps between two allocations or growth steps (adalora: PEFT's deltaT, default 1; increlora: default so the budget is spent by mid-run).") var deltaT: Int?
-    @Option(help: "adalora, increlora: weight of the orthogonality regulariser on A and B (adalora default 0.5, increlora 0.1).") var orthReg: Double?
+    @Option(name: .customLong("delta-t"), help: "adalora, increlora, triadaptlora: steps between two allocations or growth steps (default 1; increlora: so the budget is spent by mid-run).") var deltaT: Int?
+    @Option(help: "adalora, increlora, triadaptlora: weight of the orthogonality regulariser on A and B (default 0.5; increlora 0.1).") var orthReg: Double?
     @Flag(help: "lora, dora: rsLoRA scaling alpha/√r.") var rslora = false
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
     @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
@@ -119,7 +120,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "top_modules", "tinit", "tfinal", "delta_t",
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "top_modules", "tinit", "tfinal", "delta_t",
                            "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
@@ -137,6 +138,7 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("add-rank", try src.int(addRank, "add_rank").map(String.init)),
                                           ("max-rank", try src.int(maxRank, "max_rank").map(String.init)),
                                           ("top-modules", try src.int(topModules, "top_modules").map(String.init)),
+                                          ("growth", try src.string(growth, "growth")),
                                           ("tinit", try src.int(tinit, "tinit").map(String.init)), ("tfinal", try src.int(tfinal, "tfinal").map(String.init)),
                                           ("delta-t", try src.int(deltaT, "delta_t").map(String.init)),
                                           ("orth-reg", try src.double(orthReg, "orth_reg").map { "\($0)" }),

@@ -39,7 +39,7 @@ final class AdaLoRAReferenceTests: XCTestCase {
             u.makeTrainable()
             return (name, u)
         }
-        let allocator = try XCTUnwrap(try config.makeTrainingHook(modules: modules, totalSteps: 12) as? RankAllocator)
+        let allocator = try XCTUnwrap(try config.makeTrainingHook(modules: modules, totalSteps: 12, seed: 0) as? RankAllocator)
         XCTAssertEqual(allocator.initialBudget, expected["init_bgt"]?.intValue.map(Int.init))
         XCTAssertEqual(allocator.targetBudget, expected["target_bgt"]?.intValue.map(Int.init))
         let steps = try XCTUnwrap(expected["steps"]?.arrayValue)
@@ -99,7 +99,7 @@ final class AdaLoRAReferenceTests: XCTestCase {
             }
             modules.append((name, u))
         }
-        let allocator = try XCTUnwrap(try config.makeTrainingHook(modules: modules, totalSteps: 10) as? RankAllocator)
+        let allocator = try XCTUnwrap(try config.makeTrainingHook(modules: modules, totalSteps: 10, seed: 0) as? RankAllocator)
         allocator.afterOptimizerStep(0)
         allocator.afterOptimizerStep(10)
         let (json, saved) = try allocator.savedAdapter(config: config.peftConfig(taskType: "SEQ_CLS", baseModel: "", modulesToSave: []),

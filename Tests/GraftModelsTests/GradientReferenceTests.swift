@@ -33,7 +33,7 @@ final class GradientReferenceTests: XCTestCase {
     /// The method's own loss term (AdaLoRA's weighted orthogonality regulariser; 0 for the methods
     /// without one), its gradient added to the updates' as the trainer adds it before each step.
     static func methodTerm(_ adapter: any LoadedAdapter, _ modules: [TrainedModule]) throws -> Double {
-        try adapter.recipe(dropout: 0).makeTrainingHook(modules: modules, totalSteps: 10)?.beforeOptimizerStep() ?? 0
+        try adapter.recipe(dropout: 0).makeTrainingHook(modules: modules, totalSteps: 10, seed: 0)?.beforeOptimizerStep() ?? 0
     }
 
     /// The fixture's loss check: the task's loss (`task_loss` when the fixture has a method term, else

@@ -100,6 +100,117 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// AdaLoRA's SVD-form update against its formula y = x·Wᵀ + b + s·(x·(A ⊙ E)ᵀ)·Bᵀ, its A, E, B and
+    /// input gradients against finite differences, and the ∂L/∂ΔW it collects for IncreLoRA (= dyᵀ·x).
+    func testLinearWithAdaLoRA() {
+        let rows = 3, inF = 6, outF = 5, r = 3
+        var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+        let a = random(r * inF), e = random(r), b = random(outF * r)
+        let u = AdaLoRAUpdate(a: a, e: e, b: b, rank: r, inFeatures: inF, outFeatures: outF, alpha: 2, ranknum: 4)
+        u.makeTrainable()
+        u.deltaGradient = FloatBuffer(repeating: 0, count: outF * inF)
+        l.updates = [u]
+        let x = random(rows * inF), dy = random(rows * outF)
+        let L = { self.dot(l.forwardTraining(x, rows: rows, rng: nil).y, dy) }
+        let y = l.forwardTraining(x, rows: rows, rng: nil).y
+        let s = Float(2 / (4 + 1e-5))
+        for q in 0..<rows {
+            for o in 0..<outF {
+                var want: Float = l.bias![o]
+                for i in 0..<inF {
+                    var delta: Float = 0
+                    for k in 0..<r { delta += b[o * r + k] * a[k * inF + i] * e[k] }
+                    want += x[q * inF + i] * (l.weight[o * inF + i] + s * delta)
+                }
+                XCTAssertEqual(y[q * outF + o], want, accuracy: 1e-5)
+            }
+        }
+        let (_, saved) = l.forwardTraining(x, rows: rows, rng: nil)
+        let dx = l.backward(dy, saved: saved, rows: rows)!
+        let grad = Dictionary(uniqueKeysWithValues: u.parameters.map { ($0.suffix, $0.gradient!) })
+        assertGradient("AdaLoRA dx", param: x, analytic: dx, loss: L)
+        assertGradient("AdaLoRA dA", param: a, analytic: grad["lora_A"]!, loss: L)
+        assertGradient("AdaLoRA dE", param: e, analytic: grad["lora_E"]!, loss: L)
+        assertGradient("AdaLoRA dB", param: b, analytic: grad["lora_B"]!, loss: L)
+        for o in 0..<outF {
+            for i in 0..<inF {
+                var g: Float = 0
+                for q in 0..<rows { g += dy[q * outF + o] * x[q * inF + i] }
+                XCTAssertEqual(u.deltaGradient![o * inF + i], g, accuracy: 1e-5, "∂L/∂ΔW")
+            }
+        }
+    }
+
+    /// TriAdaptLoRA's triangular core, y = x·Wᵀ + b + s·((x·Aᵀ)·(L + U)ᵀ)·Bᵀ, on 2 ranks in use of a bound
+    /// of 4: its forward against the formula, its gradients against finite differences, the unused
+    /// ranks and the triangles' other halves left without gradient, and its folded A' = C·A.
+    func testLinearWithTriAdaptLoRA() {
+        let rows = 3, inF = 6, outF = 5, cap = 4, used = 2
+        var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+        func live(_ n: Int, rows: Int, cols: Int, keep: (Int, Int) -> Bool) -> FloatBuffer {
+            let f = random(n), v = f.mutable
+            for i in 0..<rows { for j in 0..<cols where !keep(i, j) { v[i * cols + j] = 0 } }
+            return f
+        }
+        let a = live(cap * inF, rows: cap, cols: inF) { i, _ in i < used }
+        let b = live(outF * cap, rows: outF, cols: cap) { _, j in j < used }
+        let lower = live(cap * cap, rows: cap, cols: cap) { i, j in i < used && j <= i }
+        let upper = live(cap * cap, rows: cap, cols: cap) { i, j in j < used && i <= j }
+        let u = TriAdaptLoRAUpdate(a: a, b: b, lower: lower, upper: upper, capacity: cap, inFeatures: inF, outFeatures: outF, scale: 0.7)
+        u.makeTrainable()
+        l.updates = [u]
+        let x = random(rows * inF), dy = random(rows * outF)
+        let L = { self.dot(l.forwardTraining(x, rows: rows, rng: nil).y, dy) }
+        let y = l.forwardTraining(x, rows: rows, rng: nil).y
+        let c = (0..<(cap * cap)).map { lower[$0] + upper[$0] }
+        var delta = [Float](repeating: 0, count: outF * inF)  // s·B·C·A
+        for o in 0..<outF { for i in 0..<inF { for p in 0..<cap { for q in 0..<cap { delta[o * inF + i] += 0.7 * b[o * cap + p] * c[p * cap + q] * a[q * inF + i] } } } }
+        for q in 0..<rows {
+            for o in 0..<outF {
+                var want: Float = l.bias![o]
+                for i in 0..<inF { want += x[q * inF + i] * (l.weight[o * inF + i] + delta[o * inF + i]) }
+                XCTAssertEqual(y[q * outF + o], want, accuracy: 1e-5)
+            }
+        }
+        let (_, saved) = l.forwardTraining(x, rows: rows, rng: nil)
+        let dx = l.backward(dy, saved: saved, rows: rows)!
+        let grad = Dictionary(uniqueKeysWithValues: u.parameters.map { ($0.suffix, $0.gradient!) })
+        assertGradient("TriAdaptLoRA dx", param: x, analytic: dx, loss: L)
+        assertGradient("TriAdaptLoRA dA", param: a, analytic: grad["lora_A"]!, loss: L)
+        assertGradient("TriAdaptLoRA dB", param: b, analytic: grad["lora_B"]!, loss: L)
+        let gl = grad["lora_C_lower"]!, gu = grad["lora_C_upper"]!
+        for i in 0..<cap {
+            for j in 0..<cap {
+                if j > i { XCTAssertEqual(gl[i * cap + j], 0, "L stays lower-triangular") }
+                if j < i { XCTAssertEqual(gu[i * cap + j], 0, "U stays upper-triangular") }
+                if i >= used || j >= used { XCTAssertEqual(gl[i * cap + j] + gu[i * cap + j], 0, "ranks not in use get no gradient") }
+            }
+        }
+        for r in used..<cap { for i in 0..<inF { XCTAssertEqual(grad["lora_A"]![r * inF + i], 0) }; for o in 0..<outF { XCTAssertEqual(grad["lora_B"]![o * cap + r], 0) } }
+        // Within each triangle, the gradient is the loss's: central differences entry by entry (the
+        // entries outside are not parameters of the method — they stay zero).
+        for (name, t, g, inside) in [("L", lower, gl, { (i: Int, j: Int) in j <= i }), ("U", upper, gu, { (i: Int, j: Int) in i <= j })] {
+            let v = t.mutable
+            for i in 0..<cap {
+                for j in 0..<cap where inside(i, j) {
+                    let k = i * cap + j, old = v[k]
+                    v[k] = old + 1e-2; let up = L()
+                    v[k] = old - 1e-2; let down = L()
+                    v[k] = old
+                    XCTAssertEqual(Double(g[k]), (up - down) / 2e-2, accuracy: 2e-2 * max(1, abs(Double(g[k]))), "TriAdaptLoRA d\(name)[\(i), \(j)]")
+                }
+            }
+        }
+        let (fa, fb) = u.folded(rank: used)
+        for o in 0..<outF {
+            for i in 0..<inF {
+                var d: Float = 0
+                for k in 0..<used { d += fb[o * used + k] * fa[k * inF + i] }
+                XCTAssertEqual(0.7 * d, delta[o * inF + i], accuracy: 1e-5, "B·(C·A) cut to the ranks in use")
+            }
+        }
+    }
+
     /// NOLA against a direct implementation of the paper's formula — A = A₀ + Σ αᵢAᵢ, B = Σ βⱼBⱼ,
     /// y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, written out with loops over the regenerated bases — and its
     /// coefficients' and input's gradients against finite differences, with and without dropout.

@@ -159,7 +159,36 @@ final class AdapterMethodTests: XCTestCase {
         for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
     }
 
-    /// IA³, AdaLoRA, IncreLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
+    /// TriAdaptLoRA on MiniLM classification: ranks grow from 1 to 2 per module on average (24 in all)
+    /// under the linear threshold; saved as a PEFT AdaLoRA folder (A' = C·A) with graft_method
+    /// triadaptlora; it reloads and folds with the logits it trained, and a resumed run ends on the same adapter.
+    func testTriAdaptLoRAGrowsItsRanksSavesAsAdaLoRAAndResumes() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var c = TriAdaptLoRAConfig(targets: ModuleTargets(names: ["query", "value"]))
+        c.initRank = 1; c.targetRank = 2; c.addRank = 1; c.warmup = 1; c.interval = 2
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: c, output: d + "/tri")
+        s.trainer.maxSteps = 14; s.trainer.batchSize = 8; s.trainer.learningRate = 2e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.saveEvery = 5
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: d + "/tri/adapter_config.json"))))
+        XCTAssertEqual(cfg["graft_method"], .string("triadaptlora"))
+        let ranks = (cfg["rank_pattern"]?.objectValue ?? []).map { $0.1.arrayValue?.filter { $0.boolValue == true }.count ?? -1 }
+        XCTAssertEqual(ranks.count, 12)
+        XCTAssertEqual(ranks.reduce(0, +), 24, "the budget: target rank × modules")
+        XCTAssertEqual(try AdapterMethods.open(d + "/tri").method, "triadaptlora")
+        _ = try assertFoldsLikeUnfused(d + "/tri")
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-5"
+        XCTAssertEqual(losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history), l)
+        let a = try SafetensorsFile(path: d + "/tri/adapter_model.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+    }
+
+    /// IA³, AdaLoRA, IncreLoRA, TriAdaptLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -176,9 +205,12 @@ final class AdapterMethodTests: XCTestCase {
         adalora.initRank = 4; adalora.targetRank = 2; adalora.tinit = 1; adalora.tfinal = 2
         var increlora = IncreLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         increlora.initRank = 1; increlora.targetRank = 2; increlora.warmup = 0; increlora.interval = 1
+        var triadapt = TriAdaptLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        triadapt.targetRank = 2
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
                                       (adalora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (increlora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (triadapt, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
@@ -483,6 +515,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "increlora", "--init-rank", "4", "--target-rank", "2"], "IncreLoRA --target-rank 2 cannot be met by growing from --init-rank 4")
         try fails(["--method", "increlora", "--target-rank", "8", "--max-steps", "3", "--delta-t", "2"], "IncreLoRA's budget cannot be met in 3 steps")
         try fails(["--method", "adalora", "--top-modules", "2"], "--top-modules is not an option of --method adalora")
+        try fails(["--method", "triadaptlora", "--growth", "cubic"], "--growth: 'cubic' is not linear or exponential")
+        try fails(["--method", "triadaptlora", "--max-rank", "4", "--target-rank", "6"], "TriAdaptLoRA --max-rank 4 is below --target-rank 6")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
         let (ch, help, _) = try runGraft(Self.self, ["train", "--help"])
         XCTAssertEqual(ch, 0)

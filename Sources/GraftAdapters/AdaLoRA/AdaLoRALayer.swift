@@ -74,12 +74,15 @@ public final class AdaLoRAUpdate: LayerUpdate, @unchecked Sendable {
         let u = LowRankBranch.parameterGradients(dy, input: s.branch, t: s.t, rows: rows, a: s.ae, b: b, rank: rank, scale: scale,
                                                  gradA: gAE, gradB: gradB)
         if let gAE {
-            let g = gAE.values, av = a.values, ev = e.values
-            for i in 0..<rank {
-                var de: Float = 0
-                for j in 0..<inF { de += g[i * inF + j] * av[i * inF + j] }
-                if let gradE { gradE.mutable[i] += de }
-                if let gradA { let ga = gradA.mutable; for j in 0..<inF { ga[i * inF + j] += g[i * inF + j] * ev[i] } }
+            // (A local buffer's storage may be freed after its last use: keep it while its pointer is read.)
+            withExtendedLifetime(gAE) {
+                let g = gAE.values, av = a.values, ev = e.values
+                for i in 0..<rank {
+                    var de: Float = 0
+                    for j in 0..<inF { de += g[i * inF + j] * av[i * inF + j] }
+                    if let gradE { gradE.mutable[i] += de }
+                    if let gradA { let ga = gradA.mutable; for j in 0..<inF { ga[i * inF + j] += g[i * inF + j] * ev[i] } }
+                }
             }
         }
         guard needInput else { return nil }
@@ -94,8 +97,10 @@ public final class AdaLoRAUpdate: LayerUpdate, @unchecked Sendable {
         let out = FloatBuffer(repeating: 0, count: outFeatures * inFeatures)
         guard rank > 0 else { return out }
         let ae = scaledA()
-        Linalg.gemm(m: outFeatures, n: inFeatures, k: rank, alpha: scale, a: b.values.baseAddress!, b: ae.values.baseAddress!,
-                    c: out.mutable.baseAddress!)
+        withExtendedLifetime(ae) {
+            Linalg.gemm(m: outFeatures, n: inFeatures, k: rank, alpha: scale, a: b.values.baseAddress!, b: ae.values.baseAddress!,
+                        c: out.mutable.baseAddress!)
+        }
         return out
     }
 }

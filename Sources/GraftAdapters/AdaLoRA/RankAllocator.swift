@@ -73,6 +73,11 @@ final class RankAllocator: AdapterTrainingHook {
     /// G = (M − I)/‖M − I‖_F, to `gradient`.
     static func addOrthogonality(rows v: FloatBuffer, count r: Int, length n: Int, transposed: Bool, gradient: FloatBuffer?, weight: Float) -> Double {
         let m = FloatBuffer(count: r * r)
+        return withExtendedLifetime(m) { orthogonality(v, gram: m, count: r, length: n, transposed: transposed, gradient: gradient, weight: weight) }
+    }
+
+    private static func orthogonality(_ v: FloatBuffer, gram m: FloatBuffer, count r: Int, length n: Int, transposed: Bool, gradient: FloatBuffer?,
+                                      weight: Float) -> Double {
         if transposed {
             Linalg.gemm(m: r, n: r, k: n, a: v.values.baseAddress!, transA: true, b: v.values.baseAddress!, c: m.mutable.baseAddress!)
         } else {
@@ -208,7 +213,7 @@ final class RankAllocator: AdapterTrainingHook {
             let kept = keep.indices.filter { keep[$0] }
             for (i, (name, t)) in out.enumerated() where name.hasSuffix("." + m.path + ".lora_A") || name.hasSuffix("." + m.path + ".lora_B")
                 || name.hasSuffix("." + m.path + ".lora_E") {
-                let v = FloatBuffer(t).values, isB = name.hasSuffix(".lora_B")
+                let v = FloatBuffer(t).array, isB = name.hasSuffix(".lora_B")
                 if name.hasSuffix(".lora_E") {
                     let bare = String(name.dropFirst(LoRAAdapter.prefix.count))
                     keys.append((bare, .array(keep.map { .bool($0) })))

@@ -85,12 +85,12 @@ final class RankGrowth: AdapterTrainingHook {
 
     /// ‖BᵀB − I‖_F over B's first `columns` columns (B [rows × of]), its weighted gradient added.
     static func addColumnOrthogonality(_ b: FloatBuffer, columns k: Int, of cap: Int, rows: Int, gradient: FloatBuffer?, weight: Float) -> Double {
-        let sub = FloatBuffer(count: rows * k), sv = sub.mutable, bv = b.values
-        for o in 0..<rows { for j in 0..<k { sv[o * k + j] = bv[o * cap + j] } }
+        let bv = b.values
+        let sub = FloatBuffer((0..<rows).flatMap { o in (0..<k).map { bv[o * cap + $0] } })
         let g = gradient.map { _ in FloatBuffer(repeating: 0, count: rows * k) }
         let norm = RankAllocator.addOrthogonality(rows: sub, count: k, length: rows, transposed: true, gradient: g, weight: weight)
         if let gradient, let g {
-            let gv = gradient.mutable, sg = g.values
+            let gv = gradient.mutable, sg = g.array
             for o in 0..<rows { for j in 0..<k { gv[o * cap + j] += sg[o * k + j] } }
         }
         return norm
@@ -101,7 +101,7 @@ final class RankGrowth: AdapterTrainingHook {
         for i in modules.indices {
             let u = modules[i].update
             guard let g = u.deltaGradient else { continue }
-            let delta = u.delta(), dv = delta.values, gv = g.values
+            let dv = u.delta().array, gv = g.values
             var s: Float = 0
             for j in 0..<dv.count { s += abs(dv[j] * gv[j]) }
             s /= Float(u.outFeatures * u.inFeatures).squareRoot()
@@ -207,7 +207,7 @@ final class RankGrowth: AdapterTrainingHook {
             let k = m.live, cap = m.update.rank
             let rescale = Float((Double(r) + 1e-5) / (Double(m.rank) + 1e-5))
             for (i, (name, t)) in out.enumerated() {
-                let v = FloatBuffer(t).values
+                let v = FloatBuffer(t).array
                 if name.hasSuffix("." + m.path + ".lora_A") {
                     out[i].1 = FloatBuffer(Array(v[0..<(k * m.update.inFeatures)])).tensor(shape: [k, m.update.inFeatures])
                 } else if name.hasSuffix("." + m.path + ".lora_B") {
