@@ -88,6 +88,12 @@ public protocol AdapterRecipe: Sendable {
     /// made, in a run of `totalSteps` optimizer steps (`seed`: the run's, for what it draws); nil for
     /// the methods that add nothing.
     func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)?
+    /// Training examples the method's initialisation reads before its updates are made (CorDA's
+    /// covariance pass: the trainer runs the model on them with a `CovarianceProbe` on every target); 0
+    /// for the methods that need none.
+    var calibrationCount: Int { get }
+    /// The recipe with each targeted module's input covariance [in × in] from that pass.
+    func calibrated(_ covariances: [String: [Double]]) -> any AdapterRecipe
 }
 
 extension AdapterRecipe {
@@ -97,6 +103,8 @@ extension AdapterRecipe {
     public var trainsBaseWeights: Bool { false }
     public var savedNamePrefix: String { LoRAAdapter.prefix }
     public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)? { nil }
+    public var calibrationCount: Int { 0 }
+    public func calibrated(_ covariances: [String: [Double]]) -> any AdapterRecipe { self }
 
     /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
     public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil }
@@ -159,7 +167,7 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
                                                   PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.

@@ -114,4 +114,45 @@ public enum Linalg {
         guard info == 0 else { throw LinalgError.lapack(routine: "sgesdd", info: info) }
         return (uOut, s, vtOut)
     }
+
+    /// Thin SVD in double precision (LAPACK `dgesdd`), laid out as `svd`: U [m×r], S [r], Vᵀ [r×n].
+    public static func svd64(_ a: [Double], rows m: Int, cols n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
+        let r = min(m, n)
+        var work = a
+        var s = [Double](repeating: 0, count: r)
+        var vtOut = [Double](repeating: 0, count: r * n), uOut = [Double](repeating: 0, count: m * r)
+        var jobz = Int8(UInt8(ascii: "S"))
+        var M = Int32(n), N = Int32(m), lda = Int32(n), ldu = Int32(n), ldvt = Int32(r)
+        var info: Int32 = 0, lwork: Int32 = -1, query = 0.0
+        var iwork = [Int32](repeating: 0, count: 8 * r)
+        dgesdd_(&jobz, &M, &N, &work, &lda, &s, &vtOut, &ldu, &uOut, &ldvt, &query, &lwork, &iwork, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "dgesdd", info: info) }
+        lwork = Int32(query.rounded(.up)) + 1
+        var buf = [Double](repeating: 0, count: Int(lwork))
+        dgesdd_(&jobz, &M, &N, &work, &lda, &s, &vtOut, &ldu, &uOut, &ldvt, &buf, &lwork, &iwork, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "dgesdd", info: info) }
+        return (uOut, s, vtOut)
+    }
+
+    /// The inverse of a square [n×n] matrix in double precision (LU with partial pivoting, LAPACK
+    /// `dgetrf` + `dgetri`, as `torch.linalg.inv`); a singular matrix is an error.
+    public static func inverse64(_ a: [Double], n: Int) throws -> [Double] {
+        // Row-major A is column-major Aᵀ, and (Aᵀ)⁻¹ = (A⁻¹)ᵀ: the result reads back row-major as A⁻¹.
+        var m = a, N = Int32(n), info: Int32 = 0
+        var ipiv = [Int32](repeating: 0, count: n)
+        dgetrf_(&N, &N, &m, &N, &ipiv, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "dgetrf", info: info) }
+        var lwork = Int32(max(1, 64 * n))
+        var work = [Double](repeating: 0, count: Int(lwork))
+        dgetri_(&N, &m, &N, &ipiv, &work, &lwork, &info)
+        guard info == 0 else { throw LinalgError.lapack(routine: "dgetri", info: info) }
+        return m
+    }
+
+    /// C = A·B in double precision for row-major arrays (A [m×k], B [k×n]).
+    public static func matmul64(_ a: [Double], _ b: [Double], m: Int, k: Int, n: Int) -> [Double] {
+        var c = [Double](repeating: 0, count: m * n)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+        return c
+    }
 }

@@ -40,9 +40,10 @@ public struct TrainableAdapter: @unchecked Sendable {
     public static func attach<M: AdaptableModel>(to model: inout M, recipe: any AdapterRecipe, peftPrefix: String, seed: UInt64,
                                                    from existing: (any LoadedAdapter)? = nil, dropout: Double = 0,
                                                    allowHeadOnly: Bool = false,
-                                                   tokenize: @escaping (String) throws -> [Int] = { _ in throw TrainingError("no tokenizer to encode the prompt's text") })
+                                                   tokenize: @escaping (String) throws -> [Int] = { _ in throw TrainingError("no tokenizer to encode the prompt's text") },
+                                                   calibrate: ((inout M, Int) throws -> Void)? = nil)
         throws -> TrainableAdapter {
-        let recipe = try existing?.recipe(dropout: dropout) ?? recipe
+        var recipe = try existing?.recipe(dropout: dropout) ?? recipe
         try recipe.validate()
         var updates: [(path: String, update: any LayerUpdate)] = []
         var shared = existing?.sharedTensors ?? []
@@ -85,6 +86,9 @@ public struct TrainableAdapter: @unchecked Sendable {
         } else if recipe.isHeadOnly {
             guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
         } else {
+            if recipe.calibrationCount > 0 {
+                recipe = try Self.calibrating(recipe, model: &model, run: calibrate)
+            }
             let layers = try recipe.targets.select(in: model.linearModuleNames).compactMap { path in
                 model.linear(path).map { TargetLayer(module: path, weight: $0.weight, inFeatures: $0.inFeatures, outFeatures: $0.outFeatures) }
             }
@@ -110,6 +114,24 @@ public struct TrainableAdapter: @unchecked Sendable {
         }
         return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared,
                                 virtualTokens: tokens, layout: layout, trainedWeights: trained)
+    }
+
+    /// The recipe with its targets' input covariances: a `CovarianceProbe` on each target while
+    /// `run` feeds the model the first `recipe.calibrationCount` training examples, one at a time.
+    static func calibrating<M: AdaptableModel>(_ recipe: any AdapterRecipe, model: inout M, run: ((inout M, Int) throws -> Void)?) throws -> any AdapterRecipe {
+        guard let run else { throw TrainingError("\(recipe.label) reads training examples before it starts, and this task gives none") }
+        var probes: [String: CovarianceProbe] = [:]
+        let paths = try recipe.targets.select(in: model.linearModuleNames)
+        for path in paths {
+            guard let l = model.linear(path) else { continue }
+            let probe = CovarianceProbe(inFeatures: l.inFeatures)
+            _ = try model.updateLinear(path) { try $0.attach(probe, module: path, source: "calibration") }
+            probes[path] = probe
+        }
+        defer { for path in paths { _ = model.updateLinear(path) { $0.updates.removeAll { $0 is CovarianceProbe } } } }
+        try run(&model, recipe.calibrationCount)
+        if let silent = probes.first(where: { $0.value.calls == 0 }) { throw TrainingError("calibration never reached '\(silent.key)'") }
+        return recipe.calibrated(probes.mapValues(\.covariance))
     }
 
     private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor],

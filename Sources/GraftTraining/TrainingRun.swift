@@ -166,7 +166,9 @@ public enum TrainingRun {
             }) { rs, o, r in try Datasets.classification(rs, tokenizer: tokenizer, labels: labels, options: o, report: &r) }
             encoder.packForTraining(bf16: spec.bf16)
             encoder.trainingDropout = spec.dropout(for: encoder.config)
-            var adapter = try attach(spec, to: &encoder, peftPrefix: "bert.", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
+            var adapter = try attach(spec, to: &encoder, peftPrefix: "bert.", existing: existing,
+                                     tokenize: { tokenizer.encode($0, addSpecialTokens: true) },
+                                     calibrate: { m, n in for ex in train.prefix(n) { _ = try m.forwardTraining([ex.ids], rng: nil) } })
             let headSource = try existing ?? spec.initHead.map { try AdapterMethods.open($0) }
             if let h = spec.initHead {
                 // The head's classes must be this data's, in the same order.
@@ -201,7 +203,9 @@ public enum TrainingRun {
             }
             if spec.bf16 { lm.model.enableBF16() }
             let tokenizer = lm.tokenizer
-            let adapter = try attach(spec, to: &lm.model, peftPrefix: "", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
+            let adapter = try attach(spec, to: &lm.model, peftPrefix: "", existing: existing,
+                                     tokenize: { tokenizer.encode($0, addSpecialTokens: true) },
+                                     calibrate: { m, n in for ex in train.prefix(n) { var cache = m.makeCache(); _ = try m.forward(ex.ids, cache: &cache) } })
             return try finish(task: CausalLMTask(model: lm.model), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         case .embedding:
@@ -213,7 +217,9 @@ public enum TrainingRun {
                 try Datasets.pairs(rs, tokenizer: enc.tokenizer, options: o, report: &r)
             }
             let tokenizer = enc.tokenizer
-            let adapter = try attach(spec, to: &bert, peftPrefix: "", existing: existing) { tokenizer.encode($0, addSpecialTokens: true) }
+            let adapter = try attach(spec, to: &bert, peftPrefix: "", existing: existing,
+                                     tokenize: { tokenizer.encode($0, addSpecialTokens: true) },
+                                     calibrate: { m, n in for ex in train.prefix(n) { _ = try m.forwardTraining([ex.query], rng: nil) } })
             return try finish(task: EmbeddingTask(encoder: bert), adapter: adapter, spec: spec, train: train, val: val, test: test,
                               resume: resumePath, out: out, log: log, onEvent: onEvent)
         }
@@ -252,9 +258,11 @@ public enum TrainingRun {
 
     /// The spec's adapter attached to `model` (or the adapter folder being continued).
     static func attach<M: AdaptableModel>(_ spec: TrainSpec, to model: inout M, peftPrefix: String, existing: (any LoadedAdapter)?,
-                                          tokenize: @escaping (String) throws -> [Int]) throws -> TrainableAdapter {
+                                          tokenize: @escaping (String) throws -> [Int],
+                                          calibrate: ((inout M, Int) throws -> Void)? = nil) throws -> TrainableAdapter {
         try TrainableAdapter.attach(to: &model, recipe: spec.adapter, peftPrefix: peftPrefix, seed: spec.trainer.seed, from: existing,
-                                    dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification, tokenize: tokenize)
+                                    dropout: spec.adapter.dropout, allowHeadOnly: spec.task == .classification, tokenize: tokenize,
+                                    calibrate: calibrate)
     }
 
     /// A new head (normal(0, 0.02) weights, zero bias, as transformers initialises it) or the one in

@@ -98,7 +98,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "The adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (default lora; --list-methods describes them).") var method: String?
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
-    @Option(help: "lora, dora, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
+    @Option(help: "lora, dora, corda, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
     @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora, triadaptlora: alpha/the module's rank (default 16).") var alpha: Double?
     @Option(help: "lora, dora, adalora, increlora, triadaptlora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
     @Option(help: "adalora, increlora, triadaptlora: each module's rank at the start (adalora: PEFT's init_r, default 12; the growing methods: default 1).") var initRank: Int?
@@ -106,6 +106,8 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "increlora, triadaptlora: ranks a chosen module gains at once (default half the target rank).") var addRank: Int?
     @Option(help: "increlora, triadaptlora: the most ranks one module may reach (default 4 × the target rank).") var maxRank: Int?
     @Option(help: "triadaptlora: how the number of modules grown rises with training progress: linear or exponential (default linear).") var growth: String?
+    @Option(help: "corda: ipm starts from the weight's largest components against the task's input covariance (instruction-previewed), kpm from the smallest (knowledge-preserved) (default ipm).") var cordaMode: String?
+    @Option(help: "corda: training examples whose layer inputs give the covariance (default 256).") var calibrationExamples: Int?
     @Option(help: "increlora: modules chosen at each growth step (default a sixth of the modules).") var topModules: Int?
     @Option(help: "adalora, increlora, triadaptlora: warm-up steps before ranks are reallocated or grown (default 0; increlora 10 % of the run).") var tinit: Int?
     @Option(help: "adalora: last steps trained at the final budget (default 0).") var tfinal: Int?
@@ -120,7 +122,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "top_modules", "tinit", "tfinal", "delta_t",
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "top_modules", "tinit", "tfinal", "delta_t",
                            "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
@@ -139,6 +141,8 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("max-rank", try src.int(maxRank, "max_rank").map(String.init)),
                                           ("top-modules", try src.int(topModules, "top_modules").map(String.init)),
                                           ("growth", try src.string(growth, "growth")),
+                                          ("corda-mode", try src.string(cordaMode, "corda_mode")),
+                                          ("calibration-examples", try src.int(calibrationExamples, "calibration_examples").map(String.init)),
                                           ("tinit", try src.int(tinit, "tinit").map(String.init)), ("tfinal", try src.int(tfinal, "tfinal").map(String.init)),
                                           ("delta-t", try src.int(deltaT, "delta_t").map(String.init)),
                                           ("orth-reg", try src.double(orthReg, "orth_reg").map { "\($0)" }),

@@ -188,7 +188,43 @@ final class AdapterMethodTests: XCTestCase {
         for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
     }
 
-    /// IA³, AdaLoRA, IncreLoRA, TriAdaptLoRA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
+    /// CorDA on MiniLM classification: the calibration pass starts the model unchanged (the first step's
+    /// loss is the untrained model's, as with a zero-started LoRA) from a non-zero A and B; the saved folder
+    /// is a plain LoRA of the original base at twice the rank (PEFT's conversion), which reloads and folds
+    /// with the logits it trained; a resumed run (calibration redone, A and B from the checkpoint) ends
+    /// on the same adapter.
+    func testCorDAStartsFromTheTasksComponentsAndSavesAPlainLoRA() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var c = CorDAConfig(lora: LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"]))
+        c.calibrationExamples = 16
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: c, output: d + "/corda")
+        s.trainer.maxSteps = 10; s.trainer.batchSize = 8; s.trainer.learningRate = 1e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.saveEvery = 4
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        var probe = s
+        probe.adapter = LoRAConfig(rank: 4, alpha: 8, targetModules: ["query", "value"])
+        probe.output = d + "/lora"
+        let lora = try TrainingRun.run(probe, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertEqual(l[0], losses(lora.history)[0], accuracy: 1e-4, "CorDA starts from the unchanged model, as LoRA does")
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+
+        let ad = try AdapterMethods.open(d + "/corda")
+        XCTAssertEqual(ad.method, "lora", "a plain LoRA of the original base")
+        XCTAssertEqual(ad.config.r, 8); XCTAssertEqual(ad.config.loraAlpha, 16)
+        XCTAssertEqual(ad.config.json["graft_method"], .string("corda"))
+        _ = try assertFoldsLikeUnfused(d + "/corda")
+
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-4"
+        XCTAssertEqual(losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history), l)
+        let a = try SafetensorsFile(path: d + "/corda/adapter_model.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+    }
+
+    /// IA³, AdaLoRA, IncreLoRA, TriAdaptLoRA, CorDA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -207,10 +243,13 @@ final class AdapterMethodTests: XCTestCase {
         increlora.initRank = 1; increlora.targetRank = 2; increlora.warmup = 0; increlora.interval = 1
         var triadapt = TriAdaptLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         triadapt.targetRank = 2
+        var corda = CorDAConfig(lora: LoRAConfig(rank: 4, alpha: 8, targetModules: []))
+        corda.lora.targets = ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]); corda.calibrationExamples = 4
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
                                       (adalora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (increlora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (triadapt, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (corda, 5e-3, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
@@ -219,7 +258,7 @@ final class AdapterMethodTests: XCTestCase {
             let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
             XCTAssertLessThan(l.last!, l.first! * 0.9, "\(recipe.method): \(l)")
             let ad = try AdapterMethods.open(d + "/" + recipe.method)
-            XCTAssertEqual(ad.method, recipe.method)
+            XCTAssertEqual(ad.method, recipe.method == "corda" ? "lora" : recipe.method, "CorDA saves a plain LoRA")
             XCTAssertEqual(ad.moduleNames, modules.isEmpty ? [] : [28, 29].flatMap { i in modules.map { "model.layers.\(i).\($0)" } })
             if let tokens = try ad.virtualTokens() {
                 XCTAssertEqual(tokens.count, recipe.reservedPositions)
@@ -515,6 +554,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "increlora", "--init-rank", "4", "--target-rank", "2"], "IncreLoRA --target-rank 2 cannot be met by growing from --init-rank 4")
         try fails(["--method", "increlora", "--target-rank", "8", "--max-steps", "3", "--delta-t", "2"], "IncreLoRA's budget cannot be met in 3 steps")
         try fails(["--method", "adalora", "--top-modules", "2"], "--top-modules is not an option of --method adalora")
+        try fails(["--method", "corda", "--corda-mode", "spm"], "--corda-mode: 'spm' is not ipm or kpm")
+        try fails(["--method", "corda", "--calibration-examples", "0"], "CorDA needs at least one calibration example")
         try fails(["--method", "triadaptlora", "--growth", "cubic"], "--growth: 'cubic' is not linear or exponential")
         try fails(["--method", "triadaptlora", "--max-rank", "4", "--target-rank", "6"], "TriAdaptLoRA --max-rank 4 is below --target-rank 6")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")
