@@ -25,10 +25,12 @@ public final class VirtualTokens: @unchecked Sendable {
         public let kvHeads: Int
         /// Positions the model can take, virtual tokens included.
         public let contextLength: Int
+        /// Rows of the word-embedding table.
+        public let vocabulary: Int
 
-        public init(hidden: Int, layers: Int, heads: Int, kvWidth: Int, kvHeads: Int, contextLength: Int) {
+        public init(hidden: Int, layers: Int, heads: Int, kvWidth: Int, kvHeads: Int, contextLength: Int, vocabulary: Int) {
             self.hidden = hidden; self.layers = layers; self.heads = heads; self.kvWidth = kvWidth; self.kvHeads = kvHeads
-            self.contextLength = contextLength
+            self.contextLength = contextLength; self.vocabulary = vocabulary
         }
 
         /// A row's width for a placement.

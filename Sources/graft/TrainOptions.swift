@@ -119,11 +119,12 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "nola: random bases for A and for B each (default \(NOLAConfig.defaultBases)).") var bases: Int?
     @Option(help: "prompt, prefix: virtual tokens ahead of every sequence (default \(PromptTuningConfig.defaultVirtualTokens)); they count against the model's context.") var virtualTokens: Int?
     @Option(help: "prompt: start the prompt from this text's word embeddings (PEFT's TEXT init, the text cut or repeated to the prompt's length) instead of N(0, 1) draws.") var initText: String?
+    @Option(help: "prompt: how the prompt starts: random (N(0, 1), PEFT's default), text (with --init-text), or sample-vocab (the word embeddings of tokens drawn from the vocabulary).") var promptInit: String?
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
     static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "top_modules", "tinit", "tfinal", "delta_t",
-                           "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "adapter", "init_head"]
+                           "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -150,7 +151,8 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
                                           ("bases", try src.int(bases, "bases").map(String.init)),
                                           ("virtual-tokens", try src.int(virtualTokens, "virtual_tokens").map(String.init)),
-                                          ("init-text", try src.string(initText, "init_text"))]
+                                          ("init-text", try src.string(initText, "init_text")),
+                                          ("prompt-init", try src.string(promptInit, "prompt_init"))]
         for case let (name, v?) in given {
             guard info.options.contains(where: { $0.name == name }) else {
                 let own = info.options.map { "--" + $0.name }.joined(separator: ", ")

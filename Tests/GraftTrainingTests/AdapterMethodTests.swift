@@ -437,7 +437,7 @@ final class AdapterMethodTests: XCTestCase {
     /// Prompt tuning's text initialisation is PEFT's: the text's ids with the tokenizer's special tokens, cut
     /// or repeated to the prompt's length, and the prompt starts as those word embeddings — equal to the
     /// initial prompts PEFT saved in the fixtures (MiniLM's "Sentiment:" repeated, SmolLM2's sentence cut).
-    func testPromptTextInitialisationIsPEFTs() throws {
+    func testPromptInitialisationsArePEFTs() throws {
         func check<M: AdaptableModel>(_ model: M, fixture: String, tokenize: @escaping (String) -> [Int]) throws {
             let dir = referenceRoot + "/models/" + fixture
             let expected = try fixtureJSON("models/\(fixture)/expected.json")
@@ -455,6 +455,26 @@ final class AdapterMethodTests: XCTestCase {
         try check(try BertModel(checkpoint: try Checkpoint(path: folder)), fixture: "grad-minilm-prompt") { wordPiece.encode($0, addSpecialTokens: true) }
         let lm = try CausalLM(path: try fetchedSmolLM2GGUF())
         try check(lm.model, fixture: "grad-smollm2-prompt") { lm.tokenizer.encode($0, addSpecialTokens: true) }
+
+        // SAMPLE_VOCAB: each virtual token starts as the word embedding of a token drawn from the whole
+        // vocabulary (PEFT draws with torch's generator, so the tokens themselves are not PEFT's).
+        let bert = try BertModel(checkpoint: try Checkpoint(path: folder))
+        let layout = bert.virtualTokenLayout
+        XCTAssertEqual(layout.vocabulary, 30522)
+        let sampled = try PromptTuningConfig(virtualTokens: 16, initialisation: .sampleVocab)
+            .makeVirtualTokens(layout: layout, embed: bert.wordEmbeddings, tokenize: { _ in [] }, seed: 3).values.array
+        let table = try bert.wordEmbeddings(Array(0..<layout.vocabulary)).array, h = layout.hidden
+        var rows = Set<Int>()
+        for v in 0..<16 {
+            let row = Array(sampled[(v * h)..<((v + 1) * h)])
+            let id = try XCTUnwrap((0..<layout.vocabulary).first { Array(table[($0 * h)..<(($0 + 1) * h)]) == row }, "virtual token \(v) is no word's embedding")
+            rows.insert(id)
+        }
+        XCTAssertGreaterThan(rows.count, 12, "drawn across the vocabulary, not one token")
+        let (code, _, err) = try runGraft(Self.self, ["train", "--model", "minilm", "--task", "classification", "--data", "/nonexistent.jsonl",
+                                                      "--method", "prompt", "--prompt-init", "sample-vocab", "--init-text", "x", "--output", "/tmp/none"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("--init-text goes with --prompt-init text"), err)
     }
 
     /// VeRA on MiniLM: it learns; the folder holds the shared projections once and PEFT's names and

@@ -28,11 +28,19 @@ public struct PromptTuningConfig: AdapterRecipe, Equatable {
         name: "prompt", summary: "learned input embeddings ahead of every sequence; the model stays frozen (Lester et al. 2021, prompt tuning)",
         peftType: "PROMPT_TUNING", fusable: false,
         options: [("virtual-tokens", "prompt length in virtual tokens (default \(defaultVirtualTokens)); they count against the model's context"),
-                  ("init-text", "start the prompt from this text's word embeddings (PEFT's TEXT init) instead of random ones")],
+                  ("init-text", "start the prompt from this text's word embeddings (PEFT's TEXT init) instead of random ones"),
+                  ("prompt-init", "random (N(0, 1), PEFT's default), text (with --init-text) or sample-vocab (the embeddings of tokens drawn from the vocabulary)")],
         recipe: { s in
             let text = s.values["init-text"]
-            return PromptTuningConfig(virtualTokens: try s.int("virtual-tokens") ?? defaultVirtualTokens,
-                                      initialisation: text == nil ? .random : .text, initText: text)
+            var initialisation: Initialisation = text == nil ? .random : .text
+            if let i = s.values["prompt-init"] {
+                guard let v = ["random": Initialisation.random, "text": .text, "sample-vocab": .sampleVocab][i.lowercased()] else {
+                    throw LoRAError("--prompt-init: '\(i)' is not random, text or sample-vocab")
+                }
+                initialisation = v
+            }
+            if text != nil && initialisation != .text { throw LoRAError("--init-text goes with --prompt-init text (got \(initialisation.rawValue))") }
+            return PromptTuningConfig(virtualTokens: try s.int("virtual-tokens") ?? defaultVirtualTokens, initialisation: initialisation, initText: text)
         })
 
     public var method: String { "prompt" }
@@ -64,7 +72,9 @@ public struct PromptTuningConfig: AdapterRecipe, Equatable {
             guard !ids.isEmpty else { throw LoRAError("--init-text '\(initText ?? "")' tokenizes to no tokens") }
             values = try embed(Self.repeated(ids, to: virtualTokens))
         case .sampleVocab:
-            throw LoRAError("prompt tuning's SAMPLE_VOCAB initialisation is not supported (use RANDOM or TEXT)")
+            // PEFT: token ids uniform over the vocabulary, their word embeddings.
+            var rng = SeededRNG(seed: seed, key: "prompt-vocab")
+            values = try embed((0..<virtualTokens).map { _ in Int(rng.next() % UInt64(layout.vocabulary)) })
         }
         return VirtualTokens(placement: .embeddings, count: virtualTokens, width: layout.hidden, values: values)
     }

@@ -136,7 +136,7 @@ public struct BertModel: Sendable, AdaptableModel {
 
     public var virtualTokenLayout: VirtualTokens.Layout {
         VirtualTokens.Layout(hidden: config.hidden, layers: config.layers, heads: config.heads, kvWidth: config.hidden, kvHeads: config.heads,
-                             contextLength: config.maxPositions)
+                             contextLength: config.maxPositions, vocabulary: vocabularySize)
     }
 
     public func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer {

@@ -180,7 +180,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
 
     public var virtualTokenLayout: VirtualTokens.Layout {
         VirtualTokens.Layout(hidden: config.hidden, layers: config.layers, heads: config.heads, kvWidth: config.kvHeads * config.headDim, kvHeads: config.kvHeads,
-                             contextLength: config.contextLength)
+                             contextLength: config.contextLength, vocabulary: config.vocab)
     }
 
     public func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer {
