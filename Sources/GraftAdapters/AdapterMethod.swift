@@ -28,6 +28,8 @@ public protocol LoadedAdapter: AnyObject, Sendable {
     var settingsSummary: String { get }
     /// The virtual tokens of a method that adds to the sequence (prompt, prefix); nil for the others.
     func virtualTokens() throws -> VirtualTokens?
+    /// Fresh updates at sublayer sites (bottleneck adapters); none for the other methods.
+    func sublayerUpdates() -> [SublayerSiteUpdate]
 }
 
 /// A frozen tensor an adapter's modules share, under its full name in the adapter file (`base_model.vera_A`).
@@ -94,6 +96,13 @@ public protocol AdapterRecipe: Sendable {
     var calibrationCount: Int { get }
     /// The recipe with each targeted module's input covariance [in × in] from that pass.
     func calibrated(_ covariances: [String: [Double]]) -> any AdapterRecipe
+    /// Whether the method puts updates at sublayer sites (bottleneck adapters) instead of on linear layers.
+    var addsSublayerUpdates: Bool { get }
+    /// Those updates for a model of `layers` layers `hidden` wide, initialised as the method's library does.
+    func makeSublayerUpdates(layers: Int, hidden: Int, seed: UInt64) throws -> [SublayerSiteUpdate]
+    /// Writes the adapter folder's files: PEFT's two by default (`config` from `peftConfig`); a method
+    /// saved in another format (AdapterHub's) writes its own, knowing the model's `layout`.
+    func writeAdapter(to directory: String, config: JSONValue, tensors: [(String, Tensor)], layout: VirtualTokens.Layout, baseModel: String) throws
 }
 
 extension AdapterRecipe {
@@ -105,9 +114,14 @@ extension AdapterRecipe {
     public func makeTrainingHook(modules: [TrainedModule], totalSteps: Int, seed: UInt64) throws -> (any AdapterTrainingHook)? { nil }
     public var calibrationCount: Int { 0 }
     public func calibrated(_ covariances: [String: [Double]]) -> any AdapterRecipe { self }
+    public var addsSublayerUpdates: Bool { false }
+    public func makeSublayerUpdates(layers: Int, hidden: Int, seed: UInt64) throws -> [SublayerSiteUpdate] { [] }
+    public func writeAdapter(to directory: String, config: JSONValue, tensors: [(String, Tensor)], layout: VirtualTokens.Layout, baseModel: String) throws {
+        try LoRAWriter.write(to: directory, config: config, tensors: tensors)
+    }
 
     /// Whether the recipe trains nothing but a classification head (no targets, no virtual tokens: a linear probe).
-    public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil }
+    public var isHeadOnly: Bool { targets.isEmpty && virtualPlacement == nil && !addsSublayerUpdates }
 
     public func makeVirtualTokens(layout: VirtualTokens.Layout, embed: ([Int]) throws -> FloatBuffer, tokenize: (String) throws -> [Int],
                                   seed: UInt64) throws -> VirtualTokens {
@@ -136,6 +150,8 @@ public struct AdapterMethodInfo: Sendable {
     public let options: [(name: String, help: String)]
     /// Builds the method's recipe from the options given (its defaults where not).
     public let recipe: @Sendable (MethodSettings) throws -> any AdapterRecipe
+    /// What the method writes, when not a PEFT folder of `peftType` (nil: that folder, or with no type a model).
+    public var writes: String? = nil
 }
 
 /// The settings `graft train` (or a config file) gives a method: the targets when chosen, the
@@ -167,7 +183,7 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, VeRAConfig.info, NOLAConfig.info,
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, BottleneckConfig.info, VeRAConfig.info, NOLAConfig.info,
                                                   PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.
@@ -185,8 +201,8 @@ public enum AdapterMethods {
     public static var description: String {
         all.map { m in
             var s = "\(m.name)\n    \(m.summary)\n    "
-            s += m.peftType.isEmpty ? "output: an HF model folder (merge it like any fine-tune)"
-                : "adapter_config.json peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")"
+            s += m.writes.map { $0 + "; cannot be folded into the weights" } ?? (m.peftType.isEmpty ? "output: an HF model folder (merge it like any fine-tune)"
+                : "adapter_config.json peft_type \(m.peftType); \(m.fusable ? "folds into the weights (graft fuse, merges)" : "cannot be folded into the weights")")
             for o in m.options { s += "\n    --\(o.name): \(o.help)" }
             return s
         }.joined(separator: "\n")
@@ -205,6 +221,7 @@ public enum AdapterMethods {
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path, nil, "not a PEFT adapter folder (no adapter_config.json)")
         }
+        if let hub = try BottleneckAdapter.openIfAdapterHub(path) { return hub }
         let config = try PEFTAdapterConfig(path: configPath)
         guard let read = readers[config.peftType] else {
             throw FormatError(configPath, "peft_type", "'\(config.peftType)' is not a method Graft knows (known: \(readers.keys.sorted().joined(separator: ", ")))")
@@ -216,6 +233,7 @@ public enum AdapterMethods {
 extension LoadedAdapter {
     public var sharedTensors: [SharedTensor] { [] }
     public func virtualTokens() throws -> VirtualTokens? { nil }
+    public func sublayerUpdates() -> [SublayerSiteUpdate] { [] }
 
     /// The classification head saved in `modules_to_save` (`classifier` or `score`): weight [classes × hidden], bias.
     public func classificationHead() throws -> (weight: Tensor, bias: Tensor?)? {

@@ -60,6 +60,18 @@ public struct TrainableAdapter: @unchecked Sendable {
             params.append(TrainableParameter(name: "prompt_embeddings", value: tokens.values, grad: tokens.gradient!,
                                              shape: [tokens.count, tokens.width], decay: true))
         }
+        // Bottleneck adapters: updates at sublayer sites, named as their library names them.
+        var sites = existing?.sublayerUpdates() ?? []
+        if existing == nil, recipe.addsSublayerUpdates {
+            sites = try recipe.makeSublayerUpdates(layers: layout.layers, hidden: layout.hidden, seed: seed)
+        }
+        for s in sites {
+            try model.attach(s.update, layer: s.layer, site: s.site, source: existing?.path ?? recipe.label)
+            s.update.makeTrainable()
+            for p in s.update.parameters {
+                params.append(TrainableParameter(name: s.prefix + p.suffix, value: p.value, grad: p.gradient!, shape: p.shape, decay: p.decay))
+            }
+        }
         if let existing {
             for (name, u) in existing.layerUpdates(dropout: Float(dropout)) {
                 let bare = name.hasPrefix(peftPrefix) ? String(name.dropFirst(peftPrefix.count)) : name
@@ -83,6 +95,8 @@ public struct TrainableAdapter: @unchecked Sendable {
                 }
                 trained.append((path, l.weight, l.bias))
             }
+        } else if recipe.addsSublayerUpdates {
+            // (attached above)
         } else if recipe.isHeadOnly {
             guard allowHeadOnly else { throw TrainingError("no target modules given (--targets none trains only a classification head)") }
         } else {
@@ -109,7 +123,7 @@ public struct TrainableAdapter: @unchecked Sendable {
             }
             modules.append(Module(path: path, update: u))
         }
-        guard !modules.isEmpty || tokens != nil || !trained.isEmpty || (allowHeadOnly && recipe.isHeadOnly) else {
+        guard !modules.isEmpty || tokens != nil || !trained.isEmpty || !sites.isEmpty || (allowHeadOnly && recipe.isHeadOnly) else {
             throw TrainingError("the adapter targets no module")
         }
         return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared,
@@ -167,7 +181,7 @@ public struct TrainableAdapter: @unchecked Sendable {
         var config = recipe.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave)
         if let v = virtualTokens { config = VirtualTokenAdapter.withLayout(config, layout, placement: v.placement) }
         if let hook { (config, tensors) = try hook.savedAdapter(config: config, tensors: tensors, final: final) }
-        try LoRAWriter.write(to: directory, config: config, tensors: tensors)
+        try recipe.writeAdapter(to: directory, config: config, tensors: tensors, layout: layout, baseModel: baseModel)
     }
 
     /// Copies values from tensors named as `parameters` (a checkpoint), checking names and sizes.
@@ -185,5 +199,6 @@ extension AdaptableModel {
     public mutating func attach(_ adapter: any LoadedAdapter) throws {
         try attach(adapter.layerUpdates(dropout: 0), source: adapter.path)
         if let tokens = try adapter.virtualTokens() { try attach(tokens, source: adapter.path) }
+        for s in adapter.sublayerUpdates() { try attach(s.update, layer: s.layer, site: s.site, source: adapter.path) }
     }
 }

@@ -229,10 +229,17 @@ public final class Trainer<Task: TrainingTask> {
             throw TrainingError("\(path) was written by a run with a different configuration (\(detail)); resume with the same settings or start a new run")
         }
         guard let s = state["step"]?.intValue, let os = state["optimizer_step"]?.intValue else { throw TrainingError("\(statePath): missing 'step'") }
-        let weights = try SafetensorsFile(path: (path as NSString).appendingPathComponent("adapter_model.safetensors"))
+        // The adapter's tensors, in whichever files its format keeps them (PEFT's adapter_model.safetensors;
+        // AdapterHub's adapter.safetensors and model_head.safetensors).
         var values: [String: FloatBuffer] = [:]
-        for t in weights.tensors { values[t.name] = FloatBuffer(try weights.tensor(t.name)) }
-        try adapter.load(values, source: weights.path)
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
+            .filter { $0.hasSuffix(".safetensors") && $0 != "optimizer.safetensors" && $0 != "method_state.safetensors" }.sorted()
+        guard !files.isEmpty else { throw TrainingError("\(path): not a checkpoint (no adapter tensors)") }
+        for f in files {
+            let weights = try SafetensorsFile(path: (path as NSString).appendingPathComponent(f))
+            for t in weights.tensors { values[t.name] = FloatBuffer(try weights.tensor(t.name)) }
+        }
+        try adapter.load(values, source: path)
         let opt = try SafetensorsFile(path: (path as NSString).appendingPathComponent("optimizer.safetensors"))
         func moment(_ prefix: String, _ p: TrainableParameter) throws -> FloatBuffer {
             guard opt.tensors.contains(where: { $0.name == prefix + p.name }) else { throw TrainingError("\(opt.path): missing '\(prefix + p.name)'") }

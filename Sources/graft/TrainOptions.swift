@@ -108,6 +108,8 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "triadaptlora: how the number of modules grown rises with training progress: linear or exponential (default linear).") var growth: String?
     @Option(help: "corda: ipm starts from the weight's largest components against the task's input covariance (instruction-previewed), kpm from the smallest (knowledge-preserved) (default ipm).") var cordaMode: String?
     @Option(help: "corda: training examples whose layer inputs give the covariance (default 256).") var calibrationExamples: Int?
+    @Option(help: "bottleneck: seqbn (serial after the feed-forward block, Pfeiffer; default), houlsby (serial after attention and the feed-forward block) or parbn (parallel to the feed-forward block, He et al.).") var bottleneck: String?
+    @Option(help: "bottleneck: the adapter's width is the model's hidden size / this (default 16).") var reductionFactor: Int?
     @Option(help: "increlora: modules chosen at each growth step (default a sixth of the modules).") var topModules: Int?
     @Option(help: "adalora, increlora, triadaptlora: warm-up steps before ranks are reallocated or grown (default 0; increlora 10 % of the run).") var tinit: Int?
     @Option(help: "adalora: last steps trained at the final budget (default 0).") var tfinal: Int?
@@ -123,7 +125,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
-    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "top_modules", "tinit", "tfinal", "delta_t",
+    static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "bottleneck", "reduction_factor", "top_modules", "tinit", "tfinal", "delta_t",
                            "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
@@ -143,6 +145,8 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("top-modules", try src.int(topModules, "top_modules").map(String.init)),
                                           ("growth", try src.string(growth, "growth")),
                                           ("corda-mode", try src.string(cordaMode, "corda_mode")),
+                                          ("bottleneck", try src.string(bottleneck, "bottleneck")),
+                                          ("reduction-factor", try src.int(reductionFactor, "reduction_factor").map(String.init)),
                                           ("calibration-examples", try src.int(calibrationExamples, "calibration_examples").map(String.init)),
                                           ("tinit", try src.int(tinit, "tinit").map(String.init)), ("tfinal", try src.int(tfinal, "tfinal").map(String.init)),
                                           ("delta-t", try src.int(deltaT, "delta_t").map(String.init)),

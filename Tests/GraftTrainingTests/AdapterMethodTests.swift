@@ -224,7 +224,51 @@ final class AdapterMethodTests: XCTestCase {
         for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
     }
 
-    /// IA³, AdaLoRA, IncreLoRA, TriAdaptLoRA, CorDA, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
+    /// Bottleneck adapters on MiniLM classification, each AdapterHub configuration: they learn; the
+    /// folder is AdapterHub's (its config keys and tensor names, as the fixture AdapterHub wrote; the head
+    /// as model_head.safetensors); it reloads with the logits it trained; `graft fuse` refuses it and
+    /// says why; a resumed run ends on the same adapter.
+    func testBottleneckAdaptersTrainAndSaveInAdapterHubsFormat() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        for kind in BottleneckConfig.Kind.allCases {
+            var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl",
+                              adapter: BottleneckConfig(kind: kind, llama: false), output: d + "/" + kind.rawValue)
+            s.trainer.maxSteps = 10; s.trainer.batchSize = 8; s.trainer.learningRate = 1e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+            s.trainer.saveEvery = 4
+            let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+            let l = losses(outcome.history)
+            XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(kind): \(l)")
+            let out = d + "/" + kind.rawValue, fixture = referenceRoot + "/models/bottleneck-minilm-" + kind.rawValue
+            let cfg = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))))
+            let ref = try JSONValue.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: fixture + "/adapter_config.json"))))
+            XCTAssertEqual(cfg["config"], ref["config"], "\(kind): AdapterHub's BnConfig")
+            for k in ["hidden_size", "model_class", "model_type", "version"] { XCTAssertEqual(cfg[k], ref[k], "\(kind): \(k)") }
+            let ours = try SafetensorsFile(path: out + "/adapter.safetensors"), theirs = try SafetensorsFile(path: fixture + "/adapter.safetensors")
+            XCTAssertEqual(Dictionary(uniqueKeysWithValues: ours.tensors.map { ($0.name, $0.shape) }),
+                           Dictionary(uniqueKeysWithValues: theirs.tensors.map { ($0.name, $0.shape) }), "\(kind): AdapterHub's names and shapes")
+            XCTAssertEqual(try SafetensorsFile(path: out + "/model_head.safetensors").tensors.map(\.name).sorted(), ["classifier.bias", "classifier.weight"])
+            // Reloaded: the logits the trained model gave.
+            let clf = try Evaluation.classifier(model: try fetchedModel("minilm"), adapter: out)
+            XCTAssertEqual(try AdapterMethods.open(out).method, "bottleneck")
+            let logits = try clf.model.logits(Self.texts)
+            XCTAssertEqual(clf.labels[logits[0][0] > logits[0][1] ? 0 : 1], "positive", "\(kind)")
+            XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: out, to: out + ".fused")) {
+                XCTAssertTrue("\($0)".contains("cannot be folded into the model"), "\($0)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".fused"))
+            if kind == .houlsby {
+                let checkpoints = s.checkpointDir
+                s.output = d + "/resumed"
+                s.resume = checkpoints + "/checkpoint-4"
+                XCTAssertEqual(losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history), l)
+                let a = try SafetensorsFile(path: out + "/adapter.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter.safetensors")
+                for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+            }
+        }
+    }
+
+    /// IA³, AdaLoRA, IncreLoRA, TriAdaptLoRA, CorDA, bottleneck adapters, VeRA, NOLA, prompt and prefix tuning on SmolLM2 causal-LM SFT (the last two layers; IA³'s by regex, as PEFT's IA3Config has
     /// no layers option): the loss falls and the modules saved are those.
     func testMethodsTrainOnSmolLM2() throws {
         let d = try temporaryDirectory(self)
@@ -243,6 +287,8 @@ final class AdapterMethodTests: XCTestCase {
         increlora.initRank = 1; increlora.targetRank = 2; increlora.warmup = 0; increlora.interval = 1
         var triadapt = TriAdaptLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         triadapt.targetRank = 2
+        var bottleneck = BottleneckConfig(kind: .parbn, llama: true)
+        bottleneck.layers = [28, 29]
         var corda = CorDAConfig(lora: LoRAConfig(rank: 4, alpha: 8, targetModules: []))
         corda.lora.targets = ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]); corda.calibrationExamples = 4
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
@@ -250,6 +296,7 @@ final class AdapterMethodTests: XCTestCase {
                                       (increlora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (triadapt, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (corda, 5e-3, ["self_attn.q_proj", "self_attn.v_proj"]),
+                                      (bottleneck, 1e-2, []),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
@@ -574,6 +621,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "increlora", "--init-rank", "4", "--target-rank", "2"], "IncreLoRA --target-rank 2 cannot be met by growing from --init-rank 4")
         try fails(["--method", "increlora", "--target-rank", "8", "--max-steps", "3", "--delta-t", "2"], "IncreLoRA's budget cannot be met in 3 steps")
         try fails(["--method", "adalora", "--top-modules", "2"], "--top-modules is not an option of --method adalora")
+        try fails(["--method", "bottleneck", "--targets", "query"], "bottleneck adapters sit between sublayers, not on named linear layers")
+        try fails(["--method", "bottleneck", "--bottleneck", "lora"], "--bottleneck: 'lora' is not seqbn, houlsby or parbn")
         try fails(["--method", "corda", "--corda-mode", "spm"], "--corda-mode: 'spm' is not ipm or kpm")
         try fails(["--method", "corda", "--calibration-examples", "0"], "CorDA needs at least one calibration example")
         try fails(["--method", "triadaptlora", "--growth", "cubic"], "--growth: 'cubic' is not linear or exponential")

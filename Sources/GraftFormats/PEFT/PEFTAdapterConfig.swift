@@ -18,6 +18,15 @@ public struct PEFTAdapterConfig: Sendable {
     public let alphaPattern: [String: Double]
     public let baseModelNameOrPath: String?
 
+    /// The config of an adapter folder in another format (AdapterHub's bottleneck adapters): its JSON,
+    /// and `peftType` the name Graft gives the method; no LoRA fields.
+    public init(path: String, json: JSONValue, peftType: String) {
+        self.path = path; self.json = json; self.peftType = peftType
+        taskType = nil; r = 0; loraAlpha = 0; useRSLoRA = false; useDoRA = false; fanInFanOut = false
+        targetModules = []; modulesToSave = []; rankPattern = [:]; alphaPattern = [:]
+        baseModelNameOrPath = json["model_name"]?.stringValue
+    }
+
     public init(path: String) throws {
         self.path = path
         guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(path, nil, "cannot read") }

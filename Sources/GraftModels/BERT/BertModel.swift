@@ -37,6 +37,8 @@ public struct BertModel: Sendable, AdaptableModel {
     public var pooler: Linear?
     /// Prompt or prefix vectors every pass puts ahead of the tokens (`VirtualTokens`), when attached.
     public var virtualTokens: VirtualTokens?
+    /// Bottleneck adapters after attention and after the feed-forward block (`SublayerUpdate`).
+    public var sublayerUpdates = SublayerUpdates()
 
     /// Loads weights named as `BertModel` (optionally under a `bert.` prefix) from a checkpoint folder.
     public init(checkpoint: Checkpoint) throws {
@@ -180,7 +182,7 @@ public struct BertModel: Sendable, AdaptableModel {
     /// (the tokens' rows only when virtual tokens are attached; those run through `forwardTraining`).
     public func forward(_ batch: [[Int]]) throws -> [FloatBuffer] {
         guard let maxLen = batch.map(\.count).max(), maxLen > 0 else { return batch.map { _ in FloatBuffer(count: 0) } }
-        if virtualTokens != nil {
+        if virtualTokens != nil || !sublayerUpdates.isEmpty {
             let (hidden, tape) = try forwardTraining(batch, rng: nil)
             let h = config.hidden
             return batch.enumerated().map { s, ids in

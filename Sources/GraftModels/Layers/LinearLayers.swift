@@ -46,6 +46,9 @@ public protocol AdaptableModel: LinearLayers {
     var virtualTokens: VirtualTokens? { get set }
     /// Word-embedding rows [ids × hidden] (a prompt initialised from text).
     func wordEmbeddings(_ ids: [Int]) throws -> FloatBuffer
+    /// The updates at the sublayer sites (bottleneck adapters: after attention and after the feed-forward
+    /// block of each layer), which each model applies in all its passes.
+    var sublayerUpdates: SublayerUpdates { get set }
 }
 
 extension AdaptableModel {
@@ -54,5 +57,14 @@ extension AdaptableModel {
         guard virtualTokens == nil else { throw ModelError("\(source): the model already has virtual tokens attached") }
         if let why = tokens.mismatch(virtualTokenLayout) { throw ModelError("\(source): \(why)") }
         virtualTokens = tokens
+    }
+
+    /// Attaches an update at a sublayer site of layer `layer`; an error naming `source` for a layer the
+    /// model lacks or a site already taken.
+    public mutating func attach(_ update: any SublayerUpdate, layer: Int, site: Sublayer, source: String) throws {
+        let layers = virtualTokenLayout.layers
+        guard (0..<layers).contains(layer) else { throw ModelError("\(source): layer \(layer) is not one of this model's \(layers)") }
+        guard sublayerUpdates[layer, site] == nil else { throw ModelError("\(source): layer \(layer)'s \(site.rawValue) site already has an adapter") }
+        sublayerUpdates.set(update, layer: layer, site: site)
     }
 }

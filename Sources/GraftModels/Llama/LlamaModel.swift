@@ -28,6 +28,8 @@ public struct LlamaModel: Sendable, AdaptableModel {
     let rope: RoPE
     /// Prompt or prefix vectors every pass puts ahead of the tokens (`VirtualTokens`), when attached.
     public var virtualTokens: VirtualTokens?
+    /// Bottleneck adapters after attention and after the MLP (`SublayerUpdate`).
+    public var sublayerUpdates = SublayerUpdates()
 
     public static let supportedArchitectures = ["llama (GGUF)", "LlamaForCausalLM (HF folder)"]
 
@@ -313,6 +315,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 }
             }
             let o = layer.o.forward(ctx, rows: t)
+            _ = applySublayer(li, .attention, h: o, residual: x, rows: t, keep: false)
             addInPlace(x, o)
             layer.mlpNorm.forward(x, rows: t, into: normed)
             let gate = layer.gate.forward(normed, rows: t), up = layer.up.forward(normed, rows: t)
@@ -321,6 +324,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
             }
             let down = layer.down.forward(gate, rows: t)
+            _ = applySublayer(li, .feedForward, h: down, residual: x, rows: t, keep: false)
             addInPlace(x, down)
         }
         cache.advance(by: t)
