@@ -54,7 +54,11 @@ public struct TrainBenchmark: Sendable {
         // --rank is the method's rank where it has one; AdaLoRA's initial rank, halved by its allocation.
         var values: [String: String] = [:]
         if info.options.contains(where: { $0.name == "rank" }) { values["rank"] = "\(rank)" }
-        if info.options.contains(where: { $0.name == "init-rank" }) { values["init-rank"] = "\(rank)"; values["target-rank"] = "\(max(1, rank / 2))" }
+        // AdaLoRA prunes from it to half; the growing methods grow to it from their initial rank.
+        if method == "adalora" { values["init-rank"] = "\(rank)"; values["target-rank"] = "\(max(1, rank / 2))" }
+        else if info.options.contains(where: { $0.name == "target-rank" }) { values["target-rank"] = "\(rank)" }
+        // IncreLoRA: every module may grow at each step, so the budget fits the few timed steps.
+        if info.options.contains(where: { $0.name == "top-modules" }) { values["top-modules"] = "1024"; values["tinit"] = "0"; values["delta-t"] = "1" }
         let recipe = try info.recipe(MethodSettings(targets: targets.map { ModuleTargets(names: $0) }, llama: task == .causalLM, values: values))
         var rng = SeededRNG(seed: 1)
         let tps: Double, flopsPerStep: Double
@@ -64,7 +68,9 @@ public struct TrainBenchmark: Sendable {
             let v = encoder.vocabularySize, h = encoder.config.hidden
             ids = (0..<batch).map { _ in [101] + (0..<(seq - 2)).map { _ in 1000 + Int(rng.next() % UInt64(v - 1000)) } + [102] }
             encoder.packForTraining(bf16: bf16)
-            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: recipe, peftPrefix: "bert.", seed: 1)
+            let sample = ids
+            var adapter = try TrainableAdapter.attach(to: &encoder, recipe: recipe, peftPrefix: "bert.", seed: 1,
+                                                      calibrate: { m, n in for x in sample.prefix(n) { _ = try m.forwardTraining([x], rng: nil) } })
             var head = Linear(weight: FloatBuffer(repeating: 0.01, count: 2 * h), bias: FloatBuffer(repeating: 0, count: 2), inFeatures: h, outFeatures: 2)
             adapter.trainFully(&head, name: "classifier")
             let t = ClassificationTask(model: try BertForSequenceClassification(encoder: encoder, tokenizer: try TokenizerLoader.load(model: path), head: head))
@@ -78,7 +84,9 @@ public struct TrainBenchmark: Sendable {
             let c = lm.model.config
             ids = (0..<batch).map { _ in (0..<seq).map { _ in Int(rng.next() % UInt64(c.vocab)) } }
             if bf16 { lm.model.enableBF16() }
-            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: recipe, peftPrefix: "", seed: 1)
+            let sample = ids
+            let adapter = try TrainableAdapter.attach(to: &lm.model, recipe: recipe, peftPrefix: "", seed: 1,
+                                                      calibrate: { m, n in for x in sample.prefix(n) { var c = m.makeCache(); _ = try m.forward(x, cache: &c) } })
             let ex = ids.map { x in CausalLMTask.Example(ids: x, targets: (0..<x.count).map { $0 + 1 < x.count ? x[$0 + 1] : nil }) }
             let h = c.hidden, kv = c.kvHeads * c.headDim
             let linear = Double(c.layers * (2 * h * h + 2 * h * kv + 3 * h * c.intermediate))

@@ -231,7 +231,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Sequences per step.") var batch: Int = 32
     @Option(help: "Tokens per sequence.") var seq: Int = 64
     @Option(help: "Adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (the same on the peer's side).") var method: String = "lora"
-    @Option(help: "lora, dora, vera, nola: rank; adalora: initial rank (allocated down to half).") var rank: Int = 8
+    @Option(help: "lora, dora, corda, vera, nola: rank; adalora: initial rank (allocated down to half); increlora, triadaptlora: the rank grown to.") var rank: Int = 8
     @Option(help: "Target modules, comma-separated (default: the method's for the model, PEFT's — query,value for LoRA on BERT).") var targets: String?
     @Option(help: "Timed optimizer steps.") var steps: Int = 5
     @Option(help: "auto | f32 | bf16: precision of the products with the frozen weights, float32 sums either way (auto: as graft train picks it on this CPU).")
