@@ -20,6 +20,14 @@ public enum Peers {
         return FileManager.default.isExecutableFile(atPath: d) ? d : nil
     }
 
+    /// AdapterHub `adapters` 1.3's own environment (it pins transformers 4.57; `PEER_ADAPTERHUB=1
+    /// peer-env.sh` builds it): GRAFT_ADAPTERHUB_PYTHON, else its default place; nil when not installed.
+    public static var adapterHubPython: String? {
+        if let p = ProcessInfo.processInfo.environment["GRAFT_ADAPTERHUB_PYTHON"], FileManager.default.isExecutableFile(atPath: p) { return p }
+        let d = "/tmp/graft-peers/adapterhub-venv/bin/python"
+        return FileManager.default.isExecutableFile(atPath: d) ? d : nil
+    }
+
     /// A program on PATH, else in the peer environment; nil when neither has it.
     public static func tool(_ name: String) -> String? {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
@@ -32,8 +40,8 @@ public enum Peers {
 
     /// Starts a peer script (offline, 2 threads, stderr discarded) with pipes to its standard input and
     /// output; nil when the peer environment is not installed.
-    static func start(_ script: String) throws -> (Process, stdin: FileHandle, stdout: FileHandle)? {
-        guard let py = python else { return nil }
+    static func start(_ script: String, python interpreter: String? = nil) throws -> (Process, stdin: FileHandle, stdout: FileHandle)? {
+        guard let py = interpreter ?? python else { return nil }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: py)
         p.arguments = ["-c", script]
@@ -48,8 +56,8 @@ public enum Peers {
 
     /// Runs a peer script with JSON on stdin; returns the JSON object it prints last (nil when the
     /// environment is not installed or the script failed, which `log` reports).
-    public static func run(_ script: String, input: [String: Any], log: (String) -> Void) throws -> [String: Any]? {
-        guard let (p, stdin, stdout) = try start(script) else { return nil }
+    public static func run(_ script: String, input: [String: Any], python interpreter: String? = nil, log: (String) -> Void) throws -> [String: Any]? {
+        guard let (p, stdin, stdout) = try start(script, python: interpreter) else { return nil }
         stdin.write(try JSONSerialization.data(withJSONObject: input))
         try stdin.close()
         let data = stdout.readDataToEndOfFile()

@@ -41,6 +41,8 @@ public struct TrainBenchmark: Sendable {
         public let effectiveGFLOPS: Double
         public let peakRSSMB: Double
         public let peerTokensPerSecond: Double?, peerPeakRSSMB: Double?, peerAutocastTokensPerSecond: Double?
+        /// Who the peer was: PyTorch + PEFT, or AdapterHub for bottleneck adapters.
+        public var peerName = "PyTorch+PEFT"
         public var ratio: Double? { peerTokensPerSecond.map { tokensPerSecond / $0 } }
         public var memoryRatio: Double? { peerPeakRSSMB.map { peakRSSMB / $0 } }
     }
@@ -96,7 +98,17 @@ public struct TrainBenchmark: Sendable {
         let gflops = flopsPerStep * tps / Double(batch * seq) / 1e9
         let rss = peakRSSBytes() / 1e6
         var peerTPS: Double?, peerRSS: Double?, autocast: Double?
-        if peer && !Self.peerMethods.contains(method) {
+        if peer, let bottleneck = recipe as? BottleneckConfig {
+            // AdapterHub's own environment: the same configuration, the same loop.
+            if let py = Peers.adapterHubPython {
+                if let r = try Peers.run(Self.adapterHubScript, input: ["path": path, "task": task.rawValue, "ids": ids, "kind": bottleneck.kind.rawValue,
+                                                                       "reduction_factor": bottleneck.reductionFactor, "steps": steps], python: py, log: log) {
+                    peerTPS = r["tokens_per_second"] as? Double; peerRSS = r["peak_rss_mb"] as? Double
+                }
+            } else {
+                log("AdapterHub's environment not installed (PEER_ADAPTERHUB=1 ../shared/tools/peer-env.sh): peer not measured")
+            }
+        } else if peer && !Self.peerMethods.contains(method) {
             log("PyTorch + PEFT has no \(method): peer not measured")
         } else if peer {
             if let r = try Peers.run(Self.peerScript, input: ["path": path, "task": task.rawValue, "ids": ids, "rank": rank, "method": method,
@@ -110,8 +122,10 @@ public struct TrainBenchmark: Sendable {
                 log("PyTorch + PEFT not installed (../shared/tools/peer-env.sh): peer not measured")
             }
         }
-        return Result(tokensPerSecond: tps, effectiveGFLOPS: gflops, peakRSSMB: rss, peerTokensPerSecond: peerTPS, peerPeakRSSMB: peerRSS,
-                      peerAutocastTokensPerSecond: autocast)
+        var result = Result(tokensPerSecond: tps, effectiveGFLOPS: gflops, peakRSSMB: rss, peerTokensPerSecond: peerTPS, peerPeakRSSMB: peerRSS,
+                            peerAutocastTokensPerSecond: autocast)
+        if recipe is BottleneckConfig { result.peerName = "AdapterHub" }
+        return result
     }
 
     /// Approximate FLOPs of one step as PyTorch computes it: forward = 2·(linear weights + head)·tokens + attention 4·t²·h per
@@ -142,6 +156,38 @@ public struct TrainBenchmark: Sendable {
         for _ in 0..<steps { try step() }
         return Double(batch * seq * steps) / (monotonicSeconds() - t0)
     }
+
+    /// AdapterHub `adapters` 1.3 training the same bottleneck configuration on the same batch (its own
+    /// environment: transformers 4.57), dropout off, AdamW, one untimed step.
+    static let adapterHubScript = """
+    import json, resource, sys, time, torch, adapters
+    from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
+    a = json.load(sys.stdin)
+    torch.set_num_threads(2); torch.manual_seed(0)
+    ids = torch.tensor(a["ids"])
+    if a["task"] == "classification":
+        from transformers import AutoModelForSequenceClassification
+        m = AutoModelForSequenceClassification.from_pretrained(a["path"], num_labels=2)
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.arange(ids.shape[0]) % 2)
+    else:
+        import os
+        from transformers import AutoModelForCausalLM
+        d, f = os.path.split(a["path"])
+        m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32)
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+    adapters.init(m)
+    cfg = {"seqbn": SeqBnConfig, "houlsby": DoubleSeqBnConfig, "parbn": ParBnConfig}[a["kind"]](reduction_factor=a["reduction_factor"])
+    m.add_adapter("task", config=cfg); m.train_adapter("task"); m.eval()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    def step():
+        loss = m(**batch).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+    step()
+    t = time.time()
+    for _ in range(a["steps"]): step()
+    print(json.dumps({"tokens_per_second": ids.numel() * a["steps"] / (time.time() - t),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    """
 
     /// The methods the peer script runs (PEFT's, and full fine-tuning in plain PyTorch).
     static let peerMethods: Set = ["lora", "dora", "adalora", "ia3", "vera", "prompt", "prefix", "full"]

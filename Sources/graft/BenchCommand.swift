@@ -263,7 +263,7 @@ struct BenchTrain: ParsableCommand {
         }
         var line = String(format: "graft (\(name)): %.0f tokens/s, ≈%.0f effective GFLOPS, peak RSS %.0f MB", r.tokensPerSecond, r.effectiveGFLOPS, r.peakRSSMB)
         if let p = r.peerTokensPerSecond, let s = r.ratio {
-            line += String(format: " | PyTorch+PEFT float32: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", p, r.peerPeakRSSMB ?? .nan, s, r.memoryRatio ?? .nan)
+            line += String(format: " | \(r.peerName) float32: %.0f tokens/s, peak RSS %.0f MB | %.2f× speed, %.2f× memory", p, r.peerPeakRSSMB ?? .nan, s, r.memoryRatio ?? .nan)
         }
         if let a = r.peerAutocastTokensPerSecond {
             line += String(format: " | PyTorch bf16 autocast: %.0f tokens/s | %.2f×", a, r.tokensPerSecond / a)
