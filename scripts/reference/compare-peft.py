@@ -3,8 +3,8 @@
 with the data and hyperparameters Graft uses, and reports test accuracy, so Graft's table can show PEFT's
 accuracy beside its own.
 
-  compare-peft.py MODEL_FOLDER OUT.json --task NAME=FOLDER [--task ...] [--methods lora,dora,ia3,vera,prompt,prefix,full]
-                  [--epochs 1] [--threads 2] [--limit N]
+  compare-peft.py MODEL_FOLDER OUT.json --task NAME=FOLDER [--task ...]
+                  [--methods lora,dora,adalora,ia3,vera,prompt,prefix,full] [--epochs 1] [--threads 2] [--limit N]
 
 MODEL_FOLDER is an HF BERT folder (all-MiniLM-L6-v2). Each task FOLDER holds train/validation/test.jsonl with
 {"text", "label"} rows; the labels are the sorted distinct labels of train.jsonl (as Graft sorts them). --limit N
@@ -13,12 +13,17 @@ label, so the first rows may all be one class). Every method gets the same recip
 before each model, a fresh classifier head (PEFT's SEQ_CLS modules_to_save), dropout as the config says while
 training, batch 32 shuffled each epoch by a generator seeded 42, AdamW, linear warmup over ceil(0.1 × steps) then
 linear decay to 0, gradient clipping to norm 1, cross-entropy; test accuracy (argmax, batch 64, model.eval()).
-The PEFT configs and learning rates are in METHODS. "full" uses no PEFT: every nn.Linear of the encoder and the
-pooler plus the classifier trains; embeddings and LayerNorms stay frozen.
+The PEFT configs and learning rates are in METHODS. AdaLoRA (Graft's AdaLoRAConfig defaults) runs PEFT's
+documented loop: its config's total_step is the run's optimizer steps, and after every optimizer step (before the
+gradients are zeroed) model.base_model.update_and_allocate(step) updates the importance scores and the rank budget,
+step counting optimizer steps from 0; the loss backpropagated is the output's .loss, which for AdaLoRA includes
+orth_reg_weight × the orthogonality regulariser (PEFT adds it only when labels are passed). "full" uses no PEFT:
+every nn.Linear of the encoder and the pooler plus the classifier trains; embeddings and LayerNorms stay frozen.
 
 OUT.json = {"settings": {...}, "results": {METHOD: {TASK: {"test_accuracy", "trainable_parameters",
 "train_seconds", "examples": {"train", "test"}}}}}, rewritten after every (method, task) run; when OUT.json exists
-with the same settings, the pairs it already holds are skipped (a long run can be resumed).
+with the same settings, the pairs it already holds are skipped (a long run can be resumed). Tasks and methods
+may be added between runs; a task's folder or a method's entry in METHODS that differs from OUT.json's is refused.
 
 Prefix tuning: PEFT 0.21.2 looks for `past_key_values` in BertModel.forward's signature, which transformers 5.24
 renamed `cache` (the old name still works); as in peft-roundtrip.py, the name is added to the signature PEFT
@@ -37,6 +42,10 @@ QV = ["query", "value"]
 METHODS = {  # PEFT config class and arguments (task_type="SEQ_CLS" added), learning rate
     "lora": dict(lr=1e-3, config="LoraConfig", args=dict(r=8, lora_alpha=16, target_modules=QV, lora_dropout=0.0)),
     "dora": dict(lr=1e-3, config="LoraConfig", args=dict(r=8, lora_alpha=16, target_modules=QV, lora_dropout=0.0, use_dora=True)),
+    # total_step: set to the run's optimizer steps; the loop then calls update_and_allocate (see run)
+    "adalora": dict(lr=2e-2, config="AdaLoraConfig", total_step="the run's optimizer steps",
+                    args=dict(init_r=12, target_r=8, lora_alpha=8, target_modules=QV, lora_dropout=0.0, tinit=0, tfinal=0,
+                              deltaT=1, beta1=0.85, beta2=0.85, orth_reg_weight=0.5)),
     "ia3": dict(lr=1e-2, config="IA3Config", args=dict(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])),
     "vera": dict(lr=1e-2, config="VeraConfig", args=dict(r=256, target_modules=QV, vera_dropout=0.0)),
     "prompt": dict(lr=3e-2, config="PromptTuningConfig", args=dict(num_virtual_tokens=20, prompt_tuning_init="RANDOM")),
@@ -65,12 +74,16 @@ settings = json.loads(json.dumps(dict(COMMON, model=os.path.abspath(a.model), ep
 out = {"settings": settings, "results": {}}
 if os.path.exists(a.out):
     old = json.load(open(a.out))
-    same = {k: v for k, v in old["settings"].items() if k != "tasks"} == {k: v for k, v in settings.items() if k != "tasks"}
+    same = ({k: v for k, v in old["settings"].items() if k not in ("tasks", "methods")}
+            == {k: v for k, v in settings.items() if k not in ("tasks", "methods")})
     clash = [n for n in tasks if n in old["settings"]["tasks"] and old["settings"]["tasks"][n] != settings["tasks"][n]]
-    if not same or clash:
-        sys.exit(f"{a.out} holds a run with other settings{' (task folders ' + str(clash) + ')' if clash else ''}; "
-                 "move it away or write elsewhere")
+    changed = [m for m, spec in settings["methods"].items()
+               if m in old["settings"]["methods"] and old["settings"]["methods"][m] != spec]
+    if not same or clash or changed:
+        sys.exit(f"{a.out} holds a run with other settings{' (task folders ' + str(clash) + ')' if clash else ''}"
+                 f"{' (methods ' + str(changed) + ')' if changed else ''}; move it away or write elsewhere")
     old["settings"]["tasks"].update(settings["tasks"])
+    old["settings"]["methods"].update(settings["methods"])
     out = old
 tok = AutoTokenizer.from_pretrained(a.model)
 tok.padding_side = "right"
@@ -86,7 +99,7 @@ def encode(rows, labels):
     return enc, torch.tensor([labels.index(r["label"]) for r in rows])
 
 
-def build(method, k):
+def build(method, k, steps):
     torch.manual_seed(COMMON["seed"])
     m = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=k)
     spec = METHODS[method]
@@ -96,28 +109,34 @@ def build(method, k):
             if isinstance(mod, torch.nn.Linear) and (".encoder." in f".{name}." or ".pooler." in f".{name}." or name == "classifier"):
                 for p in mod.parameters(): p.requires_grad = True
         return m
-    return peft.get_peft_model(m, getattr(peft, spec["config"])(task_type="SEQ_CLS", **copy.deepcopy(spec["args"])))
+    args = copy.deepcopy(spec["args"])
+    if "total_step" in spec: args["total_step"] = steps  # AdaLoRA's budget schedule spans the whole run
+    return peft.get_peft_model(m, getattr(peft, spec["config"])(task_type="SEQ_CLS", **args))
 
 
 def run(method, folder):
     labels = sorted({r["label"] for r in read(folder, "train")})
     train, test = read(folder, "train", a.limit), read(folder, "test", a.limit)
-    m = build(method, len(labels))
+    steps = a.epochs * math.ceil(len(train) / COMMON["batch"])  # optimizer steps of the run
+    m = build(method, len(labels), steps)
     params = [p for p in m.parameters() if p.requires_grad]
-    steps = a.epochs * math.ceil(len(train) / COMMON["batch"])
+    allocate = "total_step" in METHODS[method]  # AdaLoRA: PEFT's rank allocation after every optimizer step
     opt = torch.optim.AdamW(params, lr=METHODS[method]["lr"], betas=tuple(COMMON["betas"]), eps=COMMON["eps"],
                             weight_decay=COMMON["weight_decay"])
     sched = get_linear_schedule_with_warmup(opt, math.ceil(COMMON["warmup_ratio"] * steps), steps)
     gen = torch.Generator().manual_seed(COMMON["seed"])
     t0 = time.time()
     m.train()
+    step = 0  # optimizer steps done, from 0
     for _ in range(a.epochs):
         order = torch.randperm(len(train), generator=gen).tolist()
         for i in range(0, len(train), COMMON["batch"]):
             enc, y = encode([train[j] for j in order[i:i + COMMON["batch"]]], labels)
-            m(**enc, labels=y).loss.backward()
+            m(**enc, labels=y).loss.backward()  # .loss: for AdaLoRA the task loss + orth_reg_weight × regulariser
             torch.nn.utils.clip_grad_norm_(params, COMMON["max_grad_norm"])
-            opt.step(); sched.step(); opt.zero_grad()
+            opt.step()
+            if allocate: m.base_model.update_and_allocate(step)  # reads the gradients: before zero_grad
+            sched.step(); opt.zero_grad(); step += 1
     seconds = time.time() - t0
     m.eval(); correct = 0
     with torch.no_grad():
