@@ -642,5 +642,9 @@ final class AdapterMethodTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("POLY"), "\($0)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: d + "/fused"))
+        // graft fuse takes the model's short name, as the other commands do: the error is the adapter's.
+        let (cf, _, errFuse) = try runGraft(Self.self, ["fuse", "--model", "minilm", "--adapter", d + "/poly", d + "/fused"])
+        XCTAssertNotEqual(cf, 0)
+        XCTAssertTrue(errFuse.contains("'POLY' is not a method Graft knows"), errFuse)
     }
 }
