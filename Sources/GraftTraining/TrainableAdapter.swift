@@ -30,6 +30,8 @@ public struct TrainableAdapter: @unchecked Sendable {
     let layout: VirtualTokens.Layout
     /// Full fine-tuning: the layers whose own weight (and bias) train, by module path.
     public let trainedWeights: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)]
+    /// Bottleneck adapters: the updates at sublayer sites.
+    public let sublayerSites: [SublayerSiteUpdate]
 
     /// Attaches a new adapter to `model`, each update initialised as PEFT does (`recipe.makeUpdate`).
     /// `from` continues training an existing adapter instead (its tensors copied, its own settings and
@@ -127,7 +129,7 @@ public struct TrainableAdapter: @unchecked Sendable {
             throw TrainingError("the adapter targets no module")
         }
         return TrainableAdapter(recipe: recipe, modules: modules, peftPrefix: peftPrefix, parameters: params, shared: shared,
-                                virtualTokens: tokens, layout: layout, trainedWeights: trained)
+                                virtualTokens: tokens, layout: layout, trainedWeights: trained, sublayerSites: sites)
     }
 
     /// The recipe with its targets' input covariances: a `CovarianceProbe` on each target while
@@ -149,9 +151,10 @@ public struct TrainableAdapter: @unchecked Sendable {
     }
 
     private init(recipe: any AdapterRecipe, modules: [Module], peftPrefix: String, parameters: [TrainableParameter], shared: [SharedTensor],
-                 virtualTokens: VirtualTokens?, layout: VirtualTokens.Layout, trainedWeights: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)]) {
+                 virtualTokens: VirtualTokens?, layout: VirtualTokens.Layout, trainedWeights: [(path: String, weight: FloatBuffer, bias: FloatBuffer?)],
+                 sublayerSites: [SublayerSiteUpdate]) {
         self.recipe = recipe; self.modules = modules; self.peftPrefix = peftPrefix; self.parameters = parameters; self.shared = shared
-        self.virtualTokens = virtualTokens; self.layout = layout; self.trainedWeights = trainedWeights
+        self.virtualTokens = virtualTokens; self.layout = layout; self.trainedWeights = trainedWeights; self.sublayerSites = sublayerSites
     }
 
     /// Makes `head` fully trainable and saved as `modules_to_save` under `name` (e.g. `classifier`).

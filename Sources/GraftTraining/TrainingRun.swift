@@ -284,7 +284,8 @@ public enum TrainingRun {
                                         test: [T.Example], resume: String?, out: OutputDirectory, log: (String) -> Void,
                                         onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
         let trainer = try Trainer(task: task, adapter: adapter, options: spec.trainer, train: train, validation: val)
-        log("training \(adapter.modules.count + adapter.trainedWeights.count) modules, \(adapter.trainableCount) trainable parameters, \(trainer.totalSteps) steps")
+        let parts = adapter.sublayerSites.isEmpty ? "\(adapter.modules.count + adapter.trainedWeights.count) modules" : "\(adapter.sublayerSites.count) adapter sites"
+        log("training \(parts), \(adapter.trainableCount) trainable parameters, \(trainer.totalSteps) steps")
         try trainer.run(checkpoints: spec.trainer.saveEvery == nil ? nil : spec.checkpointDir, resumeFrom: resume, fingerprint: spec.fingerprint,
                         baseModel: spec.model, taskType: spec.task.peftTaskType, onEvent: onEvent)
         var history = trainer.history
