@@ -202,12 +202,8 @@ final class RankAllocator: AdapterTrainingHook {
     /// The run's total_step always; in the final adapter, `rank_pattern` (keyed as PEFT keys it: the task
     /// model's parameter path of lora_E) and each module's A, E rows and B columns of the kept ranks.
     func savedAdapter(config json: JSONValue, tensors: [(String, Tensor)], final: Bool) throws -> (config: JSONValue, tensors: [(String, Tensor)]) {
-        guard case var .object(fields) = json else { return (json, tensors) }
-        func set(_ k: String, _ v: JSONValue) {
-            if let i = fields.firstIndex(where: { $0.0 == k }) { fields[i].1 = v } else { fields.append((k, v)) }
-        }
-        set("total_step", .int(Int64(totalSteps)))
-        guard final, let pattern = rankPattern else { return (.object(fields), tensors) }
+        let config = json.setting("total_step", .int(Int64(totalSteps)))
+        guard final, let pattern = rankPattern else { return (config, tensors) }
         var out = tensors, keys: [(String, JSONValue)] = []
         for (m, keep) in zip(modules, pattern) {
             let kept = keep.indices.filter { keep[$0] }
@@ -227,7 +223,6 @@ final class RankAllocator: AdapterTrainingHook {
                 }
             }
         }
-        set("rank_pattern", .object(keys.sorted { $0.0 < $1.0 }))
-        return (.object(fields), out)
+        return (config.setting("rank_pattern", .object(keys.sorted { $0.0 < $1.0 })), out)
     }
 }

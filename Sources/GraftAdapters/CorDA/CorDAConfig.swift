@@ -119,10 +119,8 @@ public struct CorDAConfig: AdapterRecipe {
 
     /// LoRA's config, with the settings of the initialisation recorded (`graft_method`, `graft_settings`).
     public func peftConfig(taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue {
-        guard case var .object(fields) = lora.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave) else { return .null }
-        fields.append(("graft_method", .string(method)))
-        fields.append(("graft_settings", .object([("corda_method", .string(mode.rawValue)), ("calibration_examples", .int(Int64(calibrationExamples)))])))
-        return .object(fields)
+        return lora.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave).setting("graft_method", .string(method))
+            .setting("graft_settings", .object([("corda_method", .string(mode.rawValue)), ("calibration_examples", .int(Int64(calibrationExamples)))]))
     }
 }
 
@@ -135,10 +133,10 @@ final class CorDAConversion: AdapterTrainingHook {
     init(modules: [(path: String, update: ResidualLoRAUpdate)]) { self.modules = modules }
 
     func savedAdapter(config json: JSONValue, tensors: [(String, Tensor)], final: Bool) throws -> (config: JSONValue, tensors: [(String, Tensor)]) {
-        guard final, case var .object(fields) = json else { return (json, tensors) }
-        func set(_ k: String, _ v: JSONValue) { if let i = fields.firstIndex(where: { $0.0 == k }) { fields[i].1 = v } }
-        if let r = json["r"]?.intValue { set("r", .int(2 * r)) }
-        if let a = json["lora_alpha"]?.doubleValue { set("lora_alpha", a == a.rounded() ? .int(Int64(2 * a)) : .double(2 * a)) }
+        guard final else { return (json, tensors) }
+        var config = json
+        if let r = json["r"]?.intValue { config = config.setting("r", .int(2 * r)) }
+        if let a = json["lora_alpha"]?.doubleValue { config = config.setting("lora_alpha", a == a.rounded() ? .int(Int64(2 * a)) : .double(2 * a)) }
         var out = tensors
         for m in modules {
             let u = m.update.lora, r = u.rank, inF = u.inFeatures, outF = u.outFeatures
@@ -152,6 +150,6 @@ final class CorDAConversion: AdapterTrainingHook {
                 }
             }
         }
-        return (.object(fields), out)
+        return (config, out)
     }
 }

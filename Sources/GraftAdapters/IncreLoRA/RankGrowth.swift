@@ -194,32 +194,27 @@ final class RankGrowth: AdapterTrainingHook {
     /// ended), init_r the largest of them, and E rescaled so that PEFT's α / (init_r + 1e-5) gives this
     /// module's α / (rank + 1e-5).
     func savedAdapter(config json: JSONValue, tensors: [(String, Tensor)], final: Bool) throws -> (config: JSONValue, tensors: [(String, Tensor)]) {
-        guard case var .object(fields) = json else { return (json, tensors) }
-        func set(_ k: String, _ v: JSONValue) {
-            if let i = fields.firstIndex(where: { $0.0 == k }) { fields[i].1 = v } else { fields.append((k, v)) }
-        }
-        set("total_step", .int(Int64(totalSteps)))
-        guard final else { return (.object(fields), tensors) }
+        let config = json.setting("total_step", .int(Int64(totalSteps)))
+        guard final else { return (config, tensors) }
         let r = modules.map(\.live).max() ?? 0
-        set("init_r", .int(Int64(r)))
         var out = tensors, pattern: [(String, JSONValue)] = []
         for m in modules {
             let k = m.live, cap = m.update.rank
             let rescale = Float((Double(r) + 1e-5) / (Double(m.rank) + 1e-5))
-            for (i, (name, t)) in out.enumerated() {
+            for (i, (name, t)) in out.enumerated() where name.hasSuffix("." + m.path + ".lora_A") || name.hasSuffix("." + m.path + ".lora_B")
+                || name.hasSuffix("." + m.path + ".lora_E") {
                 let v = FloatBuffer(t).array
-                if name.hasSuffix("." + m.path + ".lora_A") {
+                if name.hasSuffix(".lora_A") {
                     out[i].1 = FloatBuffer(Array(v[0..<(k * m.update.inFeatures)])).tensor(shape: [k, m.update.inFeatures])
-                } else if name.hasSuffix("." + m.path + ".lora_B") {
+                } else if name.hasSuffix(".lora_B") {
                     let rows = m.update.outFeatures
                     out[i].1 = FloatBuffer((0..<rows).flatMap { o in (0..<k).map { v[o * cap + $0] } }).tensor(shape: [rows, k])
-                } else if name.hasSuffix("." + m.path + ".lora_E") {
+                } else {
                     out[i].1 = FloatBuffer((0..<k).map { v[$0] * rescale }).tensor(shape: [k, 1])
                     pattern.append((String(name.dropFirst(LoRAAdapter.prefix.count)), .array((0..<r).map { .bool($0 < k) })))
                 }
             }
         }
-        set("rank_pattern", .object(pattern.sorted { $0.0 < $1.0 }))
-        return (.object(fields), out)
+        return (config.setting("init_r", .int(Int64(r))).setting("rank_pattern", .object(pattern.sorted { $0.0 < $1.0 })), out)
     }
 }

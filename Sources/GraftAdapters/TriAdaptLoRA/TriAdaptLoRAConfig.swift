@@ -102,13 +102,11 @@ public struct TriAdaptLoRAConfig: AdapterRecipe, Equatable {
     public func peftConfig(taskType: String, baseModel: String, modulesToSave: [String]) -> JSONValue {
         var ada = AdaLoRAConfig(targets: targets)
         ada.initRank = rankBound; ada.targetRank = targetRank; ada.alpha = alpha; ada.dropout = dropout; ada.orthRegWeight = orthRegWeight
-        guard case var .object(fields) = ada.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave) else { return .null }
-        fields.append(("graft_method", .string(method)))
-        fields.append(("graft_settings", .object([
+        return ada.peftConfig(taskType: taskType, baseModel: baseModel, modulesToSave: modulesToSave).setting("graft_method", .string(method))
+            .setting("graft_settings", .object([
             ("init_rank", .int(Int64(initRank))), ("target_rank", .int(Int64(targetRank))), ("add_rank", .int(Int64(ranksAdded))),
             ("max_rank", .int(Int64(rankBound))), ("warmup", .int(Int64(warmup))), ("interval", .int(Int64(interval))),
             ("growth", .string(growth.rawValue)),
-        ])))
-        return .object(fields)
+        ]))
     }
 }

@@ -141,14 +141,9 @@ final class TriangularGrowth: AdapterTrainingHook {
     /// As a PEFT AdaLoRA folder: per module A' = C·A and B cut to its rank, E rescaling PEFT's
     /// α / (init_r + 1e-5) to this module's α / (rank + 1e-5), init_r the largest rank.
     func savedAdapter(config json: JSONValue, tensors: [(String, Tensor)], final: Bool) throws -> (config: JSONValue, tensors: [(String, Tensor)]) {
-        guard case var .object(fields) = json else { return (json, tensors) }
-        func set(_ k: String, _ v: JSONValue) {
-            if let i = fields.firstIndex(where: { $0.0 == k }) { fields[i].1 = v } else { fields.append((k, v)) }
-        }
-        set("total_step", .int(Int64(totalSteps)))
-        guard final else { return (.object(fields), tensors) }
+        let config = json.setting("total_step", .int(Int64(totalSteps)))
+        guard final else { return (config, tensors) }
         let r = modules.map(\.rank).max() ?? 0
-        set("init_r", .int(Int64(r)))
         var pattern: [(String, JSONValue)] = []
         var out: [(String, Tensor)] = []
         let suffixes = [".lora_A", ".lora_B", ".lora_C_lower", ".lora_C_upper"]
@@ -163,7 +158,6 @@ final class TriangularGrowth: AdapterTrainingHook {
             out.append((stem + ".lora_E", FloatBuffer(repeating: rescale, count: k).tensor(shape: [k, 1])))
             pattern.append((String(stem.dropFirst(LoRAAdapter.prefix.count)) + ".lora_E", .array((0..<r).map { .bool($0 < k) })))
         }
-        set("rank_pattern", .object(pattern.sorted { $0.0 < $1.0 }))
-        return (.object(fields), out.sorted { $0.0 < $1.0 })
+        return (config.setting("init_r", .int(Int64(r))).setting("rank_pattern", .object(pattern.sorted { $0.0 < $1.0 })), out.sorted { $0.0 < $1.0 })
     }
 }

@@ -46,6 +46,13 @@ public indirect enum JSONValue: Sendable, Equatable {
     public var boolValue: Bool? { if case let .bool(b) = self { return b }; return nil }
     public var arrayValue: [JSONValue]? { if case let .array(a) = self { return a }; return nil }
     public var objectValue: [(String, JSONValue)]? { if case let .object(o) = self { return o }; return nil }
+
+    /// An object with `key` set to `value` (replaced in place, else appended); other values unchanged.
+    public func setting(_ key: String, _ value: JSONValue) -> JSONValue {
+        guard case var .object(pairs) = self else { return self }
+        if let i = pairs.firstIndex(where: { $0.0 == key }) { pairs[i].1 = value } else { pairs.append((key, value)) }
+        return .object(pairs)
+    }
 }
 
 public struct JSONParseError: Error, CustomStringConvertible {
