@@ -55,34 +55,6 @@ extension BertModel {
         return [l.query, l.key, l.value, l.attnOut, l.up, l.down].contains { $0.trains } || sublayerUpdates.trains(layer: i)
     }
 
-    /// A sublayer's LayerNorm as a sublayer update sees it.
-    static func frozen(_ norm: LayerNorm) -> FrozenNorm {
-        final class Box { let saved: LayerNorm.Saved; init(_ s: LayerNorm.Saved) { saved = s } }
-        return FrozenNorm(forward: { x, rows in let (y, s) = norm.forwardTraining(x, rows: rows); return (y, Box(s)) },
-                          backward: { dy, saved, rows in norm.backward(dy, saved: (saved as! Box).saved, rows: rows) })
-    }
-
-    /// The term a sublayer update adds at (layer, site) for h and r, summed into h; what it kept.
-    func applySublayer(_ i: Int, _ site: Sublayer, h: FloatBuffer, residual r: FloatBuffer, rows: Int, norm: LayerNorm) -> AnyObject? {
-        guard let u = sublayerUpdates[i, site] else { return nil }
-        let (term, saved) = u.forward(h: h, residual: r, rows: rows, norm: Self.frozen(norm), keep: true)
-        addInPlace(h, term)
-        return saved
-    }
-
-    /// dL/d(the sum) split into dL/dh and dL/dr, a sublayer update's parts added.
-    func sublayerBackward(_ i: Int, _ site: Sublayer, _ dSum: FloatBuffer, saved: AnyObject?, rows: Int, norm: LayerNorm) -> (dh: FloatBuffer, dr: FloatBuffer) {
-        guard let u = sublayerUpdates[i, site], saved != nil else { return (dSum, dSum) }
-        let (dh, dr) = u.backward(dSum, saved: saved, rows: rows, norm: Self.frozen(norm))
-        func plus(_ extra: FloatBuffer?) -> FloatBuffer {
-            guard let extra else { return dSum }
-            let out = FloatBuffer(dSum.array)
-            addInPlace(out, extra)
-            return out
-        }
-        return (plus(dh), plus(dr))
-    }
-
     /// Last hidden states [batch·length × hidden] (right-padded to the longest sequence) and the tape.
     /// With a prompt attached (`virtualTokens`, `.embeddings`) each sequence starts with its rows, and
     /// `length` counts them; with a prefix the tokens take positions from the prefix's length on, as
@@ -136,7 +108,7 @@ extension BertModel {
                                                        dropout: pAttn, seed: seed())
             let (ao, aos) = layer.attnOut.forwardTraining(ctx, rows: qRows, rng: rng, tokens: qTokens)
             let attnDrop = Dropout.apply(ao, p: pHidden, seed: seed())
-            let attnAdapter = applySublayer(i, .attention, h: ao, residual: xq, rows: qRows, norm: layer.attnNorm)
+            let attnAdapter = sublayerUpdates.apply(i, .attention, h: ao, residual: xq, rows: qRows, norm: layer.attnNorm.frozen, keep: true)
             addInPlace(ao, xq)
             let (a, ans) = layer.attnNorm.forwardTraining(ao, rows: qRows)
             let (pre, ups) = layer.up.forwardTraining(a, rows: qRows, rng: rng, tokens: qTokens)
@@ -144,7 +116,7 @@ extension BertModel {
             Activation.gelu(pre, into: u)
             let (d, ds) = layer.down.forwardTraining(u, rows: qRows, rng: rng, tokens: qTokens)
             let outDrop = Dropout.apply(d, p: pHidden, seed: seed())
-            let outAdapter = applySublayer(i, .feedForward, h: d, residual: a, rows: qRows, norm: layer.outNorm)
+            let outAdapter = sublayerUpdates.apply(i, .feedForward, h: d, residual: a, rows: qRows, norm: layer.outNorm.frozen, keep: true)
             addInPlace(d, a)
             let (out, ons) = layer.outNorm.forwardTraining(d, rows: qRows)
             tapes.append(LayerTape(x: x, q: qs, k: ks, v: vs, qOut: q, kOut: k, vOut: v, attention: att, attnOut: aos,
@@ -176,16 +148,16 @@ extension BertModel {
         for i in stride(from: layers.count - 1, through: lowest, by: -1) {
             let l = layers[i], s = tape.layers[i]
             let qRows = s.firstOnly ? tape.batch : rows, qTokens = s.firstOnly ? nil : tokens
-            let (ds2h, ds2) = sublayerBackward(i, .feedForward, l.outNorm.backward(dx, saved: s.outNorm, rows: qRows), saved: s.outAdapter,
-                                               rows: qRows, norm: l.outNorm)
+            let (ds2h, ds2) = sublayerUpdates.backward(i, .feedForward, l.outNorm.backward(dx, saved: s.outNorm, rows: qRows), saved: s.outAdapter,
+                                                       rows: qRows, norm: l.outNorm.frozen)
             let dd = FloatBuffer(ds2h.array)
             Dropout.backward(dd, scale: s.outDrop)
             let dg = l.down.backward(s.outDrop == nil ? ds2h : dd, saved: s.down, rows: qRows, tokens: qTokens)!
             Activation.geluBackward(dg, input: s.preGelu)
             let da = l.up.backward(dg, saved: s.up, rows: qRows, tokens: qTokens)!
             addInPlace(da, ds2)  // residual: a feeds both the MLP and the second sum
-            let (ds1h, ds1) = sublayerBackward(i, .attention, l.attnNorm.backward(da, saved: s.attnNorm, rows: qRows), saved: s.attnAdapter,
-                                               rows: qRows, norm: l.attnNorm)
+            let (ds1h, ds1) = sublayerUpdates.backward(i, .attention, l.attnNorm.backward(da, saved: s.attnNorm, rows: qRows), saved: s.attnAdapter,
+                                                       rows: qRows, norm: l.attnNorm.frozen)
             let dao = FloatBuffer(ds1h.array)
             Dropout.backward(dao, scale: s.attnDrop)
             let dctx = l.attnOut.backward(s.attnDrop == nil ? ds1h : dao, saved: s.attnOut, rows: qRows, tokens: qTokens)!

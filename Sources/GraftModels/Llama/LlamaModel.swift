@@ -315,7 +315,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 }
             }
             let o = layer.o.forward(ctx, rows: t)
-            _ = applySublayer(li, .attention, h: o, residual: x, rows: t, keep: false)
+            _ = sublayerUpdates.apply(li, .attention, h: o, residual: x, rows: t, norm: nil, keep: false)
             addInPlace(x, o)
             layer.mlpNorm.forward(x, rows: t, into: normed)
             let gate = layer.gate.forward(normed, rows: t), up = layer.up.forward(normed, rows: t)
@@ -324,7 +324,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
             }
             let down = layer.down.forward(gate, rows: t)
-            _ = applySublayer(li, .feedForward, h: down, residual: x, rows: t, keep: false)
+            _ = sublayerUpdates.apply(li, .feedForward, h: down, residual: x, rows: t, norm: nil, keep: false)
             addInPlace(x, down)
         }
         cache.advance(by: t)

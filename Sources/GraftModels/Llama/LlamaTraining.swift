@@ -42,28 +42,6 @@ extension LlamaModel {
         return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.trains } || sublayerUpdates.trains(layer: i)
     }
 
-    /// The term a sublayer update adds at (layer, site) for h and the residual stream r, summed into h
-    /// (Llama's sublayers end in a plain residual add: no norm); what it kept when `keep`.
-    func applySublayer(_ i: Int, _ site: Sublayer, h: FloatBuffer, residual r: FloatBuffer, rows: Int, keep: Bool) -> AnyObject? {
-        guard let u = sublayerUpdates[i, site] else { return nil }
-        let (term, saved) = u.forward(h: h, residual: r, rows: rows, norm: nil, keep: keep)
-        addInPlace(h, term)
-        return saved
-    }
-
-    /// dL/d(the sum) split into dL/dh and dL/dr, a sublayer update's parts added.
-    func sublayerBackward(_ i: Int, _ site: Sublayer, _ dSum: FloatBuffer, saved: AnyObject?, rows: Int) -> (dh: FloatBuffer, dr: FloatBuffer) {
-        guard let u = sublayerUpdates[i, site], saved != nil else { return (dSum, dSum) }
-        let (dh, dr) = u.backward(dSum, saved: saved, rows: rows, norm: nil)
-        func plus(_ extra: FloatBuffer?) -> FloatBuffer {
-            guard let extra else { return dSum }
-            let out = FloatBuffer(dSum.array)
-            addInPlace(out, extra)
-            return out
-        }
-        return (plus(dh), plus(dr))
-    }
-
     var attention: SelfAttention { SelfAttention(heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim, causal: true) }
 
     /// Rotates positions `from`, `from` + 1, … of every sequence.
@@ -113,7 +91,7 @@ extension LlamaModel {
             rotate(k, heads: config.kvHeads, batch: b, length: t, from: start, inverse: false)
             let (ctx, att) = attn.forwardTraining(q: q, k: k, v: v, batch: b, length: t, lengths: lengths, prefix: prefixKeysValues(layer: li))
             let (o, os) = layer.o.forwardTraining(ctx, rows: rows, rng: rng)
-            let attnAdapter = applySublayer(li, .attention, h: o, residual: x, rows: rows, keep: true)
+            let attnAdapter = sublayerUpdates.apply(li, .attention, h: o, residual: x, rows: rows, norm: nil, keep: true)
             addInPlace(o, x)  // o ← x + attention: the residual stream after attention
             let x2 = o
             let (n2, r2) = layer.mlpNorm.forwardTraining(x2, rows: rows)
@@ -121,7 +99,7 @@ extension LlamaModel {
             let (u, us) = layer.up.forwardTraining(n2, rows: rows, rng: rng)
             let hmid = Activation.swiglu(gate: g, up: u)
             let (d, ds) = layer.down.forwardTraining(hmid, rows: rows, rng: rng)
-            let outAdapter = applySublayer(li, .feedForward, h: d, residual: x2, rows: rows, keep: true)
+            let outAdapter = sublayerUpdates.apply(li, .feedForward, h: d, residual: x2, rows: rows, norm: nil, keep: true)
             addInPlace(d, x2)
             tapes.append(LayerTape(x: x, rstd1: r1, normed1: n1, q: qs, k: ks, v: vs, qRot: q, kRot: k, vOut: v, attention: att, o: os,
                                    x2: x2, rstd2: r2, gate: gs, up: us, gateOut: g, upOut: u, down: ds, attnAdapter: attnAdapter, outAdapter: outAdapter))
@@ -142,7 +120,7 @@ extension LlamaModel {
         for i in stride(from: layers.count - 1, through: lowest, by: -1) {
             let l = layers[i], s = tape.layers[i]
             // MLP: x_out = x2 + down(silu(gate(n2)) ⊙ up(n2)) (+ a sublayer update's term), n2 = norm(x2)
-            let (dOut, dResidual2) = sublayerBackward(i, .feedForward, dx, saved: s.outAdapter, rows: rows)
+            let (dOut, dResidual2) = sublayerUpdates.backward(i, .feedForward, dx, saved: s.outAdapter, rows: rows, norm: nil)
             let dh = l.down.backward(dOut, saved: s.down, rows: rows)!
             let (dg, du) = Activation.swigluBackward(dh, gate: s.gateOut, up: s.upOut)
             let dn2 = l.gate.backward(dg, saved: s.gate, rows: rows)!
@@ -150,7 +128,7 @@ extension LlamaModel {
             let dx2 = l.mlpNorm.backward(dn2, input: s.x2, rstd: s.rstd2, rows: rows)
             addInPlace(dx2, dResidual2)
             // Attention: x2 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))) (+ a sublayer update's term), n1 = norm(x)
-            let (dAttn, dResidual1) = sublayerBackward(i, .attention, dx2, saved: s.attnAdapter, rows: rows)
+            let (dAttn, dResidual1) = sublayerUpdates.backward(i, .attention, dx2, saved: s.attnAdapter, rows: rows, norm: nil)
             let dctx = l.o.backward(dAttn, saved: s.o, rows: rows)!
             let (dq, dk, dv, dPrefix) = attn.backward(dctx, q: s.qRot, k: s.kRot, v: s.vOut, saved: s.attention, batch: b, length: t,
                                                       lengths: tape.lengths, prefix: prefixKeysValues(layer: i))
