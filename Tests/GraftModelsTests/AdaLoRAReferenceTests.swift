@@ -44,6 +44,7 @@ final class AdaLoRAReferenceTests: XCTestCase {
         XCTAssertEqual(allocator.targetBudget, expected["target_bgt"]?.intValue.map(Int.init))
         let steps = try XCTUnwrap(expected["steps"]?.arrayValue)
         XCTAssertEqual(steps.count, 12)
+        var emasCompared = 0
         for s in steps {
             let t = Int(s["step"]?.intValue ?? -1)
             let (budget, mask) = allocator.budget(at: t)
@@ -65,6 +66,7 @@ final class AdaLoRAReferenceTests: XCTestCase {
                     if let ipt = outputs[key + ".exp_avg_ipt"], let unc = outputs[key + ".exp_avg_unc"] {
                         Self.assertClose(allocator.modules[i].sensitivity[k].array, ipt, 1e-5, key + " sensitivity")
                         Self.assertClose(allocator.modules[i].uncertainty[k].array, unc, 1e-5, key + " uncertainty")
+                        emasCompared += 1
                     }
                 }
             }
@@ -78,6 +80,8 @@ final class AdaLoRAReferenceTests: XCTestCase {
                 XCTAssertNil(allocator.rankPattern, "step \(t): no allocation yet")
             }
         }
+        // Steps 0–8 update the EMAs (9 steps × 3 modules × A, B, E); the fixture names must have matched.
+        XCTAssertEqual(emasCompared, 81, "sensitivities compared")
     }
 
     /// The fixture's MiniLM AdaLoRA adapter with PEFT's gradients of its batch: one importance update,
