@@ -76,6 +76,19 @@ final class RankAllocator: AdapterTrainingHook {
         return withExtendedLifetime(m) { orthogonality(v, gram: m, count: r, length: n, transposed: transposed, gradient: gradient, weight: weight) }
     }
 
+    /// ‖BᵀB − I‖_F over B's first `columns` columns (B [rows × of]), its weighted gradient added.
+    static func addColumnOrthogonality(_ b: FloatBuffer, columns k: Int, of cap: Int, rows: Int, gradient: FloatBuffer?, weight: Float) -> Double {
+        let bv = b.values
+        let sub = FloatBuffer((0..<rows).flatMap { o in (0..<k).map { bv[o * cap + $0] } })
+        let g = gradient.map { _ in FloatBuffer(repeating: 0, count: rows * k) }
+        let norm = RankAllocator.addOrthogonality(rows: sub, count: k, length: rows, transposed: true, gradient: g, weight: weight)
+        if let gradient, let g {
+            let gv = gradient.mutable, sg = g.array
+            for o in 0..<rows { for j in 0..<k { gv[o * cap + j] += sg[o * k + j] } }
+        }
+        return norm
+    }
+
     private static func orthogonality(_ v: FloatBuffer, gram m: FloatBuffer, count r: Int, length n: Int, transposed: Bool, gradient: FloatBuffer?,
                                       weight: Float) -> Double {
         if transposed {

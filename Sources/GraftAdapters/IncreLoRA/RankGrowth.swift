@@ -74,26 +74,13 @@ final class RankGrowth: AdapterTrainingHook {
             if config.orthRegWeight > 0 {
                 total += RankAllocator.addOrthogonality(rows: u.a, count: m.live, length: u.inFeatures, transposed: false,
                                                         gradient: grad("lora_A"), weight: Float(coefficient))
-                total += Self.addColumnOrthogonality(u.b, columns: m.live, of: u.rank, rows: u.outFeatures, gradient: grad("lora_B"),
+                total += RankAllocator.addColumnOrthogonality(u.b, columns: m.live, of: u.rank, rows: u.outFeatures, gradient: grad("lora_B"),
                                                      weight: Float(coefficient))
             }
             if let ge = grad("lora_E") { let g = ge.mutable; for i in m.rank..<m.live { g[i] = 0 } }
         }
         if growing { updateImportance() }
         return coefficient * total
-    }
-
-    /// ‖BᵀB − I‖_F over B's first `columns` columns (B [rows × of]), its weighted gradient added.
-    static func addColumnOrthogonality(_ b: FloatBuffer, columns k: Int, of cap: Int, rows: Int, gradient: FloatBuffer?, weight: Float) -> Double {
-        let bv = b.values
-        let sub = FloatBuffer((0..<rows).flatMap { o in (0..<k).map { bv[o * cap + $0] } })
-        let g = gradient.map { _ in FloatBuffer(repeating: 0, count: rows * k) }
-        let norm = RankAllocator.addOrthogonality(rows: sub, count: k, length: rows, transposed: true, gradient: g, weight: weight)
-        if let gradient, let g {
-            let gv = gradient.mutable, sg = g.array
-            for o in 0..<rows { for j in 0..<k { gv[o * cap + j] += sg[o * k + j] } }
-        }
-        return norm
     }
 
     func updateImportance() {

@@ -61,7 +61,7 @@ final class TriangularGrowth: AdapterTrainingHook {
             let grad = { (s: String) in u.parameters.first { $0.suffix == s }?.gradient }
             sum += RankAllocator.addOrthogonality(rows: u.a, count: m.rank, length: u.inFeatures, transposed: false, gradient: grad("lora_A"),
                                                   weight: Float(coefficient))
-            sum += RankGrowth.addColumnOrthogonality(u.b, columns: m.rank, of: u.capacity, rows: u.outFeatures, gradient: grad("lora_B"),
+            sum += RankAllocator.addColumnOrthogonality(u.b, columns: m.rank, of: u.capacity, rows: u.outFeatures, gradient: grad("lora_B"),
                                                      weight: Float(coefficient))
         }
         return coefficient * sum
