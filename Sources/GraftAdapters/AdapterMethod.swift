@@ -183,7 +183,7 @@ public struct MethodSettings: Sendable {
 /// The adapter methods Graft knows. Adding one = a folder beside `LoRA/` with its `LayerUpdate`, its
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
-    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, BottleneckConfig.info, VeRAConfig.info, NOLAConfig.info,
+    public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, ALLoRAConfig.info, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, BottleneckConfig.info, VeRAConfig.info, NOLAConfig.info,
                                                   PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.

@@ -98,7 +98,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "The adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (default lora; --list-methods describes them).") var method: String?
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
-    @Option(help: "lora, dora, corda, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
+    @Option(help: "lora, dora, allora, corda, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
     @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora, triadaptlora: alpha/the module's rank (default 16).") var alpha: Double?
     @Option(help: "lora, dora, adalora, increlora, triadaptlora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
     @Option(help: "adalora, increlora, triadaptlora: each module's rank at the start (adalora: PEFT's init_r, default 12; the growing methods: default 1).") var initRank: Int?
@@ -115,6 +115,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "adalora: last steps trained at the final budget (default 0).") var tfinal: Int?
     @Option(name: .customLong("delta-t"), help: "adalora, increlora, triadaptlora: steps between two allocations or growth steps (default 1; increlora: so the budget is spent by mid-run).") var deltaT: Int?
     @Option(help: "adalora, increlora, triadaptlora: weight of the orthogonality regulariser on A and B (default 0.5; increlora 0.1).") var orthReg: Double?
+    @Option(help: "allora: η, the gradient scale of a row of B·A while it is zero; 1/√(‖(BA)ᵢ‖ + 1/η²) after (default 2).") var eta: Double?
     @Flag(help: "lora, dora: rsLoRA scaling alpha/√r.") var rslora = false
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
     @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
@@ -126,7 +127,7 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
     static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "bottleneck", "reduction_factor", "top_modules", "tinit", "tfinal", "delta_t",
-                           "orth_reg", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
+                           "orth_reg", "eta", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -151,6 +152,7 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("tinit", try src.int(tinit, "tinit").map(String.init)), ("tfinal", try src.int(tfinal, "tfinal").map(String.init)),
                                           ("delta-t", try src.int(deltaT, "delta_t").map(String.init)),
                                           ("orth-reg", try src.double(orthReg, "orth_reg").map { "\($0)" }),
+                                          ("eta", try src.double(eta, "eta").map { "\($0)" }),
                                           ("feedforward", try src.list(feedforward, "feedforward")?.joined(separator: ",")),
                                           ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
                                           ("bases", try src.int(bases, "bases").map(String.init)),

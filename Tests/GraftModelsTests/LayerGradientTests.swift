@@ -72,6 +72,54 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// ALLoRA: the forward is LoRA's at scale 1; the input gradient is the true one (finite differences);
+    /// A's and B's are the paper's rule written out directly — ∂L/∂ΔW = dyᵀ·x with row i scaled by
+    /// cᵢ = 1/√(‖(B·A)ᵢ‖ + 1/η²), then gB = (C·G)·Aᵀ, gA = Bᵀ·(C·G) — in double precision from ΔW
+    /// formed here, not the Gram-matrix shortcut the layer uses; and with B = 0 every cᵢ is η.
+    func testLinearWithALLoRA() {
+        let rows = 4, inF = 6, outF = 5, r = 2, eta: Float = 2
+        for zeroB in [false, true] {
+            var l = Linear(weight: random(outF * inF), bias: random(outF), inFeatures: inF, outFeatures: outF)
+            let a = random(r * inF), b = zeroB ? FloatBuffer(repeating: 0, count: outF * r) : random(outF * r)
+            let u = ALLoRAUpdate(lora: LoRAUpdate(a: a, b: b, rank: r, scale: 1), eta: eta)
+            u.makeTrainable()
+            l.updates = [u]
+            let x = random(rows * inF), dy = random(rows * outF)
+            let (_, saved) = l.forwardTraining(x, rows: rows, rng: nil)
+            let dx = l.backward(dy, saved: saved, rows: rows)!
+            assertGradient("ALLoRA dx zeroB \(zeroB)", param: x, analytic: dx, loss: { self.dot(l.forwardTraining(x, rows: rows, rng: nil).y, dy) })
+            var c = [Double](repeating: 0, count: outF)
+            for i in 0..<outF {
+                var sq = 0.0
+                for j in 0..<inF {
+                    var d = 0.0
+                    for k in 0..<r { d += Double(b[i * r + k]) * Double(a[k * inF + j]) }
+                    sq += d * d
+                }
+                c[i] = 1 / (sq.squareRoot() + 1 / Double(eta * eta)).squareRoot()
+                if zeroB { XCTAssertEqual(c[i], Double(eta), accuracy: 1e-12) }
+            }
+            // C·G, G = dyᵀ·x.
+            var cg = [Double](repeating: 0, count: outF * inF)
+            for i in 0..<outF { for j in 0..<inF { for t in 0..<rows { cg[i * inF + j] += c[i] * Double(dy[t * outF + i]) * Double(x[t * inF + j]) } } }
+            let grad = Dictionary(uniqueKeysWithValues: u.parameters.map { ($0.suffix, $0.gradient!) })
+            for i in 0..<outF {
+                for k in 0..<r {
+                    var want = 0.0
+                    for j in 0..<inF { want += cg[i * inF + j] * Double(a[k * inF + j]) }
+                    XCTAssertEqual(Double(grad["lora_B.weight"]![i * r + k]), want, accuracy: 1e-5 * max(1, abs(want)), "gB[\(i),\(k)] zeroB \(zeroB)")
+                }
+            }
+            for k in 0..<r {
+                for j in 0..<inF {
+                    var want = 0.0
+                    for i in 0..<outF { want += Double(b[i * r + k]) * cg[i * inF + j] }
+                    XCTAssertEqual(Double(grad["lora_A.weight"]![k * inF + j]), want, accuracy: 1e-5 * max(1, abs(want)), "gA[\(k),\(j)] zeroB \(zeroB)")
+                }
+            }
+        }
+    }
+
     /// IA³ scaling the output (keys, values: the bias scaled too) and the input (feed-forward layers).
     func testLinearWithIA3() {
         let rows = 4, inF = 6, outF = 5

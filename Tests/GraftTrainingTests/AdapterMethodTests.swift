@@ -224,6 +224,45 @@ final class AdapterMethodTests: XCTestCase {
         for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
     }
 
+    /// ALLoRA on MiniLM classification: it learns from the same start as LoRA at scale 1 (its per-row
+    /// rule is checked exactly in LayerGradientTests; under AdamW, whose steps do not depend on a
+    /// gradient's constant scale, ten steps differ from LoRA's by ~1e-5 in the loss); the folder is a
+    /// plain PEFT LoRA with lora_alpha = r and no dropout (PEFT reads it as LoRA at scale 1) plus
+    /// `graft_method`; it reloads as ALLoRA, folds with the logits it trained, and a resumed run ends on
+    /// the same adapter.
+    func testALLoRATrainsSavesAsAPlainLoRAAndResumes() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        var c = ALLoRAConfig(targets: ModuleTargets(names: ["query", "value"]))
+        c.rank = 4; c.eta = 4
+        var s = TrainSpec(model: try fetchedModel("minilm"), task: .classification, data: d + "/train.jsonl", adapter: c, output: d + "/allora")
+        s.trainer.maxSteps = 10; s.trainer.batchSize = 8; s.trainer.learningRate = 5e-3; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.saveEvery = 4
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        var plain = s
+        plain.adapter = LoRAConfig(rank: 4, alpha: 4, targetModules: ["query", "value"])
+        plain.output = d + "/lora"; plain.trainer.saveEvery = nil
+        let lora = losses(try TrainingRun.run(plain, log: { _ in }, onEvent: { _ in }).history)
+        XCTAssertEqual(l[0], lora[0], accuracy: 1e-6, "the same model at the first step")
+
+        let ad = try AdapterMethods.open(d + "/allora")
+        XCTAssertEqual(ad.method, "allora")
+        XCTAssertEqual(ad.config.peftType, "LORA"); XCTAssertEqual(ad.config.r, 4); XCTAssertEqual(ad.config.loraAlpha, 4)
+        XCTAssertEqual(ad.config.json["lora_dropout"]?.doubleValue, 0)
+        XCTAssertEqual(try ad.recipe(dropout: 0) as? ALLoRAConfig, c, "continued as ALLoRA with its η")
+        XCTAssertTrue(ad.layerUpdates(dropout: 0).allSatisfy { $0.update is ALLoRAUpdate })
+        _ = try assertFoldsLikeUnfused(d + "/allora")
+
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-4"
+        XCTAssertEqual(losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history), l)
+        let a = try SafetensorsFile(path: d + "/allora/adapter_model.safetensors"), b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        for t in a.tensors { XCTAssertEqual(FloatBuffer(try a.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+    }
+
     /// Bottleneck adapters on MiniLM classification, each AdapterHub configuration: they learn; the
     /// folder is AdapterHub's (its config keys and tensor names, as the fixture AdapterHub wrote; the head
     /// as model_head.safetensors); it reloads with the logits it trained; `graft fuse` refuses it and
@@ -291,7 +330,10 @@ final class AdapterMethodTests: XCTestCase {
         bottleneck.layers = [28, 29]
         var corda = CorDAConfig(lora: LoRAConfig(rank: 4, alpha: 8, targetModules: []))
         corda.lora.targets = ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]); corda.calibrationExamples = 4
+        var allora = ALLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
+        allora.rank = 4
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
+                                      (allora, 5e-3, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (adalora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (increlora, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (triadapt, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
@@ -625,6 +667,8 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "bottleneck", "--bottleneck", "lora"], "--bottleneck: 'lora' is not seqbn, houlsby or parbn")
         try fails(["--method", "corda", "--corda-mode", "spm"], "--corda-mode: 'spm' is not ipm or kpm")
         try fails(["--method", "corda", "--calibration-examples", "0"], "CorDA needs at least one calibration example")
+        try fails(["--method", "allora", "--eta", "0"], "ALLoRA --eta must be a positive number")
+        try fails(["--method", "allora", "--alpha", "16"], "--alpha is not an option of --method allora")
         try fails(["--method", "triadaptlora", "--growth", "cubic"], "--growth: 'cubic' is not linear or exponential")
         try fails(["--method", "triadaptlora", "--max-rank", "4", "--target-rank", "6"], "TriAdaptLoRA --max-rank 4 is below --target-rank 6")
         try fails(["--method", "prefix", "--task", "embedding"], "trains virtual tokens for classification and causal-LM tasks, not sentence embeddings")

@@ -2,7 +2,11 @@ import GraftFormats
 import GraftTensor
 
 extension LoRAAdapter {
-    public var method: String { config.useDoRA || modules.values.contains { $0.magnitude != nil } ? "dora" : "lora" }
+    /// `dora` where the modules carry magnitudes, `allora` for a folder Graft's ALLoRA saved (`graft_method`), else `lora`.
+    public var method: String {
+        if config.useDoRA || modules.values.contains(where: { $0.magnitude != nil }) { return "dora" }
+        return config.json["graft_method"]?.stringValue == "allora" ? "allora" : "lora"
+    }
     public var moduleNames: [String] { modules.keys.sorted() }
 
     /// Every module as an unfused update (LoRA, or DoRA where it has a magnitude), with its own copies
@@ -14,7 +18,9 @@ extension LoRAAdapter {
             if let mag = m.magnitude {
                 return (name, DoRAUpdate(a: a, b: b, magnitude: FloatBuffer(FloatBuffer(mag).array), rank: rank, scale: scale, dropout: dropout))
             }
-            return (name, LoRAUpdate(a: a, b: b, rank: rank, scale: scale, dropout: dropout))
+            let lora = LoRAUpdate(a: a, b: b, rank: rank, scale: scale, dropout: dropout)
+            if method == "allora", let c = try? ALLoRAConfig.continuing(config) { return (name, ALLoRAUpdate(lora: lora, eta: Float(c.eta))) }
+            return (name, lora)
         }
     }
 
@@ -27,6 +33,7 @@ extension LoRAAdapter {
     /// new run's), so the saved config describes the saved tensors.
     public func recipe(dropout: Double) throws -> any AdapterRecipe {
         let c = config
+        if method == "allora" { return try ALLoRAConfig.continuing(c) }
         guard c.rankPattern.isEmpty && c.alphaPattern.isEmpty else {
             throw LoRAError("\(path): adapters with rank_pattern or alpha_pattern cannot be continued yet")
         }
@@ -36,7 +43,8 @@ extension LoRAAdapter {
     }
 
     public var settingsSummary: String {
-        "\(method == "dora" ? "DoRA" : "LoRA") r = \(config.r), alpha = \(config.loraAlpha)\(config.useRSLoRA ? ", rsLoRA" : "")"
+        if method == "allora" { return "ALLoRA r = \(config.r), eta = \((try? ALLoRAConfig.continuing(config).eta) ?? 2)" }
+        return "\(method == "dora" ? "DoRA" : "LoRA") r = \(config.r), alpha = \(config.loraAlpha)\(config.useRSLoRA ? ", rsLoRA" : "")"
     }
 }
 
