@@ -184,7 +184,7 @@ public struct MethodSettings: Sendable {
 /// `AdapterRecipe`, its `LoadedAdapter` reader, and one line in `all` and (for a new PEFT type) `readers`.
 public enum AdapterMethods {
     public static let all: [AdapterMethodInfo] = [LoRAConfig.info, LoRAConfig.doraInfo, ALLoRAConfig.info, AdaLoRAConfig.info, IncreLoRAConfig.info, TriAdaptLoRAConfig.info, CorDAConfig.info, IA3Config.info, BottleneckConfig.info, VeRAConfig.info, NOLAConfig.info,
-                                                  PromptTuningConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
+                                                  PromptTuningConfig.info, EPTConfig.info, PrefixTuningConfig.info, FullFineTuningConfig.info]
 
     /// Readers by PEFT `peft_type`.
     static let readers: [String: @Sendable (String, PEFTAdapterConfig) throws -> any LoadedAdapter] = [
@@ -195,6 +195,7 @@ public enum AdapterMethods {
         "NOLA": { try NOLAAdapter(path: $0, config: $1) },
         "PROMPT_TUNING": { try VirtualTokenAdapter(path: $0, config: $1) },
         "PREFIX_TUNING": { try VirtualTokenAdapter(path: $0, config: $1) },
+        "EPT": { try EPTAdapter(path: $0, config: $1) },
     ]
 
     /// The registry as text: each method, what it does, its PEFT type, whether it folds, its options.

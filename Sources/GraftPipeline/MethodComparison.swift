@@ -29,7 +29,7 @@ public struct MethodComparison: Sendable {
     /// Each method's learning rate: the scale its paper and PEFT's examples train it at (an adapter's few
     /// parameters take larger steps than full fine-tuning's; a prompt, larger still).
     public static let learningRates: [String: Double] = [
-        "lora": 1e-3, "dora": 1e-3, "allora": 5e-3, "adalora": 2e-2, "increlora": 2e-2, "triadaptlora": 2e-2, "corda": 1e-3, "bottleneck": 5e-3, "ia3": 1e-2, "vera": 1e-2, "nola": 5e-3, "prompt": 3e-2, "prefix": 1e-2, "full": 5e-5,
+        "lora": 1e-3, "dora": 1e-3, "allora": 5e-3, "adalora": 2e-2, "increlora": 2e-2, "triadaptlora": 2e-2, "corda": 1e-3, "bottleneck": 5e-3, "ia3": 1e-2, "vera": 1e-2, "nola": 5e-3, "prompt": 3e-2, "ept": 3e-2, "prefix": 1e-2, "full": 5e-5,
     ]
 
     public init(model: String, tasks: [PipelineTask], methods: [String], workDir: String) {

@@ -59,8 +59,16 @@ public struct TrainableAdapter: @unchecked Sendable {
         if let tokens {
             try model.attach(tokens, source: existing?.path ?? recipe.label)
             tokens.makeTrainable()
-            params.append(TrainableParameter(name: "prompt_embeddings", value: tokens.values, grad: tokens.gradient!,
-                                             shape: [tokens.count, tokens.width], decay: true))
+            if let source = tokens.source {
+                // Derived tokens (EPT): their source's parameters train.
+                source.makeTrainable()
+                for p in source.parameters {
+                    params.append(TrainableParameter(name: p.suffix, value: p.value, grad: p.gradient!, shape: p.shape, decay: p.decay))
+                }
+            } else {
+                params.append(TrainableParameter(name: "prompt_embeddings", value: tokens.values, grad: tokens.gradient!,
+                                                 shape: [tokens.count, tokens.width], decay: true))
+            }
         }
         // Bottleneck adapters: updates at sublayer sites, named as their library names them.
         var sites = existing?.sublayerUpdates() ?? []

@@ -98,8 +98,8 @@ struct AdapterMethodOptions: ParsableArguments {
     @Option(help: "The adapter method: \(AdapterMethods.all.map(\.name).joined(separator: ", ")) (default lora; --list-methods describes them).") var method: String?
     @Option(help: "Target modules: comma-separated names (query,value / q_proj,v_proj), all-linear, or re:REGEX on the full module path; none trains only the classification head (a linear probe on frozen features). Default: the method's, as PEFT's (LoRA: query,value for BERT, q_proj,v_proj for Llama).") var targets: String?
     @Option(help: "Only these layer indices, comma-separated.") var layers: String?
-    @Option(help: "lora, dora, allora, corda, vera, nola: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
-    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora, triadaptlora: alpha/the module's rank (default 16).") var alpha: Double?
+    @Option(help: "lora, dora, allora, corda, vera, nola, ept: rank r (default \(LoRAConfig.defaultRank); vera \(VeRAConfig.defaultRank), one projection pair for all layers).") var rank: Int?
+    @Option(help: "lora, dora, nola: alpha (default 2·rank); scaling = alpha/r, or alpha/√r with --rslora. adalora: scaling alpha/init-rank (default 8); increlora, triadaptlora: alpha/the module's rank (default 16). ept: the embedding update's scale alpha/√rank (default 1).") var alpha: Double?
     @Option(help: "lora, dora, adalora, increlora, triadaptlora, vera, nola: dropout on the adapter's input (default 0).") var dropout: Double?
     @Option(help: "adalora, increlora, triadaptlora: each module's rank at the start (adalora: PEFT's init_r, default 12; the growing methods: default 1).") var initRank: Int?
     @Option(help: "adalora, increlora, triadaptlora: average rank per module once the budget is allocated (adalora: PEFT's target_r, default 8; increlora 4; triadaptlora 8).") var targetRank: Int?
@@ -119,15 +119,17 @@ struct AdapterMethodOptions: ParsableArguments {
     @Flag(help: "lora, dora: rsLoRA scaling alpha/√r.") var rslora = false
     @Option(help: "ia3: comma-separated target modules whose input is scaled instead of their output (PEFT's feedforward_modules; default output.dense for BERT, down_proj for Llama).") var feedforward: String?
     @Option(help: "vera, nola: seed of the random projections or bases (VeRA: PEFT's projection_prng_key; default 0).") var projectionSeed: Int?
+    @Option(help: "ept: subspaces the prompt is projected through, mixed by a gate (default 4).") var spaces: Int?
+    @Option(help: "ept: token positions the low-rank input-embedding update covers (default 256); later tokens get none.") var embeddingPositions: Int?
     @Option(help: "nola: random bases for A and for B each (default \(NOLAConfig.defaultBases)).") var bases: Int?
-    @Option(help: "prompt, prefix: virtual tokens ahead of every sequence (default \(PromptTuningConfig.defaultVirtualTokens)); they count against the model's context.") var virtualTokens: Int?
-    @Option(help: "prompt: start the prompt from this text's word embeddings (PEFT's TEXT init, the text cut or repeated to the prompt's length) instead of N(0, 1) draws.") var initText: String?
-    @Option(help: "prompt: how the prompt starts: random (N(0, 1), PEFT's default), text (with --init-text), or sample-vocab (the word embeddings of tokens drawn from the vocabulary).") var promptInit: String?
+    @Option(help: "prompt, prefix, ept: virtual tokens ahead of every sequence (default \(PromptTuningConfig.defaultVirtualTokens); ept 10); they count against the model's context.") var virtualTokens: Int?
+    @Option(help: "prompt, ept: start the prompt from this text's word embeddings (PEFT's TEXT init, the text cut or repeated to the prompt's length) instead of N(0, 1) draws.") var initText: String?
+    @Option(help: "prompt, ept: how the prompt starts: random (N(0, 1), PEFT's default), text (with --init-text), or sample-vocab (the word embeddings of tokens drawn from the vocabulary).") var promptInit: String?
     @Option(help: "Continue training this PEFT adapter folder (its method, settings and targets).") var adapter: String?
     @Option(help: "classification: start the head from the classifier in this adapter folder, e.g. a linear probe trained with --targets none (LP-FT); the adapter's modules start fresh.") var initHead: String?
 
     static let fileKeys = ["method", "targets", "layers", "rank", "alpha", "dropout", "rslora", "init_rank", "target_rank", "add_rank", "max_rank", "growth", "corda_mode", "calibration_examples", "bottleneck", "reduction_factor", "top_modules", "tinit", "tfinal", "delta_t",
-                           "orth_reg", "eta", "feedforward", "projection_seed", "bases", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
+                           "orth_reg", "eta", "feedforward", "projection_seed", "bases", "spaces", "embedding_positions", "virtual_tokens", "init_text", "prompt_init", "adapter", "init_head"]
 
     static var methodList: String { "Adapter methods (graft train --method NAME):\n\n" + AdapterMethods.description }
 
@@ -156,6 +158,8 @@ struct AdapterMethodOptions: ParsableArguments {
                                           ("feedforward", try src.list(feedforward, "feedforward")?.joined(separator: ",")),
                                           ("projection-seed", try src.int(projectionSeed, "projection_seed").map(String.init)),
                                           ("bases", try src.int(bases, "bases").map(String.init)),
+                                          ("spaces", try src.int(spaces, "spaces").map(String.init)),
+                                          ("embedding-positions", try src.int(embeddingPositions, "embedding_positions").map(String.init)),
                                           ("virtual-tokens", try src.int(virtualTokens, "virtual_tokens").map(String.init)),
                                           ("init-text", try src.string(initText, "init_text")),
                                           ("prompt-init", try src.string(promptInit, "prompt_init"))]

@@ -120,6 +120,36 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// EPT's derived prompt: every parameter's gradient (short prompt, A, B, the subspaces' projections,
+    /// the gate) against finite differences of L = Σ prompt ⊙ R₁ + Σ offsets ⊙ R₂, with all of them
+    /// non-zero (at its start B, U and the gate are zero, which would leave terms untested); and at that
+    /// start the prompt is P and the offsets zero.
+    func testEPTPromptFusionAndProjection() {
+        let m = 3, d = 5, r = 2, s = 4, K = 2
+        let src = EPTPrompt(prompt: random(m * d), a: random(s * r), b: random(r * d), down: random(K * d * r), up: random(K * r * d),
+                            gateWeight: random(K * d), gateBias: random(K), width: d, rank: r, spaces: K, scale: 0.7)
+        let tokens = src.makeTokens()
+        tokens.makeTrainable(); src.makeTrainable()
+        let r1 = random(m * d), r2 = random(s * d)
+        let L = { () -> Double in
+            src.derive(into: tokens)
+            return self.dot(tokens.values, r1) + self.dot(tokens.offsets!, r2)
+        }
+        _ = L()
+        tokens.gradient!.mutable.baseAddress!.update(from: r1.array, count: r1.count)  // dL/dprompt = R₁, dL/doffsets = R₂
+        tokens.offsetGradient!.mutable.baseAddress!.update(from: r2.array, count: r2.count)
+        src.backward(tokens)
+        for p in src.parameters {
+            assertGradient("EPT \(p.suffix)", param: p.value, analytic: p.gradient!, eps: 1e-2, tolerance: 2e-2, loss: L)
+        }
+        var c = EPTConfig()
+        c.embeddingPositions = s
+        let layout = VirtualTokens.Layout(hidden: d, layers: 1, heads: 1, kvWidth: d, kvHeads: 1, contextLength: 64, vocabulary: 10)
+        let fresh = try! c.makeVirtualTokens(layout: layout, embed: { _ in FloatBuffer(count: 0) }, tokenize: { _ in [] }, seed: 3)
+        XCTAssertEqual(fresh.values.array, (fresh.source as! EPTPrompt).prompt.array, "B, U and the gate start at zero: the prompt is P")
+        XCTAssertEqual(fresh.offsets!.array, [Float](repeating: 0, count: s * d))
+    }
+
     /// IA³ scaling the output (keys, values: the bias scaled too) and the input (feed-forward layers).
     func testLinearWithIA3() {
         let rows = 4, inF = 6, outF = 5

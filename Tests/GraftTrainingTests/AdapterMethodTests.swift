@@ -330,6 +330,8 @@ final class AdapterMethodTests: XCTestCase {
         bottleneck.layers = [28, 29]
         var corda = CorDAConfig(lora: LoRAConfig(rank: 4, alpha: 8, targetModules: []))
         corda.lora.targets = ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]); corda.calibrationExamples = 4
+        var ept = EPTConfig()
+        ept.virtualTokens = 4; ept.embeddingPositions = 64; ept.initialisation = .text; ept.initText = "Answer briefly."
         var allora = ALLoRAConfig(targets: ModuleTargets(names: ["q_proj", "v_proj"], layers: [28, 29]))
         allora.rank = 4
         for (recipe, lr, modules) in [(ia3 as any AdapterRecipe, 5e-2, ["mlp.down_proj", "self_attn.k_proj", "self_attn.v_proj"]),
@@ -341,7 +343,7 @@ final class AdapterMethodTests: XCTestCase {
                                       (bottleneck, 1e-2, []),
                                       (vera, 3e-1, ["self_attn.q_proj", "self_attn.v_proj"]),
                                       (nola, 5e-2, ["self_attn.q_proj", "self_attn.v_proj"]),
-                                      (prompt, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
+                                      (prompt, 3e-2, []), (ept, 3e-2, []), (PrefixTuningConfig(virtualTokens: 4), 1e-1, [])] {
             var s = TrainSpec(model: try fetchedSmolLM2GGUF(), task: .causalLM, data: d + "/chat.jsonl", adapter: recipe, output: d + "/" + recipe.method)
             s.trainer.maxSteps = 6; s.trainer.batchSize = 4; s.trainer.learningRate = lr; s.trainer.logEvery = 1; s.validationSplit = 0
             let l = losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history)
@@ -419,6 +421,103 @@ final class AdapterMethodTests: XCTestCase {
             }
             XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".fused"))
         }
+    }
+
+    /// EPT on MiniLM classification: it learns; the folder holds its seven tensors and head under its
+    /// `peft_type` "EPT"; reloaded, it classifies what it learnt and, continued by a step too small to
+    /// move it, gives the same logits; a resumed run ends on the same adapter; `graft fuse` refuses it.
+    func testEPTTrainsSavesReloadsAndResumes() throws {
+        let d = try temporaryDirectory(self)
+        try write(toySentiment(96), to: d + "/train.jsonl")
+        let folder = try fetchedModel("minilm")
+        var c = EPTConfig()
+        c.virtualTokens = 4; c.rank = 4; c.spaces = 2; c.embeddingPositions = 32
+        c.initialisation = .text; c.initText = "Sentiment:"
+        let out = d + "/ept"
+        var s = TrainSpec(model: folder, task: .classification, data: d + "/train.jsonl", adapter: c, output: out)
+        s.trainer.maxSteps = 24; s.trainer.batchSize = 8; s.trainer.learningRate = 3e-2; s.trainer.logEvery = 1; s.validationSplit = 0.25
+        s.trainer.saveEvery = 10
+        let outcome = try TrainingRun.run(s, log: { _ in }, onEvent: { _ in })
+        let l = losses(outcome.history)
+        XCTAssertLessThan(l.suffix(3).reduce(0, +) / 3, l.prefix(3).reduce(0, +) / 3, "\(l)")
+        XCTAssertEqual(outcome.trainableParameters, 4 * 384 + 32 * 4 + 4 * 384 + 2 * (384 * 4 * 2) + 2 * 384 + 2 + 2 * 384 + 2,
+                       "prompt, A, B, the subspaces, the gate and the head")
+        let file = try SafetensorsFile(path: out + "/adapter_model.safetensors")
+        XCTAssertEqual(Set(file.tensors.map(\.name)).subtracting(["base_model.classifier.weight", "base_model.classifier.bias"]),
+                       Set(EPTPrompt.names(m: 4, d: 384, r: 4, positions: 32, spaces: 2).map(\.0)))
+        let ad = try AdapterMethods.open(out)
+        XCTAssertEqual(ad.method, "ept"); XCTAssertEqual(ad.config.peftType, "EPT")
+        XCTAssertEqual(try ad.recipe(dropout: 0) as? EPTConfig, c)
+        let tokens = try XCTUnwrap(try ad.virtualTokens())
+        XCTAssertGreaterThan(tokens.offsets!.array.map(abs).max()!, 0, "the embedding update moved from zero")
+
+        let clf = try Evaluation.classifier(model: folder, adapter: out)
+        let trained = try clf.model.logits(Self.texts)
+        XCTAssertEqual(clf.labels[trained[0][0] > trained[0][1] ? 0 : 1], "positive", "\(trained)")
+        XCTAssertEqual(clf.labels[trained[1][0] > trained[1][1] ? 0 : 1], "negative", "\(trained)")
+        var more = s
+        more.output = out + "2"; more.initAdapter = out; more.trainer.learningRate = 1e-9; more.trainer.maxSteps = 1; more.trainer.saveEvery = nil
+        _ = try TrainingRun.run(more, log: { _ in }, onEvent: { _ in })
+        let again = try Evaluation.classifier(model: folder, adapter: out + "2").model.logits(Self.texts)
+        for (a, b) in zip(trained.joined(), again.joined()) { XCTAssertEqual(a, b, accuracy: 1e-3) }
+
+        let checkpoints = s.checkpointDir
+        s.output = d + "/resumed"
+        s.resume = checkpoints + "/checkpoint-10"
+        XCTAssertEqual(losses(try TrainingRun.run(s, log: { _ in }, onEvent: { _ in }).history), l)
+        let b = try SafetensorsFile(path: d + "/resumed/adapter_model.safetensors")
+        for t in file.tensors { XCTAssertEqual(FloatBuffer(try file.tensor(t.name)).array, FloatBuffer(try b.tensor(t.name)).array, t.name) }
+
+        XCTAssertThrowsError(try Fuse.run(model: folder, adapter: out, to: out + ".fused")) {
+            XCTAssertTrue("\($0)".contains("cannot be folded into the weights"), "\($0)")
+        }
+    }
+
+    /// The input-embedding offsets a prompt carries (EPT's low-rank update), through both models: their
+    /// gradient against a central difference along a random direction (L = Σ hidden ⊙ R, two sequences of
+    /// different lengths, so padding and per-sequence indexing count); and in SmolLM2's cached decoding,
+    /// token by token, the same last logits as one prefill — the offset index follows the position.
+    func testPromptOffsetsGradientThroughBothModelsAndInCachedDecoding() throws {
+        var rng = SeededRNG(seed: 5)
+        func random(_ n: Int, _ scale: Float) -> FloatBuffer { FloatBuffer((0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale }) }
+        func check<M: AdaptableModel>(_ model: inout M, hidden h: Int, batch: [[Int]], run: (M) throws -> (FloatBuffer, (FloatBuffer) -> Void)) throws {
+            let rows = 6, tokens = VirtualTokens(placement: .embeddings, count: 2, width: h, values: random(2 * h, 0.05), offsets: random(rows * h, 0.05))
+            try model.attach(tokens, source: "test")
+            tokens.makeTrainable()
+            let (y, back) = try run(model)
+            let r = random(y.count, 1)
+            back(r)
+            let dir = random(rows * h, 1), eps: Float = 1e-3, o = tokens.offsets!, keep = o.array
+            func loss(_ sign: Float) throws -> Double {
+                for i in 0..<o.count { o.mutable[i] = keep[i] + sign * eps * dir[i] }
+                let v = try run(model).0
+                return zip(v.array, r.array).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            let fd = (try loss(1) - loss(-1)) / Double(2 * eps)
+            let analytic = zip(tokens.offsetGradient!.array, dir.array).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertEqual(analytic, fd, accuracy: 2e-2 * abs(fd), "\(M.self)")
+        }
+        var bert = try BertModel(checkpoint: try Checkpoint(path: try fetchedModel("minilm")))
+        try check(&bert, hidden: 384, batch: [[101, 2023, 2143, 2001, 2307, 102], [101, 2307, 102]]) { m in
+            let (y, tape) = try m.forwardTraining([[101, 2023, 2143, 2001, 2307, 102], [101, 2307, 102]], rng: nil)
+            return (y, { m.backward($0, tape: tape) })
+        }
+        var lm = try CausalLM(path: try fetchedSmolLM2GGUF())
+        let ids = [1, 4093, 314, 260, 3575, 282], short = [1, 4093, 314]
+        try check(&lm.model, hidden: 576, batch: [ids, short]) { m in
+            let (y, tape) = try m.forwardTraining([ids, short], rng: nil)
+            return (y, { m.backward($0, tape: tape) })
+        }
+        var cache = lm.model.makeCache()
+        let prefill = try lm.model.forward(ids, cache: &cache)[0]
+        cache = lm.model.makeCache()
+        var last: [Float] = []
+        _ = try lm.model.forward(Array(ids.prefix(2)), cache: &cache)
+        for id in ids.dropFirst(2) { last = try lm.model.forward([id], cache: &cache)[0] }
+        for (a, b) in zip(prefill, last) { XCTAssertEqual(a, b, accuracy: 1e-3) }
+        lm.model.virtualTokens!.offsets!.mutable.update(repeating: 0)
+        cache = lm.model.makeCache()
+        XCTAssertGreaterThan(zip(try lm.model.forward(ids, cache: &cache)[0], prefill).map { abs($0 - $1) }.max()!, 1e-3, "the offsets count")
     }
 
     /// Full fine-tuning of chosen weights on MiniLM classification: it learns; the output is an HF folder with
@@ -668,6 +767,9 @@ final class AdapterMethodTests: XCTestCase {
         try fails(["--method", "corda", "--corda-mode", "spm"], "--corda-mode: 'spm' is not ipm or kpm")
         try fails(["--method", "corda", "--calibration-examples", "0"], "CorDA needs at least one calibration example")
         try fails(["--method", "allora", "--eta", "0"], "ALLoRA --eta must be a positive number")
+        try fails(["--method", "ept", "--spaces", "0"], "EPT --spaces must be a positive integer")
+        try fails(["--method", "ept", "--virtual-tokens", "600"], "600 virtual tokens fill the model's context of 512 positions")
+        try fails(["--method", "ept", "--targets", "query"], "adapts none: it adds virtual tokens")
         try fails(["--method", "allora", "--alpha", "16"], "--alpha is not an option of --method allora")
         try fails(["--method", "triadaptlora", "--growth", "cubic"], "--growth: 'cubic' is not linear or exponential")
         try fails(["--method", "triadaptlora", "--max-rank", "4", "--target-rank", "6"], "TriAdaptLoRA --max-rank 4 is below --target-rank 6")
@@ -680,7 +782,7 @@ final class AdapterMethodTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: d + "/poly", withIntermediateDirectories: true)
         try write(#"{"peft_type": "POLY", "task_type": "SEQ_CLS", "r": 8}"#, to: d + "/poly/adapter_config.json")
         XCTAssertThrowsError(try AdapterMethods.open(d + "/poly")) {
-            XCTAssertTrue("\($0)".contains("'POLY' is not a method Graft knows (known: ADALORA, IA3, LORA, NOLA, PREFIX_TUNING, PROMPT_TUNING, VERA)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("'POLY' is not a method Graft knows (known: ADALORA, EPT, IA3, LORA, NOLA, PREFIX_TUNING, PROMPT_TUNING, VERA)"), "\($0)")
         }
         XCTAssertThrowsError(try Fuse.run(model: try fetchedModel("minilm"), adapter: d + "/poly", to: d + "/fused")) {
             XCTAssertTrue("\($0)".contains("POLY"), "\($0)")

@@ -65,6 +65,7 @@ extension BertModel {
         -> (hidden: FloatBuffer, tape: Tape) {
         guard let longest = batch.map(\.count).max(), longest > 0 else { throw ModelError("empty batch") }
         let vt = virtualTokens
+        vt?.prepare()
         let prompt = vt?.placement == .embeddings ? vt!.count : 0, prefix = vt?.placement == .keysValues ? vt!.count : 0
         let t = prompt + longest
         guard t + prefix <= config.maxPositions else {
@@ -77,7 +78,10 @@ extension BertModel {
         let zeros = [Int](repeating: 0, count: prompt)
         words.gather(batch.flatMap { zeros + $0 + [Int](repeating: 0, count: longest - $0.count) }, into: x, accumulate: false)
         if let vt, prompt > 0 {
-            for s in 0..<b { (x.mutable.baseAddress! + s * t * h).update(from: vt.values.values.baseAddress!, count: prompt * h) }
+            for s in 0..<b {
+                (x.mutable.baseAddress! + s * t * h).update(from: vt.values.values.baseAddress!, count: prompt * h)
+                vt.addOffsets(to: x.mutable.baseAddress! + (s * t + prompt) * h, tokens: batch[s].count)
+            }
         }
         positions.gather((0..<b).flatMap { _ in Array(prefix..<(prefix + t)) }, into: x, accumulate: true)
         tokenTypes.gather([Int](repeating: 0, count: rows), into: x, accumulate: true)
@@ -184,12 +188,17 @@ extension BertModel {
             }
             dx = dxk
         }
-        // A training prompt: back through the embeddings' dropout and LayerNorm to its rows, summed over the batch.
+        // A training prompt: back through the embeddings' dropout and LayerNorm to its rows, summed over
+        // the batch (and to its offsets, from the tokens' rows); a derived prompt passes them to its source.
         if let vt, let (norm, drop) = tape.embedding, let g = vt.gradient {
             Dropout.backward(dx, scale: drop)
             let de = embNorm.backward(dx, saved: norm, rows: rows)
             let gp = g.mutable, dv = de.values
-            for s in 0..<tape.batch { for j in 0..<(tape.prompt * h) { gp[j] += dv[s * tape.length * h + j] } }
+            for s in 0..<tape.batch {
+                for j in 0..<(tape.prompt * h) { gp[j] += dv[s * tape.length * h + j] }
+                vt.accumulateOffsets(from: dv.baseAddress! + (s * tape.length + tape.prompt) * h, tokens: tape.lengths[s] - tape.prompt)
+            }
+            vt.finishBackward()
         }
     }
 

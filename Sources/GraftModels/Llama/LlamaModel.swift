@@ -275,6 +275,10 @@ public struct LlamaModel: Sendable, AdaptableModel {
         for (r, id) in tokens.enumerated() {
             (x.mutable.baseAddress! + (lead + r) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
         }
+        // A prompt's offsets: the tokens' index after it is their position minus its length.
+        if let vt = virtualTokens, vt.placement == .embeddings, past + lead >= vt.count {
+            vt.addOffsets(to: x.mutable.baseAddress! + lead * h, tokens: tokens.count, first: past + lead - vt.count)
+        }
         let normed = FloatBuffer(count: t * h)
         for (li, layer) in layers.enumerated() {
             layer.attnNorm.forward(x, rows: t, into: normed)

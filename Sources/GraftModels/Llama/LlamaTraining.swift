@@ -67,6 +67,7 @@ extension LlamaModel {
     public func forwardTraining(_ batch: [[Int]], rng: UnsafeMutablePointer<SeededRNG>?) throws -> (hidden: FloatBuffer, tape: Tape) {
         guard let longest = batch.map(\.count).max(), longest > 0 else { throw ModelError("empty batch") }
         let vt = virtualTokens, prompt = vt?.placement == .embeddings ? vt!.count : 0, start = firstPosition
+        vt?.prepare()
         let t = prompt + longest
         guard start + t <= config.contextLength else {
             throw ModelError("sequence of \(longest) tokens\(vt.map { " after \($0.count) virtual tokens" } ?? "") exceeds the model's context of \(config.contextLength)")
@@ -79,6 +80,7 @@ extension LlamaModel {
             for (i, id) in ids.enumerated() {
                 (x.mutable.baseAddress! + (s * t + prompt + i) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
             }
+            if let vt, prompt > 0 { vt.addOffsets(to: x.mutable.baseAddress! + (s * t + prompt) * h, tokens: ids.count) }
         }
         let attn = attention
         var tapes: [LayerTape] = []
@@ -148,10 +150,15 @@ extension LlamaModel {
             addInPlace(dxn, dResidual1)
             dx = dxn
         }
-        // A training prompt: the embeddings' gradient at its rows, summed over the batch.
+        // A training prompt: the embeddings' gradient at its rows, summed over the batch (and at the
+        // tokens' rows for its offsets); a derived prompt passes them to its source.
         if let vt, tape.prompt > 0, let g = vt.gradient {
             let gp = g.mutable, dv = dx.values
-            for s in 0..<b { for j in 0..<(tape.prompt * h) { gp[j] += dv[s * t * h + j] } }
+            for s in 0..<b {
+                for j in 0..<(tape.prompt * h) { gp[j] += dv[s * t * h + j] }
+                vt.accumulateOffsets(from: dv.baseAddress! + (s * t + tape.prompt) * h, tokens: tape.lengths[s] - tape.prompt)
+            }
+            vt.finishBackward()
         }
     }
 
