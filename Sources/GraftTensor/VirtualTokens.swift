@@ -87,8 +87,8 @@ public final class VirtualTokens: @unchecked Sendable {
         offsetGradient?.mutable.update(repeating: 0)
     }
 
-    /// Adds `offsets` row j to the `n` token rows starting at `x` (`stride` floats apart), token j of the
-    /// sequence at row j; `first` is the index of the first of them among the sequence's tokens.
+    /// Adds the offsets to the `n` consecutive token rows at `x` (`width` floats each): row j gets offset
+    /// row `first` + j, `first` being the index of the first of them among the sequence's tokens.
     public func addOffsets(to x: UnsafeMutablePointer<Float>, tokens n: Int, first: Int = 0) {
         guard let offsets else { return }
         let o = offsets.values.baseAddress!
