@@ -60,7 +60,8 @@ public struct ALLoRAConfig: AdapterRecipe, Equatable {
         guard c.loraAlpha == Double(c.r), !c.useRSLoRA else {
             throw FormatError(c.path, "lora_alpha", "an ALLoRA adapter has lora_alpha = r (scaling 1); this one has \(c.loraAlpha) with r = \(c.r)")
         }
-        var own = ALLoRAConfig(targets: ModuleTargets(names: c.targetModules))
+        var own = ALLoRAConfig(targets: ModuleTargets(config: c))
+        if let layers = c.json["layers_to_transform"]?.arrayValue?.compactMap(\.intValue) { own.targets.layers = layers.map(Int.init) }
         own.rank = c.r
         if let e = c.json["graft_settings"]?["eta"]?.doubleValue { own.eta = e }
         return own
