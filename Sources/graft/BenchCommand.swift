@@ -19,7 +19,7 @@ struct BenchCommand: ParsableCommand {
 private var graftExecutable: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path }
 
 private var defaultMergeDir: String {
-    (ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft")) + "/bench/merge"
+    GraftHome.path + "/bench/merge"
 }
 
 struct BenchAll: ParsableCommand {

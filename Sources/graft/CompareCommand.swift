@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GraftAdapters
 import GraftData
+import GraftFormats
 import GraftModels
 import GraftPipeline
 
@@ -77,7 +78,7 @@ struct CompareCommand: ParsableCommand {
         var pipelineTasks = try taskNames.map { PipelineTask(name: $0, folder: try DemoCommand.prepare($0)) }
         pipelineTasks += try DemoCommand.parseTasks(customTasks)
         var c = MethodComparison(model: try ModelLocator.resolve(model), tasks: pipelineTasks, methods: methodList,
-                                 workDir: workDir ?? ModelLocator.home + "/compare")
+                                 workDir: workDir ?? GraftHome.path + "/compare")
         c.epochs = epochs; c.batchSize = batchSize; c.maxLength = maxLength; c.seed = seed; c.precision = precision
         c.learningRateOverrides = try overrides()
         guard let exe = Bundle.main.executablePath else { throw ValidationError("cannot find the graft executable to run the trainings") }

@@ -60,9 +60,9 @@ struct DataPrepare: ParsableCommand {
             guard let c = Prepare.corpora.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown corpus '\(name)' (known: \(Prepare.corpora.map(\.name).joined(separator: ", ")))")
             }
-            let raw = ModelLocator.home + "/data/raw"
+            let raw = GraftHome.path + "/data/raw"
             source = c.source(raw)
-            out = output ?? ModelLocator.home + "/data/" + name
+            out = output ?? GraftHome.path + "/data/" + name
             let needed: String
             switch source { case let .table(path, _, _, _): needed = path; case let .classFolders(path): needed = path }
             guard FileManager.default.fileExists(atPath: needed) else {

@@ -86,7 +86,7 @@ struct DemoCommand: ParsableCommand {
     func run() throws {
         let start = Date()
         let modelPath = try ModelLocator.resolve(model)
-        let work = workDir ?? ModelLocator.home + "/demo"
+        let work = workDir ?? GraftHome.path + "/demo"
         if fresh, FileManager.default.fileExists(atPath: work) {
             // Only a folder this command made (it holds pipeline.json) or an empty one is deleted.
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
@@ -120,10 +120,10 @@ struct DemoCommand: ParsableCommand {
 
     /// The corpus's splits in $GRAFT_HOME/data/NAME, prepared now if missing.
     static func prepare(_ name: String) throws -> String {
-        let out = ModelLocator.home + "/data/" + name
+        let out = GraftHome.path + "/data/" + name
         if FileManager.default.fileExists(atPath: out + "/test.jsonl") { return out }
         guard let c = Prepare.corpora.first(where: { $0.name == name }) else { throw ValidationError("unknown task '\(name)'") }
-        let source = c.source(ModelLocator.home + "/data/raw")
+        let source = c.source(GraftHome.path + "/data/raw")
         let needed: String
         switch source { case let .table(path, _, _, _): needed = path; case let .classFolders(path): needed = path }
         guard FileManager.default.fileExists(atPath: needed) else {

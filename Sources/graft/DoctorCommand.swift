@@ -9,7 +9,7 @@ import GraftTensor
 /// choices — and its results to the last bit — from run to run. `graft tune` measures again.
 enum TuningCache {
     static var path: String {
-        let home = ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft")
+        let home = GraftHome.path
         return home + "/tuning/" + CPUInfo.current.key + ".json"
     }
 

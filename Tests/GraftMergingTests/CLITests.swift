@@ -1,4 +1,5 @@
 import Foundation
+import GraftFormats
 import XCTest
 import GraftTestSupport
 
@@ -61,6 +62,41 @@ final class CLITests: XCTestCase {
         for m in ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
                   "slerp", "model_stock", "pcb", "tsv", "opcm"] {
             XCTAssertTrue(out.contains("\n\(m)\n") || out.hasPrefix("\(m)\n"), m)
+        }
+    }
+
+    /// Graft's home folder as the fetch scripts and every command see it: `$GRAFT_HOME`, else
+    /// `$XDG_CACHE_HOME/graft`, else `$HOME/.cache/graft` with `$HOME` as set (not the passwd entry,
+    /// which containers and CI give a different one). A model the script reports in a folder is the
+    /// one graft then opens there; a missing one is named with the path looked in.
+    func testHomeFolderFollowsTheEnvironmentAsTheFetchScriptsDo() throws {
+        let tmp = try temporaryDirectory(self)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/fetch-models").path
+        for (env, home) in [(["GRAFT_HOME": nil, "XDG_CACHE_HOME": nil, "HOME": tmp + "/h"], tmp + "/h/.cache/graft"),
+                            (["GRAFT_HOME": nil, "XDG_CACHE_HOME": tmp + "/x", "HOME": tmp + "/h"], tmp + "/x/graft"),
+                            (["GRAFT_HOME": tmp + "/g", "XDG_CACHE_HOME": tmp + "/x", "HOME": tmp + "/h"], tmp + "/g"),
+                            (["GRAFT_HOME": "", "XDG_CACHE_HOME": "", "HOME": tmp + "/h"], tmp + "/h/.cache/graft")] as [([String: String?], String)] {
+            XCTAssertEqual(GraftHome.path(env.compactMapValues { $0 }), home)
+            let (missing, _, why) = try run(["embed", "--model", "minilm", "x"], environment: env)
+            XCTAssertNotEqual(missing, 0)
+            XCTAssertTrue(why.contains("model 'minilm' is not fetched yet (no \(home)/models/minilm)"), why)
+            // A model marked complete there: the script keeps it, and graft opens that folder.
+            try FileManager.default.createDirectory(atPath: home + "/models/minilm", withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: home + "/models/minilm/.complete", contents: Data())
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: script); p.arguments = ["minilm"]
+            var e = ProcessInfo.processInfo.environment
+            for (k, v) in env { e[k] = v }
+            p.environment = e
+            let out = Pipe(); p.standardOutput = out
+            try p.run(); p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0)
+            XCTAssertTrue(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("cached in \(home)/models/minilm"))
+            let (code, _, err) = try run(["embed", "--model", "minilm", "x"], environment: env)
+            XCTAssertNotEqual(code, 0)
+            XCTAssertTrue(err.contains(home + "/models/minilm"), "graft opened the folder the script reported: \(err)")
+            try FileManager.default.removeItem(atPath: home)
         }
     }
 

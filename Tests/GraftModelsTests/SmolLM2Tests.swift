@@ -9,7 +9,7 @@ import GraftTestSupport
 /// SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32) against transformers 5.24 (fixtures models/smollm2).
 final class SmolLM2Tests: XCTestCase {
     static let lm: Result<CausalLM, Error> = Result {
-        let p = (ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft")) + "/models/smollm2"
+        let p = graftHome + "/models/smollm2"
         let files = (try? FileManager.default.contentsOfDirectory(atPath: p))?.filter { $0.hasSuffix(".gguf") } ?? []
         guard let f = files.first else { throw ModelError("SmolLM2 is not in \(p): run scripts/fetch-models (make test does)") }
         return try CausalLM(gguf: p + "/" + f)

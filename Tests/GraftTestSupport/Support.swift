@@ -15,7 +15,7 @@ public let committedReferenceRoot = projectRoot + "/Tests/Fixtures/reference"
 public var referenceRoot: String { ProcessInfo.processInfo.environment["GRAFT_REFERENCE_DIR"] ?? committedReferenceRoot }
 
 /// Where `scripts/fetch-models` unpacks models.
-public var graftHome: String { ProcessInfo.processInfo.environment["GRAFT_HOME"] ?? (NSHomeDirectory() + "/.cache/graft") }
+public var graftHome: String { GraftHome.path }
 
 /// A fetched model's folder; fails the test (not skips) when `scripts/fetch-models` has not run.
 public func fetchedModel(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
