@@ -1,10 +1,11 @@
 # Graft — set-up, build and tests. `make test` does everything on a fresh Debian machine.
+SHELL := /bin/bash
 SWIFT ?= swift
 RELEASE = -c release -Xswiftc -enable-testing
 TEST_FLAGS = --disable-swift-testing
 APT_PACKAGES = libopenblas-dev time
 
-.PHONY: setup build test models data demo bench clean
+.PHONY: setup build test models data demo bench clean fuzz-build fuzz fuzz-smoke
 
 ## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK) and /usr/bin/time (the benchmarks' child peak memory).
 setup:
@@ -40,5 +41,28 @@ test: setup models
 bench: build
 	.build/release/graft bench merge
 
+## libFuzzer targets for the parsers (Fuzz/, address sanitizer + coverage), built in Fuzz/.build/debug.
+FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config
+FUZZ_RT = $$(dirname $$(dirname $$(readlink -f $$(command -v swiftc))))/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a
+fuzz-build: setup
+	cd Fuzz && $(SWIFT) build -c debug -Xswiftc -sanitize=address \
+	  -Xswiftc -sanitize-coverage=edge,indirect-calls,trace-cmp,inline-8bit-counters,pc-table \
+	  -Xlinker $$(ls $(FUZZ_RT) | head -1) -Xlinker -lstdc++ 2>&1 | grep -v "warning: Cannot export"; test $${PIPESTATUS[0]} -eq 0
+
+## Each fuzz target for FUZZ_SECONDS (default 60), from its committed seeds (Fuzz/corpus/TARGET) plus what
+## earlier runs found (Fuzz/.work/TARGET); a crash stops with the input saved as Fuzz/.work/crash-*.
+FUZZ_SECONDS ?= 60
+fuzz: fuzz-build models
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p Fuzz/.work/$$t; echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-suppressions.txt Fuzz/.build/debug/$$t Fuzz/.work/$$t Fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=4096 \
+	    -max_len=65536 -artifact_prefix=Fuzz/.work/ -print_final_stats=1 2>&1 | grep -E "DONE|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|INFO: Seed"; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+## A few seconds per fuzz target (CI).
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=5
+
 clean:
-	rm -rf .build
+	rm -rf .build Fuzz/.build Fuzz/.work

@@ -13,6 +13,11 @@ let package = Package(
     products: [
         .executable(name: "graft", targets: ["graft"]),
         .library(name: "GraftMerging", targets: ["GraftMerging"]),
+        // The parsers, for the fuzz targets (Fuzz/, a package of its own).
+        .library(name: "GraftTensor", targets: ["GraftTensor"]),
+        .library(name: "GraftFormats", targets: ["GraftFormats"]),
+        .library(name: "GraftText", targets: ["GraftText"]),
+        .library(name: "GraftAdapters", targets: ["GraftAdapters"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
