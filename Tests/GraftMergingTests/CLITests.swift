@@ -100,6 +100,26 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// Results do not depend on the thread count: a TIES merge and four steps of LoRA training (the
+    /// run's default precision on this CPU) write byte-identical files with GRAFT_THREADS=1 and 2.
+    func testResultsDoNotDependOnTheThreadCount() throws {
+        let tmp = try temporaryDirectory(self)
+        let rows = (0..<64).map { i in #"{"text": "\#(i % 2 == 0 ? "a fine film" : "a dull film") number \#(i)", "label": "\#(i % 2)"}"# }
+        try write(rows.joined(separator: "\n") + "\n", to: tmp + "/train.jsonl")
+        for n in ["1", "2"] {
+            let (m, _, merr) = try run(["merge", "configs/ties.yml", tmp + "/merge-\(n)"], cwd: referenceRoot + "/merge", environment: ["GRAFT_THREADS": n])
+            XCTAssertEqual(m, 0, merr)
+            let (t, _, terr) = try run(["train", "--model", try fetchedModel("minilm"), "--task", "classification", "--data", tmp + "/train.jsonl",
+                                        "--max-steps", "4", "--batch-size", "16", "--validation-split", "0", "--output", tmp + "/train-\(n)"],
+                                       environment: ["GRAFT_THREADS": n])
+            XCTAssertEqual(t, 0, terr)
+        }
+        for (a, b) in [("merge-1/model.safetensors", "merge-2/model.safetensors"), ("train-1/adapter_model.safetensors", "train-2/adapter_model.safetensors")] {
+            let x = try Data(contentsOf: URL(fileURLWithPath: tmp + "/" + a)), y = try Data(contentsOf: URL(fileURLWithPath: tmp + "/" + b))
+            XCTAssertTrue(x == y, "\(a) and \(b) differ")
+        }
+    }
+
     /// The BLAS products never run on generic kernels where the CPU has AVX2 or AVX-512: as the
     /// program starts (`graft doctor` reports it), and when OpenBLAS is told to use its oldest
     /// x86-64 kernels, as its CPU detection does on CPUs it does not know — Graft then starts itself
