@@ -319,7 +319,7 @@ public struct ModuleTargets: Sendable, Equatable {
         if let re = regex {
             let regex: NSRegularExpression
             do { regex = try NSRegularExpression(pattern: "^(?:" + re + ")$") } catch { throw LoRAError("target_modules regex '\(re)' is invalid: \(error)") }
-            chosen = available.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
+            chosen = try Self.matching(regex, re, in: available)
             guard !chosen.isEmpty else { throw LoRAError("target_modules regex '\(re)' matches none of the model's modules (\(Self.distinctNames(available)))") }
         } else if names == ["all-linear"] {
             chosen = available
@@ -337,6 +337,26 @@ public struct ModuleTargets: Sendable, Equatable {
             guard !chosen.isEmpty else { throw LoRAError("layers_to_transform \(layers) leaves no target module") }
         }
         return available.filter(Set(chosen).contains)
+    }
+
+    /// Seconds a `target_modules` regex may take to match all of a model's module names: they are a few
+    /// hundred short paths, matched in microseconds, unless the pattern backtracks catastrophically
+    /// (`(.*.*)*x`), which would hang the run (PEFT's `re.fullmatch` does).
+    static let regexTimeLimit = 2.0
+
+    /// The paths `regex` matches whole, or an error naming the pattern when matching outlasts the time
+    /// limit (the matching thread is abandoned; the command then exits).
+    static func matching(_ regex: NSRegularExpression, _ pattern: String, in paths: [String]) throws -> [String] {
+        final class Result: @unchecked Sendable { var paths: [String] = [] }
+        let result = Result(), done = DispatchSemaphore(value: 0)
+        Thread {
+            result.paths = paths.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
+            done.signal()
+        }.start()
+        guard done.wait(timeout: .now() + regexTimeLimit) == .success else {
+            throw LoRAError("target_modules regex '\(pattern)' did not finish matching the model's \(paths.count) module names in \(Int(regexTimeLimit)) s: it backtracks catastrophically (nested repetition such as (.*)*); write it without nested quantifiers")
+        }
+        return result.paths
     }
 
     /// The per-layer module names (`attention.self.query`, …) without layer indices, for error messages.
