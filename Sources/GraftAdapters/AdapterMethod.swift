@@ -341,11 +341,12 @@ public struct ModuleTargets: Sendable, Equatable {
 
     /// Seconds a `target_modules` regex may take to match all of a model's module names: they are a few
     /// hundred short paths, matched in microseconds, unless the pattern backtracks catastrophically
-    /// (`(.*.*)*x`), which would hang the run (PEFT's `re.fullmatch` does).
+    /// (`(.*.*)*x`), which would hang the run (Python's `re`, which PEFT uses, backtracks the same way).
     static let regexTimeLimit = 2.0
 
     /// The paths `regex` matches whole, or an error naming the pattern when matching outlasts the time
-    /// limit (the matching thread is abandoned; the command then exits).
+    /// limit. The matching thread is abandoned: a command then exits with the error; a long-running
+    /// process (a server) would keep that thread busy until the pattern finishes.
     static func matching(_ regex: NSRegularExpression, _ pattern: String, in paths: [String]) throws -> [String] {
         final class Result: @unchecked Sendable { var paths: [String] = [] }
         let result = Result(), done = DispatchSemaphore(value: 0)
