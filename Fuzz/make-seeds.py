@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the fuzz targets' small seed corpora into Fuzz/corpus/TARGET (committed; rerun to remake them).
-Needs numpy and the `gguf` package (the AdapterHub peer environment has both: ../shared/tools/peer-env.sh)."""
+"""Writes the fuzz targets' small seed corpora into Fuzz/corpus/TARGET (committed; rerun to remake them). Needs
+numpy. fuzz-gguf writes its own seeds (`fuzz-gguf --write-seeds DIR`, run by make fuzz): no GGUF is committed."""
 import json, os, struct
 import numpy as np
-import gguf
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 def out(target, name, data):
@@ -27,36 +26,6 @@ out("fuzz-safetensors", "f32-bf16-f16.safetensors", safetensors({
     "d.ids": ("I64", [2], np.array([3, 4], dtype=np.int64).tobytes())}, {"format": "pt"}))
 out("fuzz-safetensors", "empty.safetensors", safetensors({}))
 
-def write_gguf(name, arch, tensors, vocab=None):
-    path = os.path.join(root, "fuzz-gguf", name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    w = gguf.GGUFWriter(path, arch)
-    w.add_uint32("general.alignment", 32)
-    if vocab:
-        model, tokens, merges = vocab
-        w.add_tokenizer_model(model)
-        w.add_token_list(tokens)
-        w.add_token_types([1] * len(tokens))
-        if model == "llama": w.add_token_scores([-float(i) for i in range(len(tokens))])
-        if merges: w.add_token_merges(merges)
-        w.add_bos_token_id(0); w.add_eos_token_id(1)
-    for tname, arr, qtype in tensors:
-        if qtype is None: w.add_tensor(tname, arr)
-        else:
-            q = gguf.quants.quantize(arr, qtype)
-            w.add_tensor(tname, q, raw_shape=q.shape, raw_dtype=qtype)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-
-rng = np.random.default_rng(0)
-m = rng.standard_normal((2, 64)).astype(np.float32)
-bpe = ["<s>", "</s>", "H", "e", "l", "o", "Ġ", "w", "r", "d", "He", "ll", "llo", "Hello"]
-write_gguf("bpe-quantized.gguf", "llama",
-           [("f32", m, None), ("f16", m.astype(np.float16), None), ("q4_0", m, gguf.GGMLQuantizationType.Q4_0),
-            ("q8_0", m, gguf.GGMLQuantizationType.Q8_0)],
-           ("gpt2", bpe, ["H e", "l l", "ll o", "He llo"]))
-write_gguf("spm.gguf", "llama", [("q4_1", m, gguf.GGMLQuantizationType.Q4_1)],
-           ("llama", ["<unk>", "<s>", "</s>", "▁", "▁H", "ello", "▁Hello", "H", "e", "l", "o"] + [f"<0x{i:02X}>" for i in range(256)], None))
-
 wordpiece = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [
                 {"id": 0, "content": "[PAD]", "special": True}, {"id": 1, "content": "[UNK]", "special": True},
                 {"id": 2, "content": "[CLS]", "special": True}, {"id": 3, "content": "[SEP]", "special": True}],
@@ -68,6 +37,7 @@ wordpiece = {"version": "1.0", "truncation": None, "padding": None, "added_token
              "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
                        "vocab": {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", ",", "world", "!", "##s", "qu", "##e"])}}}
 out("fuzz-tokenizer-json", "wordpiece.json", json.dumps(wordpiece))
+bpe = ["<s>", "</s>", "H", "e", "l", "o", "Ġ", "w", "r", "d", "He", "ll", "llo", "Hello"]
 bpejson = {"version": "1.0", "added_tokens": [{"id": 0, "content": "<s>", "special": True}], "normalizer": None,
            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
            "post_processor": None, "decoder": {"type": "ByteLevel"},
