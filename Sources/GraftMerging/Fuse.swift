@@ -33,7 +33,7 @@ public enum Fuse {
         }
         for (n, t) in saved { specs.append(TensorSpec(name: n, dtype: dtype ?? t.dtype, shape: t.shape)) }
 
-        let out = try OutputDirectory(outPath, overwrite: options.overwrite)
+        let out = try OutputDirectory(outPath, overwrite: options.overwrite, inputs: [modelPath, adapterPath])
         do {
             let writer = try ShardedSafetensorsWriter(directory: out.tempPath, specs: specs, maxShardBytes: options.maxShardBytes)
             let total = specs.reduce(0) { $0 + $1.byteCount }

@@ -130,9 +130,7 @@ public final class MultiTaskPipeline {
     }
 
     static func writeAtomically(_ text: String, to path: String) throws {
-        let tmp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8)) else { throw PipelineError("\(tmp): cannot write") }
-        guard rename(tmp, path) == 0 else { try? FileManager.default.removeItem(atPath: tmp); throw PipelineError("\(path): cannot write") }
+        try DurableFile.write(text, to: path)
     }
 
     // MARK: training

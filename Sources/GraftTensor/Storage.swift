@@ -3,6 +3,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CKernels
+import Foundation
 
 /// Bytes a tensor lives in: either memory Graft allocated, or a read-only range of a memory-mapped
 /// file that is kept alive as long as any tensor refers to it.
@@ -67,7 +69,11 @@ public final class MappedFile: @unchecked Sendable {
             throw Failure.map(path, errno)
         }
         bytes = UnsafeRawBufferPointer(start: p, count: size)
+        guardSlot = graft_guard_mapping(p, size, path)
+        OpenInputs.shared.add(self, FileIdentity(st))
     }
+
+    private var guardSlot: Int32 = -1
 
     /// Tells the kernel this process no longer needs the pages of `range` (they stay in the page
     /// cache but leave this process's resident set). Used by the streaming merge to keep memory flat.
@@ -81,6 +87,53 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     deinit {
+        graft_unguard_mapping(guardSlot)
+        OpenInputs.shared.remove(self)
         if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), bytes.count) }
+    }
+}
+
+/// What identifies a file's contents without reading them: device, inode, size and modification time.
+public struct FileIdentity: Equatable, Sendable {
+    let device: UInt64, inode: UInt64, size: Int64, modifiedSeconds: Int, modifiedNanoseconds: Int
+
+    init(_ st: stat) {
+        device = UInt64(st.st_dev); inode = UInt64(st.st_ino); size = Int64(st.st_size)
+        #if canImport(Darwin)
+        modifiedSeconds = st.st_mtimespec.tv_sec; modifiedNanoseconds = st.st_mtimespec.tv_nsec
+        #else
+        modifiedSeconds = st.st_mtim.tv_sec; modifiedNanoseconds = st.st_mtim.tv_nsec
+        #endif
+    }
+
+    /// The file at `path` now (following symbolic links), or nil when it is gone.
+    public static func of(_ path: String) -> FileIdentity? {
+        var st = stat()
+        return stat(path, &st) == 0 ? FileIdentity(st) : nil
+    }
+}
+
+/// The files this process reads through memory maps, with what each was when it was opened. An output
+/// is only committed if none of its inputs changed meanwhile (`changed()`; GraftFormats' OutputDirectory):
+/// a model or adapter rewritten while Graft read it would otherwise give a merge of two versions. (A mapped file that is truncated makes
+/// reading fault; guard.c turns that into an error naming the file.)
+public final class OpenInputs: @unchecked Sendable {
+    public static let shared = OpenInputs()
+    private let lock = NSLock()
+    private var files: [ObjectIdentifier: (path: String, identity: FileIdentity)] = [:]
+
+    func add(_ f: MappedFile, _ id: FileIdentity) {
+        lock.withLock { files[ObjectIdentifier(f)] = (f.path, id) }
+    }
+
+    func remove(_ f: MappedFile) {
+        lock.withLock { _ = files.removeValue(forKey: ObjectIdentifier(f)) }
+    }
+
+    /// Paths of open inputs whose file is no longer the one that was opened (other size, modification
+    /// time or inode, or gone), sorted.
+    public func changed() -> [String] {
+        let now = lock.withLock { files.values.map { $0 } }
+        return Set(now.filter { FileIdentity.of($0.path) != $0.identity }.map(\.path)).sorted()
     }
 }

@@ -50,6 +50,11 @@ public struct TrainSpec: Sendable {
     /// Checkpoint folder to resume from, or "latest" for the newest in the checkpoint folder.
     public var resume: String? = nil
 
+    /// The files and folders the run reads (the model as a fetched short name resolves to its folder).
+    public var inputPaths: [String] {
+        [(try? ModelLocator.resolve(model)) ?? model, data] + [validation, test, initAdapter, initHead, resume == "latest" ? nil : resume].compactMap { $0 }
+    }
+
     public init(model: String, task: TaskKind, data: String, adapter: any AdapterRecipe, output: String) {
         self.model = model; self.task = task; self.data = data; self.adapter = adapter; self.output = output
     }
@@ -108,7 +113,7 @@ public struct TrainOutcome: Sendable {
 /// evaluate, and write the PEFT adapter folder (atomically) with its metrics log and loss curve.
 public enum TrainingRun {
     public static func run(_ spec: TrainSpec, log: (String) -> Void, onEvent: (TrainerEvent) -> Void) throws -> TrainOutcome {
-        let out = try OutputDirectory(spec.output, overwrite: spec.overwrite)
+        let out = try OutputDirectory(spec.output, overwrite: spec.overwrite, inputs: spec.inputPaths)
         do {
             let outcome = try train(spec, into: out, log: log, onEvent: onEvent)
             try out.commit()

@@ -85,8 +85,8 @@ struct CompareCommand: ParsableCommand {
         let runs = try c.run(executable: exe) { printErr($0) }
         try FileManager.default.createDirectory(atPath: c.workDir, withIntermediateDirectories: true)
         let jsonPath = c.workDir + "/comparison.json", htmlPath = c.workDir + "/comparison.html"
-        try Data((c.json(runs).serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: jsonPath), options: .atomic)
-        try Data(c.html(runs).utf8).write(to: URL(fileURLWithPath: htmlPath), options: .atomic)
+        try DurableFile.write(c.json(runs).serialized(pretty: true) + "\n", to: jsonPath)
+        try DurableFile.write(c.html(runs), to: htmlPath)
         if json { print(c.json(runs).serialized(pretty: true)) } else { print("test accuracy (%)\n" + c.table(runs), terminator: "") }
         printErr("report: \(htmlPath) (and \(jsonPath)); finished in \(String(format: "%.0f", Date().timeIntervalSince(start))) s")
     }

@@ -44,7 +44,7 @@ struct ConvertCommand: ParsableCommand {
         }
         if src.hasSuffix(".gguf") {
             let g = try GGUFFile(path: src)
-            let out = try OutputDirectory(output, overwrite: force)
+            let out = try OutputDirectory(output, overwrite: force, inputs: [src])
             do {
                 try LlamaGGUFConversion.ggufToHF(g, into: out.tempPath, dtype: dt, maxShardBytes: 5_000_000_000, progress: report)
                 try out.commit()
@@ -53,12 +53,9 @@ struct ConvertCommand: ParsableCommand {
         } else {
             guard output.hasSuffix(".gguf") else { throw ValidationError("converting a folder writes a .gguf file: name the output *.gguf") }
             if FileManager.default.fileExists(atPath: output) && !force { throw ValidationError("\(output) exists (use --force to replace it)") }
-            let tmp = output + ".partial-\(getpid())"
-            do {
+            try DurableFile.write(to: output, inputs: [src]) { tmp in
                 try LlamaGGUFConversion.hfToGGUF(folder: src, to: tmp, type: dt == .f32 ? .f32 : dt == .f16 ? .f16 : .bf16, progress: report)
-                try? FileManager.default.removeItem(atPath: output)
-                try FileManager.default.moveItem(atPath: tmp, toPath: output)
-            } catch { try? FileManager.default.removeItem(atPath: tmp); throw error }
+            }
             printErr("wrote \(output)")
         }
     }

@@ -83,7 +83,7 @@ struct DataPrepare: ParsableCommand {
         let items = try Prepare.read(source)
         guard Set(items.map(\.label)).count >= 2 else { throw ValidationError("the data has fewer than two classes") }
         let splits = Prepare.split(items, validation: validationSplit, test: testSplit, seed: seed)
-        let dir = try OutputDirectory(out, overwrite: true)
+        let dir = try OutputDirectory(out, overwrite: true, inputs: [input].compactMap { $0 })
         do {
             try Prepare.write(splits, to: dir.tempPath)
             try dir.commit()

@@ -53,7 +53,7 @@ enum TuningCache {
         ])
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data((json.serialized(pretty: true) + "\n").utf8).write(to: url, options: .atomic)
+        try DurableFile.write(json.serialized(pretty: true) + "\n", to: path)
         return (choices, timings)
     }
 

@@ -51,7 +51,7 @@ struct EvalCommand: ParsableCommand {
                     let best = row.indices.max { row[$0] < row[$1] }!
                     return JSONValue.object([("prediction", .string(m.labels[best])), ("logits", .array(row.map { .double(Double($0)) }))]).serialized()
                 }
-                try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: p))
+                try DurableFile.write(lines.joined(separator: "\n") + "\n", to: p)
             }
             if json { print(m.json.serialized()); return }
             print(String(format: "examples %d | accuracy %.2f%% | macro-F1 %.4f", m.total, m.accuracy * 100, m.macroF1))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CKernels
 import GraftTensor
 
 @main
@@ -22,6 +23,8 @@ struct Graft: ParsableCommand {
     static func main() {
         // First, before any product: OpenBLAS kernels that fit the CPU (may start this program again).
         BLASCore.ensureFastKernels()
+        // A write past the file-size limit (ulimit -f) fails with an error naming the file instead of killing.
+        graft_ignore_file_size_signal()
         ProcessMemory.keepFreedBlocks()
         // Commands that run products put this CPU's measured kernel choices in force (measured once).
         let arguments = CommandLine.arguments.dropFirst()

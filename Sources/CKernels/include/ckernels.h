@@ -29,7 +29,6 @@ void graft_quantize_q8(const float *x, int n, int8_t *q, float *d, int32_t *s);
 // 2 = Q4_1) with x given quantised by graft_quantize_q8.
 void graft_matvec_q8(int format, const uint8_t *w, int cols, int row0, int row1,
                      const int8_t *xq, const float *xd, const int32_t *xs, float *y);
-#endif
 
 // bf16 products with float accumulation (AVX512-BF16 where the host has it; portable C otherwise).
 // B [k × n] is packed once (`transposed`: the source is stored [n × k], e.g. a PyTorch weight for x·Wᵀ);
@@ -96,3 +95,18 @@ void graft_pool_run(graft_job_fn fn, void *ctx, int chunks);
 // Float-activation matrix–vector product over Q8_0 (0), Q4_0 (1) or Q4_1 (2) rows row0..<row1 (see kernels.c).
 void graft_matvec_float(int format, const uint8_t *w, int cols, int row0, int row1,
                         const float *x, const float *xsum, float *y);
+
+// Input files' memory maps and partial outputs, for the SIGBUS handler (guard.c): a mapped file truncated
+// while it is read makes the process print the file's path, remove the registered partial outputs and
+// exit 1. Registration returns a slot (or -1 when the table is full) for the matching unguard call.
+int graft_guard_mapping(const void *base, size_t length, const char *path);
+void graft_unguard_mapping(int slot);
+int graft_guard_partial(const char *path);
+void graft_unguard_partial(int slot);
+// Ignore SIGXFSZ, so writing past RLIMIT_FSIZE fails with EFBIG (an error to report) instead of killing.
+void graft_ignore_file_size_signal(void);
+// Swaps two existing paths in one step (Linux renameat2 RENAME_EXCHANGE, macOS RENAME_SWAP); -1 with errno
+// where the file system cannot.
+int graft_exchange_paths(const char *a, const char *b);
+
+#endif

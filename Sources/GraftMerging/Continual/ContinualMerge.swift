@@ -272,7 +272,8 @@ public enum ContinualMerge {
 
     /// θ₀ + λ·c·D for every tensor, as a model folder.
     static func writeModel(plan: Plan, state: State, stateDir: String, to outPath: String, options: MergeOptions) throws {
-        let out = try OutputDirectory(outPath, overwrite: options.overwrite)
+        let inputs = [plan.base.reference.path, stateDir] + plan.models.flatMap { [$0.path] + ($0.adapter.map { [$0] } ?? []) }
+        let out = try OutputDirectory(outPath, overwrite: options.overwrite, inputs: inputs)
         do {
             let outDType = plan.config.outDtype ?? plan.config.dtype
             let writer = try ShardedSafetensorsWriter(

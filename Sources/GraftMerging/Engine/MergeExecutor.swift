@@ -42,7 +42,7 @@ public enum MergeExecutor {
     public static func run(_ plan: MergePlan, to outPath: String, options: MergeOptions = MergeOptions(),
                            progress: ((StreamProgress) -> Void)? = nil) throws -> MergeSummary {
         let start = Date()
-        let out = try OutputDirectory(outPath, overwrite: options.overwrite)
+        let out = try OutputDirectory(outPath, overwrite: options.overwrite, inputs: plan.inputPaths)
         do {
             let writer = try ShardedSafetensorsWriter(
                 directory: out.tempPath,

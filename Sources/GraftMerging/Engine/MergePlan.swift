@@ -26,6 +26,10 @@ public struct MergePlan: Sendable {
     public var reference: ModelSource { base ?? inputs[0] }
 
     public var inputBytes: Int { ([base].compactMap { $0 } + inputs).reduce(0) { $0 + $1.checkpoint.dataBytes } }
+    /// Every model folder and adapter folder the merge reads.
+    public var inputPaths: [String] {
+        ([base].compactMap { $0 } + inputs).flatMap { [$0.reference.path] + ($0.reference.adapter.map { [$0] } ?? []) }
+    }
     public var outputBytes: Int { items.reduce(0) { $0 + $1.byteCount } }
 
     public init(config: MergeConfig) throws {
@@ -40,6 +44,15 @@ public struct MergePlan: Sendable {
         }
         var entries = config.models
         if let b = config.baseModel, method.basePolicy == .required { entries.removeAll { $0.model == b } }
+        // The same model (with the same adapter) twice is a mistake, not a way to weight it.
+        var seen: [String: Int] = [:]
+        for (i, e) in entries.enumerated() {
+            let key = OutputPlace.resolved(e.model.path) + "\u{0}" + (e.model.adapter.map(OutputPlace.resolved) ?? "")
+            if let j = seen[key] {
+                throw MergeError.config("models[\(j)] and models[\(i)] are the same model (\(e.model.name)); give it once (its weight sets its share)")
+            }
+            seen[key] = i
+        }
         let inputs = try entries.map { try ModelSource($0.model) }
         guard inputs.count >= method.minimumInputs else {
             throw MergeError.config("\(method.name) needs at least \(method.minimumInputs) model(s) besides the base, got \(inputs.count)")
