@@ -84,9 +84,7 @@ public enum Prepare {
         for (name, items) in [("train", splits.train), ("validation", splits.validation), ("test", splits.test)] {
             let lines = items.map { JSONValue.object([("text", .string($0.text)), ("label", .string($0.label))]).serialized() }
             let path = (directory as NSString).appendingPathComponent(name + ".jsonl")
-            guard FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).utf8)) else {
-                throw DataError(path, "cannot write")
-            }
+            try FileBytes.write(lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n"), to: path)
         }
         let labels = Set(splits.train.map(\.label)).sorted()
         func counts(_ items: [LabelledText]) -> JSONValue {
@@ -95,8 +93,6 @@ public enum Prepare {
         let summary = JSONValue.object([("labels", .array(labels.map { .string($0) })), ("train", counts(splits.train)),
                                         ("validation", counts(splits.validation)), ("test", counts(splits.test))])
         let path = (directory as NSString).appendingPathComponent("labels.json")
-        guard FileManager.default.createFile(atPath: path, contents: Data((summary.serialized(pretty: true) + "\n").utf8)) else {
-            throw DataError(path, "cannot write")
-        }
+        try FileBytes.write(summary.serialized(pretty: true) + "\n", to: path)
     }
 }

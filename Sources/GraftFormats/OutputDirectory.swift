@@ -56,6 +56,7 @@ public final class OutputDirectory: @unchecked Sendable {
         }
         InterruptCleanup.shared.register(tempPath)
         guardSlot = graft_guard_partial(tempPath)
+        TestPause.at("created")
     }
 
     /// Path of a file inside the (temporary) folder.
@@ -65,6 +66,7 @@ public final class OutputDirectory: @unchecked Sendable {
     /// Refused when one of the inputs, read through a memory map, changed meanwhile.
     public func commit() throws {
         guard !done else { return }
+        TestPause.at("commit")
         let changed = OutputPlace.changedInputs(inputs)
         if !changed.isEmpty {
             abandon()
@@ -115,11 +117,7 @@ public final class OutputDirectory: @unchecked Sendable {
 public enum DurableFile {
     /// Writes `data` to `path` so that `path` holds either its earlier contents or all of `data`.
     public static func write(_ data: Data, to path: String, inputs: [String] = []) throws {
-        try write(to: path, inputs: inputs) { tmp in
-            do { try data.write(to: URL(fileURLWithPath: tmp)) } catch {
-                throw FormatError(path, nil, "cannot write: \(Durable.reason(error))")
-            }
-        }
+        try write(to: path, inputs: inputs) { tmp in try FileBytes.write(data, to: tmp) }
     }
 
     public static func write(_ text: String, to path: String, inputs: [String] = []) throws {
@@ -139,6 +137,7 @@ public enum DurableFile {
         defer { InterruptCleanup.shared.unregister(tmp); graft_unguard_partial(slot) }
         do {
             try body(tmp)
+            TestPause.at("commit")
             let changed = OutputPlace.changedInputs(inputs)
             if !changed.isEmpty {
                 throw FormatError(changed[0], nil, "changed while it was being read; nothing was written to \(final). Run again once the input is complete.")
@@ -150,6 +149,21 @@ public enum DurableFile {
             try? FileManager.default.removeItem(atPath: tmp)
             throw error
         }
+    }
+}
+
+/// The reliability tests' way to act at an exact moment of a write without sleeping: with
+/// `GRAFT_TEST_PAUSE=POINT:FIFO` a writer stops at POINT — `created` (the partial output exists and the
+/// inputs are open; a merge or fuse has read no tensor yet) or `commit` (everything written, before the
+/// checks and the rename) — until the test has opened the named pipe FIFO for writing and closed it.
+enum TestPause {
+    static func at(_ point: String) {
+        guard let v = ProcessInfo.processInfo.environment["GRAFT_TEST_PAUSE"], v.hasPrefix(point + ":") else { return }
+        let fd = open(String(v.dropFirst(point.count + 1)), O_RDONLY)
+        guard fd >= 0 else { return }
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) > 0 {}
+        close(fd)
     }
 }
 
@@ -186,16 +200,6 @@ enum Durable {
         }
         try syncFolder(root)
     }
-
-    /// An error's reason without Foundation's wrapping ("The operation could not be completed…").
-    static func reason(_ error: Error) -> String {
-        let ns = error as NSError
-        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(u.code)))
-        }
-        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
-        return ns.localizedDescription
-    }
 }
 
 /// Where an output may go, and the hidden names its partial and replaced versions take.
@@ -218,7 +222,7 @@ public enum OutputPlace {
         for e in entries where e.hasPrefix(".\(name).") {
             let rest = e.dropFirst(name.count + 2)
             for kind in ["partial-", "old-"] where rest.hasPrefix(kind) {
-                guard let pid = Int32(rest.dropFirst(kind.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+                guard let pid = Int32(rest.dropFirst(kind.count)), pid != getpid(), !isRunning(pid) else { continue }
                 let p = (parent as NSString).appendingPathComponent(e)
                 if kind == "old-" && !fm.fileExists(atPath: final) {
                     try? fm.moveItem(atPath: p, toPath: final)
@@ -227,6 +231,19 @@ public enum OutputPlace {
                 }
             }
         }
+    }
+
+    /// Whether process `pid` exists and is not a zombie (a killed writer stays a zombie until its parent
+    /// reaps it, and its partial output is stale from the moment it died).
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        #if os(Linux)
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex {
+            return stat[stat.index(close, offsetBy: 2)] != "Z"
+        }
+        #endif
+        return true
     }
 
     /// Refuses an output path that is a symbolic link (replacing it would leave the link's target, or

@@ -8,7 +8,7 @@ public enum AdapterLabels {
 
     public static func write(_ names: [String], column: String, to directory: String) throws {
         let j = JSONValue.object([("label_column", .string(column)), ("labels", .array(names.map { .string($0) }))])
-        try Data((j.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(fileName)))
+        try FileBytes.write(Data((j.serialized(pretty: true) + "\n").utf8), to: (directory as NSString).appendingPathComponent(fileName))
     }
 
     /// The saved names and column, or nil when the adapter has no labels.json.

@@ -66,7 +66,7 @@ enum FineTunedModel {
             for (k, v) in set {
                 if let i = fields.firstIndex(where: { $0.0 == k }) { fields[i].1 = v } else { fields.append((k, v)) }
             }
-            try Data((JSONValue.object(fields).serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+            try FileBytes.write(Data((JSONValue.object(fields).serialized(pretty: true) + "\n").utf8), to: dir + "/config.json")
         }
     }
 }

@@ -207,7 +207,7 @@ public final class Trainer<Task: TrainingTask> {
             if let state = hook?.state(), !state.isEmpty { try ShardedSafetensorsWriter.writeFile(out.path("method_state.safetensors"), state) }
             let state = JSONValue.object([("step", .int(Int64(step))), ("optimizer_step", .int(Int64(optimizer.step))),
                                           ("config", fingerprint), ("history", .array(history))])
-            try Data((state.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("trainer_state.json")))
+            try FileBytes.write(Data((state.serialized(pretty: true) + "\n").utf8), to: out.path("trainer_state.json"))
             try out.commit()
         } catch { out.abandon(); throw error }
         // Prune older checkpoints.

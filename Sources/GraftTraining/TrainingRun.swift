@@ -309,10 +309,10 @@ public enum TrainingRun {
             try trainer.saveAdapter(to: out.tempPath, taskType: spec.task.peftTaskType, baseModel: spec.model)
         }
         let metrics = history.map { $0.serialized() }.joined(separator: "\n") + "\n"
-        try Data(metrics.utf8).write(to: URL(fileURLWithPath: out.path("metrics.jsonl")))
+        try FileBytes.write(Data(metrics.utf8), to: out.path("metrics.jsonl"))
         let title = "\(spec.task.rawValue) · \((spec.model as NSString).lastPathComponent) · \(spec.adapter.label)"
-        try Data(LossCurve.svg(history, title: title).utf8).write(to: URL(fileURLWithPath: out.path("loss_curve.svg")))
-        try Data((spec.fingerprint.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path("training_config.json")))
+        try FileBytes.write(Data(LossCurve.svg(history, title: title).utf8), to: out.path("loss_curve.svg"))
+        try FileBytes.write(Data((spec.fingerprint.serialized(pretty: true) + "\n").utf8), to: out.path("training_config.json"))
         return TrainOutcome(adapterPath: spec.output, history: history, test: testResult, trainExamples: train.count,
                             validationExamples: val.count, testExamples: test.count, trainableParameters: adapter.trainableCount)
     }

@@ -79,6 +79,9 @@ final class GGUFTests: XCTestCase {
             (Array(makeGGUF().prefix(40)), "past the end"),
             (makeGGUF(dims: [3, 0]), "dimension 0"),
             (makeGGUF(tensorType: 8, dims: [3, 2]), "block size"),
+            // Declared sizes far beyond the file and memory: 2⁶⁰ elements, and a product that overflows 64 bits.
+            (makeGGUF(dims: [1 << 30, 1 << 30]), "too large"),
+            (makeGGUF(dims: [1 << 62, 1 << 62]), "out of range"),
         ]
         for (bytes, expect) in cases {
             let p = try write(bytes)

@@ -126,7 +126,7 @@ extension BottleneckConfig {
         let cfg = adapterHubConfig(layerCount: layout.layers, hidden: layout.hidden, baseModel: baseModel)
         func write(_ name: String, _ json: JSONValue) throws {
             let p = (directory as NSString).appendingPathComponent(name)
-            guard FileManager.default.createFile(atPath: p, contents: Data((json.serialized(pretty: true) + "\n").utf8)) else { throw FormatError(p, nil, "cannot write") }
+            try FileBytes.write(json.serialized(pretty: true) + "\n", to: p)
         }
         try write("adapter_config.json", cfg)
         let head = tensors.filter { $0.0.hasPrefix("classifier.") }

@@ -25,9 +25,7 @@ public enum LoRAWriter {
     /// Writes the two files into `directory` (an existing folder, e.g. an `OutputDirectory`'s temp path).
     public static func write(to directory: String, config: JSONValue, tensors: [(String, Tensor)]) throws {
         let cfg = (directory as NSString).appendingPathComponent("adapter_config.json")
-        guard FileManager.default.createFile(atPath: cfg, contents: Data((config.serialized(pretty: true) + "\n").utf8)) else {
-            throw FormatError(cfg, nil, "cannot write")
-        }
+        try FileBytes.write(config.serialized(pretty: true) + "\n", to: cfg)
         try ShardedSafetensorsWriter.writeFile((directory as NSString).appendingPathComponent("adapter_model.safetensors"), tensors)
     }
 }

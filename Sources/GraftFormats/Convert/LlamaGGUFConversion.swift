@@ -110,7 +110,7 @@ public enum LlamaGGUFConversion {
             ("eos_token_id", g["tokenizer.ggml.eos_token_id"]?.int.map { .int(Int64($0)) } ?? .null),
             ("torch_dtype", .string(dtype.torchName)),
         ])
-        try Data((config.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        try FileBytes.write(Data((config.serialized(pretty: true) + "\n").utf8), to: dir + "/config.json")
         try writeTokenizer(g, into: dir)
     }
 
@@ -137,7 +137,7 @@ public enum LlamaGGUFConversion {
                                ("vocab", .object(tokens.enumerated().map { ($0.element, .int(Int64($0.offset))) })),
                                ("merges", .array(merges.map { .string($0) }))])),
         ])
-        try Data(tok.serialized().utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+        try FileBytes.write(Data(tok.serialized().utf8), to: dir + "/tokenizer.json")
         func tokenName(_ key: String) -> JSONValue {
             guard let i = g[key]?.int, i >= 0, i < tokens.count else { return .null }
             return .string(tokens[i])
@@ -148,7 +148,7 @@ public enum LlamaGGUFConversion {
                                           ("add_bos_token", .bool(g["tokenizer.ggml.add_bos_token"]?.bool ?? false)),
                                           ("model_max_length", .int(Int64(g["llama.context_length"]?.int ?? 2048)))]
         if let t = g["tokenizer.chat_template"]?.string { cfg.append(("chat_template", .string(t))) }
-        try Data((JSONValue.object(cfg).serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        try FileBytes.write(Data((JSONValue.object(cfg).serialized(pretty: true) + "\n").utf8), to: dir + "/tokenizer_config.json")
     }
 
     /// HF Llama folder → GGUF file (F32, F16 or BF16 tensors) with the metadata llama.cpp reads.

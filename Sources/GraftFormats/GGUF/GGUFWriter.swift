@@ -59,6 +59,6 @@ public struct GGUFWriter {
             out.append(t.data)
             while out.count % 32 != 0 { out.append(0) }
         }
-        do { try out.write(to: URL(fileURLWithPath: path)) } catch { throw FormatError(path, nil, "cannot write: \(error.localizedDescription)") }
+        try FileBytes.write(out, to: path)
     }
 }

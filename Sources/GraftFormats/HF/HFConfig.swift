@@ -32,6 +32,6 @@ public struct HFConfig: Sendable {
     }
 
     public func write(to path: String) throws {
-        try Data((json.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: path))
+        try FileBytes.write(Data((json.serialized(pretty: true) + "\n").utf8), to: path)
     }
 }

@@ -134,7 +134,7 @@ public final class ShardedSafetensorsWriter: @unchecked Sendable {
             ("weight_map", .object(map)),
         ])
         let path = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
-        try Data((index.serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: path))
+        try FileBytes.write(Data((index.serialized(pretty: true) + "\n").utf8), to: path)
     }
 
     deinit { for fd in fds where fd >= 0 { close(fd) } }

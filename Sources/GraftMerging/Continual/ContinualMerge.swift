@@ -234,7 +234,7 @@ public enum ContinualMerge {
                 newState = State(models: [m.reference.path], norms: [tvNorm], previousLambda: 1, scale: 1,
                                  basePath: plan.base.reference.path, alpha: plan.alpha)
             }
-            try Data((newState.json().serialized(pretty: true) + "\n").utf8).write(to: URL(fileURLWithPath: out.path(stateFile)))
+            try FileBytes.write(Data((newState.json().serialized(pretty: true) + "\n").utf8), to: out.path(stateFile))
             try out.commit()
         } catch {
             out.abandon()
@@ -298,7 +298,7 @@ public enum ContinualMerge {
             var card = "---\ntags:\n- graft\n- merge\n---\n# Continual merge (OPCM)\n\nBase: `\(plan.base.reference.name)`, alpha \(plan.alpha), lambda \(plan.lambda).\n\nModels, in order:\n"
             card += state.models.map { "- `\($0)`" }.joined(separator: "\n") + "\n\n```yaml\n\(plan.config.text)\n```\n"
             try MergeOutput.writeModelCard(card, to: out)
-            try Data(plan.config.text.utf8).write(to: URL(fileURLWithPath: out.path("graft_merge_config.yml")))
+            try FileBytes.write(Data(plan.config.text.utf8), to: out.path("graft_merge_config.yml"))
             try out.commit()
         } catch {
             out.abandon()

@@ -65,7 +65,7 @@ public enum MergeExecutor {
                 try MergeOutput.copyTokenizer(from: try tokenizerFolder(plan), to: out)
             }
             try MergeOutput.writeModelCard(MergeOutput.mergeCard(plan: plan), to: out)
-            try Data(plan.config.text.utf8).write(to: URL(fileURLWithPath: out.path("graft_merge_config.yml")))
+            try FileBytes.write(Data(plan.config.text.utf8), to: out.path("graft_merge_config.yml"))
             try out.commit()
         } catch {
             out.abandon()

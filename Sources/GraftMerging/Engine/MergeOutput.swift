@@ -33,7 +33,7 @@ public enum MergeOutput {
     }
 
     public static func writeModelCard(_ text: String, to dir: OutputDirectory) throws {
-        try Data(text.utf8).write(to: URL(fileURLWithPath: dir.path("README.md")))
+        try FileBytes.write(Data(text.utf8), to: dir.path("README.md"))
     }
 
     static func mergeCard(plan: MergePlan) -> String {
