@@ -249,7 +249,9 @@ static inline __attribute__((always_inline)) void kernel_mode(int mode, int kc, 
     }
     int left = nr - col0;
     if (left >= SUBW) {
-        finish_targets(acc, 0, NULL, tg, nt, col0, act);
+        // Unused when not masked, but read by the calls' arguments: all lanes, not a null pointer (UB).
+        __m256i all[2] = {_mm256_set1_epi32(-1), _mm256_set1_epi32(-1)};
+        finish_targets(acc, 0, all, tg, nt, col0, act);
     } else {
         __m256i lanes[2] = {graft_lanes8(left), graft_lanes8(left - 8)};
         finish_targets(acc, 1, lanes, tg, nt, col0, act);
