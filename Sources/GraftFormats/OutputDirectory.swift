@@ -56,7 +56,7 @@ public final class OutputDirectory: @unchecked Sendable {
         }
         InterruptCleanup.shared.register(tempPath)
         guardSlot = graft_guard_partial(tempPath)
-        TestPause.at("created")
+        TestPause.at("created", output: finalPath)
     }
 
     /// Path of a file inside the (temporary) folder.
@@ -66,7 +66,7 @@ public final class OutputDirectory: @unchecked Sendable {
     /// Refused when one of the inputs, read through a memory map, changed meanwhile.
     public func commit() throws {
         guard !done else { return }
-        TestPause.at("commit")
+        TestPause.at("commit", output: finalPath)
         let changed = OutputPlace.changedInputs(inputs)
         if !changed.isEmpty {
             abandon()
@@ -137,7 +137,7 @@ public enum DurableFile {
         defer { InterruptCleanup.shared.unregister(tmp); graft_unguard_partial(slot) }
         do {
             try body(tmp)
-            TestPause.at("commit")
+            TestPause.at("commit", output: final)
             let changed = OutputPlace.changedInputs(inputs)
             if !changed.isEmpty {
                 throw FormatError(changed[0], nil, "changed while it was being read; nothing was written to \(final). Run again once the input is complete.")
@@ -153,13 +153,16 @@ public enum DurableFile {
 }
 
 /// The reliability tests' way to act at an exact moment of a write without sleeping: with
-/// `GRAFT_TEST_PAUSE=POINT:FIFO` a writer stops at POINT — `created` (the partial output exists and the
-/// inputs are open; a merge or fuse has read no tensor yet) or `commit` (everything written, before the
-/// checks and the rename) — until the test has opened the named pipe FIFO for writing and closed it.
+/// `GRAFT_TEST_PAUSE=POINT[@NAME]:FIFO` a writer (of the output named NAME, when given) stops at POINT —
+/// `created` (the partial output exists and the inputs are open; a merge or fuse has read no tensor yet)
+/// or `commit` (everything written, before the checks and the rename) — until the test has opened the
+/// named pipe FIFO for writing and closed it.
 enum TestPause {
-    static func at(_ point: String) {
-        guard let v = ProcessInfo.processInfo.environment["GRAFT_TEST_PAUSE"], v.hasPrefix(point + ":") else { return }
-        let fd = open(String(v.dropFirst(point.count + 1)), O_RDONLY)
+    static func at(_ point: String, output: String) {
+        guard let v = ProcessInfo.processInfo.environment["GRAFT_TEST_PAUSE"], let colon = v.firstIndex(of: ":") else { return }
+        let spec = v[..<colon].split(separator: "@", maxSplits: 1).map(String.init)
+        guard spec[0] == point, spec.count == 1 || spec[1] == (output as NSString).lastPathComponent else { return }
+        let fd = open(String(v[v.index(after: colon)...]), O_RDONLY)
         guard fd >= 0 else { return }
         var byte: UInt8 = 0
         while read(fd, &byte, 1) > 0 {}

@@ -100,23 +100,48 @@ final class CLITests: XCTestCase {
         }
     }
 
-    /// Results do not depend on the thread count: a TIES merge and four steps of LoRA training (the
-    /// run's default precision on this CPU) write byte-identical files with GRAFT_THREADS=1 and 2.
+    /// Results do not depend on the thread count: every merge method of the fixtures (mergekit's and the
+    /// research ones, OPCM continual), LoRA training in float32 and in bf16 (the portable bf16 products where
+    /// the CPU lacks AVX512-BF16), and sampled generation in float and 8-bit decode write byte-identical
+    /// output with GRAFT_THREADS=1 and 2.
     func testResultsDoNotDependOnTheThreadCount() throws {
         let tmp = try temporaryDirectory(self)
         let rows = (0..<64).map { i in #"{"text": "\#(i % 2 == 0 ? "a fine film" : "a dull film") number \#(i)", "label": "\#(i % 2)"}"# }
         try write(rows.joined(separator: "\n") + "\n", to: tmp + "/train.jsonl")
+        let merges = try FileManager.default.contentsOfDirectory(atPath: referenceRoot + "/merge/configs").sorted().map { ("merge", $0) }
+            + ["pcb.yml", "tsv.yml", "opcm.yml"].map { ("research", $0) }
+        var outputs: [String: [String]] = [:]  // what each run printed or wrote, per thread count
         for n in ["1", "2"] {
-            let (m, _, merr) = try run(["merge", "configs/ties.yml", tmp + "/merge-\(n)"], cwd: referenceRoot + "/merge", environment: ["GRAFT_THREADS": n])
-            XCTAssertEqual(m, 0, merr)
-            let (t, _, terr) = try run(["train", "--model", try fetchedModel("minilm"), "--task", "classification", "--data", tmp + "/train.jsonl",
-                                        "--max-steps", "4", "--batch-size", "16", "--validation-split", "0", "--output", tmp + "/train-\(n)"],
-                                       environment: ["GRAFT_THREADS": n])
-            XCTAssertEqual(t, 0, terr)
+            let env: [String: String?] = ["GRAFT_THREADS": n]
+            for (dir, cfg) in merges {
+                let name = (cfg as NSString).deletingPathExtension
+                let args = ["merge", "configs/" + cfg, tmp + "/\(name)-\(n)", "--seed", "7"] + (name == "opcm" ? ["--continual"] : [])
+                let (m, _, merr) = try run(args, cwd: referenceRoot + "/" + dir, environment: env)
+                XCTAssertEqual(m, 0, "\(cfg): \(merr)")
+                outputs["merge " + name, default: []].append(tmp + "/\(name)-\(n)/model.safetensors")
+            }
+            for precision in ["f32", "bf16"] {
+                let out = tmp + "/train-\(precision)-\(n)"
+                let (t, _, terr) = try run(["train", "--model", try fetchedModel("minilm"), "--task", "classification", "--data", tmp + "/train.jsonl",
+                                            "--max-steps", "4", "--batch-size", "16", "--validation-split", "0", "--precision", precision,
+                                            "--output", out], environment: env)
+                XCTAssertEqual(t, 0, terr)
+                outputs["train " + precision, default: []].append(out + "/adapter_model.safetensors")
+            }
+            for decode in [[], ["--int8-decode"]] {
+                let (g, text, gerr) = try run(["generate", "--model", try fetchedSmolLM2GGUF(), "--prompt", "The three primary colours are",
+                                               "--max-tokens", "24", "--temperature", "0.9", "--seed", "3"] + decode, environment: env)
+                XCTAssertEqual(g, 0, gerr)
+                let file = tmp + "/generate\(decode.first ?? "")-\(n).txt"
+                try write(text, to: file)
+                outputs["generate " + (decode.first ?? "float"), default: []].append(file)
+            }
         }
-        for (a, b) in [("merge-1/model.safetensors", "merge-2/model.safetensors"), ("train-1/adapter_model.safetensors", "train-2/adapter_model.safetensors")] {
-            let x = try Data(contentsOf: URL(fileURLWithPath: tmp + "/" + a)), y = try Data(contentsOf: URL(fileURLWithPath: tmp + "/" + b))
-            XCTAssertTrue(x == y, "\(a) and \(b) differ")
+        XCTAssertEqual(outputs.count, merges.count + 4)
+        for (what, files) in outputs.sorted(by: { $0.key < $1.key }) {
+            let x = try Data(contentsOf: URL(fileURLWithPath: files[0])), y = try Data(contentsOf: URL(fileURLWithPath: files[1]))
+            XCTAssertFalse(x.isEmpty, what)
+            XCTAssertTrue(x == y, "\(what): 1 and 2 threads differ")
         }
     }
 
