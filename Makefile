@@ -5,7 +5,7 @@ RELEASE = -c release -Xswiftc -enable-testing
 TEST_FLAGS = --disable-swift-testing
 APT_PACKAGES = libopenblas-dev time
 
-.PHONY: setup build test models data demo bench clean fuzz-build fuzz fuzz-smoke
+.PHONY: setup build test models data demo bench clean fuzz-build fuzz fuzz-smoke test-asan test-tsan kill-test kill-smoke
 
 ## Install the system packages Graft links (OpenBLAS carries BLAS and LAPACK) and /usr/bin/time (the benchmarks' child peak memory).
 setup:
@@ -42,7 +42,7 @@ bench: build
 	.build/release/graft bench merge
 
 ## libFuzzer targets for the parsers (Fuzz/, address sanitizer + coverage), built in Fuzz/.build/debug.
-FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config
+FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config fuzz-merge-config fuzz-table fuzz-chat-template
 FUZZ_RT = $$(dirname $$(dirname $$(readlink -f $$(command -v swiftc))))/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a
 fuzz-build: setup
 	cd Fuzz && $(SWIFT) build -c debug -Xswiftc -sanitize=address \
@@ -65,6 +65,32 @@ fuzz: fuzz-build models
 ## A few seconds per fuzz target (CI).
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=5
+
+## The whole test suite under address sanitizer, with undefined-behaviour checks on the C kernels (Swift itself
+## traps on overflow and out-of-bounds access; swiftc has no -sanitize=undefined on Linux), in .build/asan.
+ASAN = --sanitize address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined
+test-asan: setup models
+	$(SWIFT) build $(RELEASE) --build-tests $(ASAN) --build-path .build/asan 2>&1 | grep -v "warning: Cannot export"; test $${PIPESTATUS[0]} -eq 0
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(SWIFT) test $(RELEASE) $(ASAN) --build-path .build/asan --skip-build $(TEST_FLAGS)
+
+## The threaded parts under thread sanitizer (the fork–join pool, the parallel merge executor, tokenization
+## over cores, training and the commands that run them), in .build/tsan. A report fails the test.
+TSAN_TESTS = ForkJoinTests|InferenceKernelTests|MergekitParityTests|ResearchMethodTests|FuseTests|MiniLMTests|SmolLM2Tests|CLITests|TrainerTests
+test-tsan: setup models
+	$(SWIFT) build $(RELEASE) --build-tests --sanitize thread --build-path .build/tsan
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/scripts/reliability/tsan-suppressions.txt" \
+	  $(SWIFT) test $(RELEASE) --sanitize thread --build-path .build/tsan --skip-build $(TEST_FLAGS) --filter '$(TSAN_TESTS)'
+
+## Kill-anywhere: SIGKILL merge, fuse, convert, train, data prepare and demo at KILL_RUNS seeded random moments
+## each and check what is left (scripts/reliability/kill-anywhere; about 21 minutes at 50).
+KILL_RUNS ?= 50
+kill-test: build models
+	scripts/reliability/kill-anywhere --runs $(KILL_RUNS)
+
+## Three kills per command (CI).
+kill-smoke:
+	$(MAKE) kill-test KILL_RUNS=3
 
 clean:
 	rm -rf .build Fuzz/.build Fuzz/.work
