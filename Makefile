@@ -75,12 +75,13 @@ test-asan: setup models
 	  $(SWIFT) test $(RELEASE) $(ASAN) --build-path .build/asan --skip-build $(TEST_FLAGS)
 
 ## The threaded parts under thread sanitizer (the fork–join pool, the parallel merge executor, tokenization
-## over cores, training and the commands that run them), in .build/tsan. A report fails the test.
+## over cores, training and the commands that run them), in .build/tsan. A report fails the test. The
+## disk-full test is left out: under a small ulimit -f the sanitizer's own runtime faults before Graft runs.
 TSAN_TESTS = ForkJoinTests|InferenceKernelTests|MergekitParityTests|ResearchMethodTests|FuseTests|MiniLMTests|SmolLM2Tests|CLITests|TrainerTests
 test-tsan: setup models
 	$(SWIFT) build $(RELEASE) --build-tests --sanitize thread --build-path .build/tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/scripts/reliability/tsan-suppressions.txt" \
-	  $(SWIFT) test $(RELEASE) --sanitize thread --build-path .build/tsan --skip-build $(TEST_FLAGS) --filter '$(TSAN_TESTS)'
+	  $(SWIFT) test $(RELEASE) --sanitize thread --build-path .build/tsan --skip-build $(TEST_FLAGS) --filter '$(TSAN_TESTS)' --skip testDiskFullIsAClearError
 
 ## Kill-anywhere: SIGKILL merge, fuse, convert, train, data prepare and demo at KILL_RUNS seeded random moments
 ## each and check what is left (scripts/reliability/kill-anywhere; about 21 minutes at 50).

@@ -147,23 +147,7 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
         lock.lock()
         if let c = cache[piece] { lock.unlock(); return c }
         lock.unlock()
-        var symbols = Array(piece.utf8).map { String(ByteMap.char[Int($0)]) }
-        while symbols.count > 1 {
-            var best = Int.max, at = -1
-            for i in 0..<(symbols.count - 1) {
-                if let r = ranks[Pair(a: symbols[i], b: symbols[i + 1])], r < best { best = r; at = i }
-            }
-            guard at >= 0 else { break }
-            let (a, b) = (symbols[at], symbols[at + 1])
-            var merged: [String] = []
-            merged.reserveCapacity(symbols.count)
-            var i = 0
-            while i < symbols.count {
-                if i + 1 < symbols.count && symbols[i] == a && symbols[i + 1] == b { merged.append(a + b); i += 2 }
-                else { merged.append(symbols[i]); i += 1 }
-            }
-            symbols = merged
-        }
+        let symbols = Self.merge(Array(piece.utf8).map { String(ByteMap.char[Int($0)]) }, ranks: ranks)
         var ids: [Int] = []
         for s in symbols {
             if let id = vocab[s] { ids.append(id) }
@@ -171,6 +155,24 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
         }
         lock.lock(); if cache.count < 100_000 { cache[piece] = ids }; lock.unlock()
         return ids
+    }
+
+    /// Applies the merges lowest rank first, and the occurrences of one merge left to right (GPT-2's
+    /// order: every occurrence of the best pair is merged before the next pair is chosen).
+    static func merge(_ start: [String], ranks: [Pair: Int]) -> [String] {
+        var q = MergeQueue<Int>(start) { a, b in a == b ? nil : a < b }
+        func offer(_ l: Int) {
+            if let r = q.right(of: l), let rank = ranks[Pair(a: q.symbols[l], b: q.symbols[r])] { q.push(rank, left: l) }
+        }
+        for i in start.indices { offer(i) }
+        while let c = q.pop() {
+            // Skip a candidate whose symbols changed since it was queued.
+            guard q.isAlive(c.left), let r = q.right(of: c.left), ranks[Pair(a: q.symbols[c.left], b: q.symbols[r])] == c.key else { continue }
+            q.merge(c.left)
+            if let l = q.left(of: c.left) { offer(l) }
+            offer(c.left)
+        }
+        return q.result
     }
 
     // MARK: - Pre-tokenizer

@@ -62,17 +62,7 @@ public final class SentencePieceBPETokenizer: Tokenizer, @unchecked Sendable {
     }
 
     func spm(_ text: String) -> [Int] {
-        var symbols = text.map(String.init)
-        while symbols.count > 1 {
-            var best: (score: Float, at: Int)? = nil
-            for i in 0..<(symbols.count - 1) {
-                guard let id = vocab[symbols[i] + symbols[i + 1]] else { continue }
-                if best == nil || scores[id] > best!.score { best = (scores[id], i) }
-            }
-            guard let b = best else { break }
-            symbols[b.at] += symbols[b.at + 1]
-            symbols.remove(at: b.at + 1)
-        }
+        let symbols = Self.merge(text.map(String.init), vocab: vocab, scores: scores)
         var ids: [Int] = []
         for s in symbols {
             if let id = vocab[s] { ids.append(id); continue }
@@ -81,6 +71,24 @@ public final class SentencePieceBPETokenizer: Tokenizer, @unchecked Sendable {
             }
         }
         return ids
+    }
+
+    /// Joins the neighbours whose concatenation is in the vocabulary, highest score first and the leftmost
+    /// on ties (llama.cpp's SentencePiece tokenizer).
+    static func merge(_ start: [String], vocab: [String: Int], scores: [Float]) -> [String] {
+        // Key: the merged token's id; higher score first.
+        var q = MergeQueue<Int>(start) { a, b in scores[a] == scores[b] ? nil : scores[a] > scores[b] }
+        func offer(_ l: Int) {
+            if let r = q.right(of: l), let id = vocab[q.symbols[l] + q.symbols[r]] { q.push(id, left: l) }
+        }
+        for i in start.indices { offer(i) }
+        while let c = q.pop() {
+            guard q.isAlive(c.left), let r = q.right(of: c.left), vocab[q.symbols[c.left] + q.symbols[r]] == c.key else { continue }
+            q.merge(c.left)
+            if let l = q.left(of: c.left) { offer(l) }
+            offer(c.left)
+        }
+        return q.result
     }
 
     public func decode(_ ids: [Int], skipSpecialTokens: Bool = true) -> String {
