@@ -1,6 +1,5 @@
 import Foundation
 import GraftFormats
-import Yams
 
 /// A `graft train --config` YAML file: a mapping of the command's option names (`batch_size` or
 /// `batch-size`) to values. Command-line flags override it.
@@ -12,7 +11,7 @@ public struct TrainConfigFile: Sendable {
         self.path = path
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw TrainingError("\(path): cannot read the config file") }
         let any: Any?
-        do { any = try Yams.load(yaml: text) } catch { throw TrainingError("\(path): invalid YAML: \(error)") }
+        do { any = try YAMLValues.load(text, source: path) } catch let e as FormatError { throw TrainingError(e.description) }
         guard let map = any as? [String: Any] else { throw TrainingError("\(path): expected a mapping of option names to values") }
         var v: [String: JSONValue] = [:]
         for (k, x) in map {

@@ -124,6 +124,19 @@ final class BadInputTests: XCTestCase {
         assertMergeFails("merge_method: slerp\nslices: []\n", mentions: ["slices"])
     }
 
+    /// Hostile YAML (Tests/Fixtures/hostile): a mapping used as a key, found by fuzz-merge-config, stopped
+    /// the process inside Yams; aliases expanding aliases (420 bytes, ten levels of ten) ran for minutes.
+    /// Both are refused with a message, and so is a duplicated key.
+    func testHostileYAMLIsRefused() throws {
+        let hostile = projectRoot + "/Tests/Fixtures/hostile"
+        let crash = try Data(contentsOf: URL(fileURLWithPath: hostile + "/mapping-as-key.yml"))
+        // The fuzzer fed the bytes decoded as UTF-8 with replacement characters; graft refuses non-UTF-8 first.
+        assertMergeFails(String(decoding: crash, as: UTF8.self), mentions: ["mapping key must be a plain value"])
+        assertMergeFails(try String(contentsOfFile: hostile + "/billion-laughs.yml", encoding: .utf8), mentions: ["expands to more than"])
+        assertMergeFails("merge_method: ties\nmerge_method: linear\n", mentions: ["duplicated key"])
+        assertMergeFails("merge_method: ties\nmodels: " + String(repeating: "[", count: 100_000) + "\n", mentions: ["invalid YAML", "nesting"])
+    }
+
     func testSlerpTakesExactlyTwoModels() {
         assertMergeFails("merge_method: slerp\nbase_model: \(fixtures)/task1\nparameters:\n  t: 0.5\nmodels:\n- model: \(fixtures)/task2\n- model: \(fixtures)/task3\n",
                          mentions: ["at most 1"])

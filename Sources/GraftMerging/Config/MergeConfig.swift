@@ -1,6 +1,6 @@
 import Foundation
+import GraftFormats
 import GraftTensor
-import Yams
 
 /// A model reference: a folder or safetensors file, optionally with an HF PEFT LoRA adapter applied
 /// first (mergekit's `model+adapter` syntax).
@@ -52,8 +52,8 @@ public struct MergeConfig: Sendable {
 
     public static func parse(_ text: String, configDirectory: String, source: String = "config") throws -> MergeConfig {
         let any: Any?
-        do { any = try Yams.load(yaml: text) } catch {
-            throw MergeError.config("\(source): invalid YAML: \(error)")
+        do { any = try YAMLValues.load(text, source: source) } catch let e as FormatError {
+            throw MergeError.config(e.description)
         }
         guard let root = any as? [String: Any] else { throw MergeError.config("\(source): the top level must be a mapping") }
         if root["slices"] != nil {

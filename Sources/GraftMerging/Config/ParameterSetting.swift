@@ -72,7 +72,7 @@ public indirect enum ParameterSetting: Sendable, Equatable {
         }
     }
 
-    /// Parses a YAML-decoded value (Yams `load` output). `path` names the field in errors.
+    /// Parses a YAML-decoded value (`YAMLValues.load` output). `path` names the field in errors.
     public static func parse(_ any: Any, path: String) throws -> ParameterSetting {
         if let v = scalar(any) { return .scalar(v) }
         if let list = any as? [Any] {

@@ -1,0 +1,52 @@
+import Foundation
+import Yams
+
+/// YAML parsed into plain values (`[String: Any]`, `[Any]`, `String`, `Int`, `Double`, `Bool`, `NSNull`) for
+/// the config readers, without Yams' own construction of `Any`, which a hostile file can crash or stall:
+/// a mapping used as a key (`{a: 1}: x`) stops the process on a force-unwrap inside Yams, and aliases that
+/// expand each other ("billion laughs", 420 bytes) ran for minutes. Here every key must be a plain value and
+/// a document expands to at most `maxValues` values. (libyaml limits nesting depth; Yams refuses duplicated keys.)
+public enum YAMLValues {
+    public static let maxValues = 1_000_000
+
+    /// The document's root value, or nil for an empty document. Errors are `FormatError`s naming `source`.
+    public static func load(_ text: String, source: String) throws -> Any? {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw FormatError(source, nil, "invalid YAML: \(error)") }
+        guard let node else { return nil }
+        var count = 0
+        return try value(node, &count, source, path: "")
+    }
+
+    private static func value(_ node: Node, _ count: inout Int, _ source: String, path: String) throws -> Any {
+        count += 1
+        guard count <= maxValues else {
+            throw FormatError(source, nil, "the YAML expands to more than \(maxValues) values (aliases repeating aliases?)")
+        }
+        switch node {
+        case .scalar(let s):
+            switch node.tag.rawValue {  // the tag the resolver gave the plain scalar
+            case Tag.Name.null.rawValue: return NSNull()
+            case Tag.Name.bool.rawValue: return node.bool ?? s.string
+            case Tag.Name.int.rawValue: return Int(s.string) ?? Double(s.string) ?? s.string
+            case Tag.Name.float.rawValue: return Double(s.string) ?? s.string
+            default: return s.string
+            }
+        case .sequence(let seq):
+            var out: [Any] = []
+            for (i, v) in seq.enumerated() { out.append(try value(v, &count, source, path: path + "[\(i)]")) }
+            return out
+        case .mapping(let m):
+            var out: [String: Any] = [:]
+            for (k, v) in m {
+                guard case .scalar(let key) = k else {
+                    throw FormatError(source, path.isEmpty ? nil : path, "a mapping key must be a plain value, not a list or mapping")
+                }
+                out[key.string] = try value(v, &count, source, path: path.isEmpty ? key.string : path + "." + key.string)
+            }
+            return out
+        case .alias:
+            throw FormatError(source, path.isEmpty ? nil : path, "unresolved YAML alias")
+        }
+    }
+}
