@@ -41,11 +41,13 @@ test: setup models
 bench: build
 	.build/release/graft bench merge
 
-## libFuzzer targets for the parsers (Fuzz/, address sanitizer + coverage), built in Fuzz/.build/debug.
+## libFuzzer targets for the parsers (Fuzz/, address sanitizer + coverage), built in Fuzz/.build/$(FUZZ_CONFIG)
+## (debug by default; FUZZ_CONFIG=release runs the allocation-heavy tokenizers several times faster).
+FUZZ_CONFIG ?= debug
 FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config fuzz-merge-config fuzz-table fuzz-chat-template
 FUZZ_RT = $$(dirname $$(dirname $$(readlink -f $$(command -v swiftc))))/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a
 fuzz-build: setup
-	cd Fuzz && $(SWIFT) build -c debug -Xswiftc -sanitize=address \
+	cd Fuzz && $(SWIFT) build -c $(FUZZ_CONFIG) -Xswiftc -sanitize=address \
 	  -Xswiftc -sanitize-coverage=edge,indirect-calls,trace-cmp,inline-8bit-counters,pc-table \
 	  -Xlinker $$(ls $(FUZZ_RT) | head -1) -Xlinker -lstdc++ 2>&1 | grep -v "warning: Cannot export"; test $${PIPESTATUS[0]} -eq 0
 
@@ -53,11 +55,11 @@ fuzz-build: setup
 ## writes its own into Fuzz/.work/seeds) plus what earlier runs found (Fuzz/.work/TARGET); a crash stops with the input saved as Fuzz/.work/crash-*.
 FUZZ_SECONDS ?= 60
 fuzz: fuzz-build models
-	@Fuzz/.build/debug/fuzz-gguf --write-seeds Fuzz/.work/seeds/fuzz-gguf
+	@Fuzz/.build/$(FUZZ_CONFIG)/fuzz-gguf --write-seeds Fuzz/.work/seeds/fuzz-gguf
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p Fuzz/.work/$$t; echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  seeds=$$(ls -d Fuzz/corpus/$$t Fuzz/.work/seeds/$$t 2>/dev/null); \
-	  LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-suppressions.txt Fuzz/.build/debug/$$t Fuzz/.work/$$t $$seeds -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=4096 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-suppressions.txt Fuzz/.build/$(FUZZ_CONFIG)/$$t Fuzz/.work/$$t $$seeds -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=4096 \
 	    -max_len=65536 -artifact_prefix=Fuzz/.work/ -print_final_stats=1 2>&1 | grep -E "DONE|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|INFO: Seed"; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done

@@ -7,7 +7,7 @@ import Yams
 /// expand each other ("billion laughs", 420 bytes) ran for minutes. Here every key must be a plain value and
 /// a document expands to at most `maxValues` values. (libyaml limits nesting depth; Yams refuses duplicated keys.)
 public enum YAMLValues {
-    public static let maxValues = 1_000_000
+    public static let maxValues = 100_000
 
     /// The document's root value, or nil for an empty document. Errors are `FormatError`s naming `source`.
     public static func load(_ text: String, source: String) throws -> Any? {
@@ -21,7 +21,7 @@ public enum YAMLValues {
     private static func value(_ node: Node, _ count: inout Int, _ source: String, path: String) throws -> Any {
         count += 1
         guard count <= maxValues else {
-            throw FormatError(source, nil, "the YAML expands to more than \(maxValues) values (aliases repeating aliases?)")
+            throw FormatError(source, nil, "the YAML expands to more than \(maxValues) values (aliases repeating aliases?); a config needs far fewer")
         }
         switch node {
         case .scalar(let s):
