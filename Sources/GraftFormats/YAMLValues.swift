@@ -5,9 +5,9 @@ import Yams
 /// the config readers, without Yams' own construction of `Any`, which a hostile file can crash or stall:
 /// a mapping used as a key (`{a: 1}: x`) stops the process on a force-unwrap inside Yams, and aliases that
 /// expand each other ("billion laughs", 420 bytes) ran for minutes. Here every key must be a plain value and
-/// a document expands to at most `maxValues` values. (libyaml limits nesting depth; Yams refuses duplicated keys.)
+/// a document expands to at most `maxValues` values (a mergekit config has a few hundred). (libyaml limits nesting depth; Yams refuses duplicated keys.)
 public enum YAMLValues {
-    public static let maxValues = 100_000
+    public static let maxValues = 10_000
 
     /// The document's root value, or nil for an empty document. Errors are `FormatError`s naming `source`.
     public static func load(_ text: String, source: String) throws -> Any? {
