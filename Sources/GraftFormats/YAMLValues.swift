@@ -8,9 +8,24 @@ import Yams
 /// a document expands to at most `maxValues` values (a mergekit config has a few hundred). (libyaml limits nesting depth; Yams refuses duplicated keys.)
 public enum YAMLValues {
     public static let maxValues = 10_000
+    public static let maxAliases = 16
+
+    private static func anchorByte(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x5F || b == 0x2D
+    }
 
     /// The document's root value, or nil for an empty document. Errors are `FormatError`s naming `source`.
     public static func load(_ text: String, source: String) throws -> Any? {
+        // Yams' composer itself can run for minutes on aliases nested in aliases (28 s for a 392-byte mutation
+        // of an alias bomb with a syntax error, found by fuzz-merge-config): refuse many alias references
+        // before it sees them. A config uses a handful at most.
+        let aliases = text.utf8.indices.filter { i in
+            text.utf8[i] == UInt8(ascii: "*") && text.utf8.index(after: i) < text.utf8.endIndex
+                && Self.anchorByte(text.utf8[text.utf8.index(after: i)])
+        }.count
+        guard aliases <= maxAliases else {
+            throw FormatError(source, nil, "the YAML has \(aliases) alias references (*name); at most \(maxAliases) are read")
+        }
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch { throw FormatError(source, nil, "invalid YAML: \(error)") }
         guard let node else { return nil }
