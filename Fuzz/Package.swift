@@ -18,5 +18,8 @@ let package = Package(
         fuzzTarget("fuzz-tokenizer-json", ["GraftText"]),
         fuzzTarget("fuzz-tokenize", ["GraftText", "GraftFormats"]),
         fuzzTarget("fuzz-adapter-config", ["GraftFormats", "GraftAdapters"]),
+        fuzzTarget("fuzz-merge-config", ["GraftMerging"]),
+        fuzzTarget("fuzz-table", ["GraftData"]),
+        fuzzTarget("fuzz-chat-template", ["GraftText"]),
     ]
 )

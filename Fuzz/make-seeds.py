@@ -61,4 +61,25 @@ configs = {
     "adapterhub": {"config": {"architecture": "bottleneck", "mh_adapter": False, "output_adapter": True, "reduction_factor": 16, "non_linearity": "relu"}, "name": "x", "model_class": "BertModel"},
 }
 for k, v in configs.items(): out("fuzz-adapter-config", k + ".json", json.dumps(v))
+
+# mergekit configs: the reference fixtures' (every method Graft has), plus continual and adapter forms.
+fixtures = os.path.join(os.path.dirname(root), "..", "Tests", "Fixtures", "reference", "merge", "configs")
+for name in sorted(os.listdir(fixtures)):
+    with open(os.path.join(fixtures, name)) as f: out("fuzz-merge-config", name, f.read())
+out("fuzz-merge-config", "opcm-adapters.yml", "merge_method: opcm\nbase_model: base\nparameters: {alpha: 0.5}\nmodels:\n"
+    "- model: base+lora-a\n- model: base+lora-b\n  parameters: {weight: [0.2, {filter: mlp, value: 0.5}, 1.0]}\ndtype: bfloat16\nout_dtype: float16\n")
+out("fuzz-merge-config", "pcb-tsv.yml", "merge_method: pcb\nbase_model: b\nparameters: {density: 0.2, evolution: 3}\nmodels: [{model: a}, {model: c}]\n")
+
+# Dataset rows: JSON Lines and CSV with quotes, doubled quotes, newlines in quotes and a byte-order mark.
+out("fuzz-table", "rows.jsonl", '{"text": "great film", "label": "pos"}\n{"text": "dull \\u00e9 \\"x\\"", "label": 0}\n\n{"text": "a", "label": null}\n')
+out("fuzz-table", "rows.csv", '\ufefftext,label\n"hello, world",pos\n"two\nlines ""quoted""",neg\nplain,1\n')
+out("fuzz-table", "rows.tsv", "0\tlabel\tmore\nx\ty\tz\n")
+
+# Chat templates: SmolLM2's (ChatML with a default system prompt), a ChatML one without, and a foreign one.
+smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a "
+        "helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+        "'\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+out("fuzz-chat-template", "smollm2.jinja", smol)
+out("fuzz-chat-template", "chatml.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+out("fuzz-chat-template", "llama3.jinja", "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>{% endfor %}")
 print("seeds written under", root)
