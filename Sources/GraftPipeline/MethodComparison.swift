@@ -98,7 +98,7 @@ public struct MethodComparison: Sendable {
                     ("seconds", .double((seconds * 10).rounded() / 10)),
                 ])
                 guard let r = Self.parse(record) else { throw PipelineError("\(m) on \(t.name): graft train's summary lacks the test accuracy") }
-                try MultiTaskPipeline.writeAtomically(record.serialized(pretty: true) + "\n", to: resultFile)
+                try DurableFile.write(record.serialized(pretty: true) + "\n", to: resultFile)
                 log(String(format: "  %@ on %@: test accuracy %.2f%%, %d trainable parameters", m, t.name, r.testAccuracy * 100, r.trainableParameters))
                 runs.append(r)
             }

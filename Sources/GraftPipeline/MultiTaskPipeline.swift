@@ -125,12 +125,8 @@ public final class MultiTaskPipeline {
             }
             log("reusing finished steps in \(spec.workDir)")
         } else {
-            try Self.writeAtomically(now.serialized(pretty: true) + "\n", to: file)
+            try DurableFile.write(now.serialized(pretty: true) + "\n", to: file)
         }
-    }
-
-    static func writeAtomically(_ text: String, to path: String) throws {
-        try DurableFile.write(text, to: path)
     }
 
     // MARK: training
@@ -232,7 +228,7 @@ public final class MultiTaskPipeline {
     func storeScores(_ s: [String: TaskScore], key: String) throws {
         try FileManager.default.createDirectory(atPath: spec.path("scores"), withIntermediateDirectories: true)
         let j = JSONValue.object(s.sorted { $0.key < $1.key }.map { ($0.key, $0.value.json) })
-        try Self.writeAtomically(j.serialized(pretty: true) + "\n", to: spec.path("scores", key + ".json"))
+        try DurableFile.write(j.serialized(pretty: true) + "\n", to: spec.path("scores", key + ".json"))
     }
 
     // MARK: merging
@@ -245,7 +241,7 @@ public final class MultiTaskPipeline {
     func merge(_ m: MergeCandidate, scale: Double, to out: String) throws {
         let cfgPath = configPath(m, scale)
         try FileManager.default.createDirectory(atPath: (cfgPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try Self.writeAtomically(m.config(base: spec.model, adapters: spec.tasks.map(spec.adapterPath), scale: scale), to: cfgPath)
+        try DurableFile.write(m.config(base: spec.model, adapters: spec.tasks.map(spec.adapterPath), scale: scale), to: cfgPath)
         let cfg = try MergeConfig.load(path: cfgPath)
         var options = MergeOptions()
         options.overwrite = true

@@ -140,8 +140,8 @@ public enum PipelineReport {
     /// Writes report.json and report.html into `directory` (each replaced whole).
     public static func write(_ r: PipelineResult, to directory: String) throws -> (json: String, html: String) {
         let j = (directory as NSString).appendingPathComponent("report.json"), p = (directory as NSString).appendingPathComponent("report.html")
-        try MultiTaskPipeline.writeAtomically(json(r).serialized(pretty: true) + "\n", to: j)
-        try MultiTaskPipeline.writeAtomically(html(r), to: p)
+        try DurableFile.write(json(r).serialized(pretty: true) + "\n", to: j)
+        try DurableFile.write(html(r), to: p)
         return (j, p)
     }
 }
