@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // Release builds use the host CPU's full instruction set (AVX-512, F16C): without it Swift emits
@@ -23,6 +23,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // `graft serve`: the HTTP server (no default traits: swift-configuration is not needed) and the
+        // Prometheus text of /metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // BLAS + LAPACK: Debian's OpenBLAS on Linux (one library carries both), Accelerate on macOS.
@@ -57,9 +61,15 @@ let package = Package(
         .target(name: "GraftBench",
                 dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining"],
                 swiftSettings: nativeCPU),
+        // `graft serve`: many adapters on one base behind an OpenAI-compatible HTTP API.
+        .target(name: "GraftServe",
+                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftEval",
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "Prometheus", package: "swift-prometheus")],
+                swiftSettings: nativeCPU),
         .executableTarget(name: "graft",
                           dependencies: ["CKernels", "GraftTensor", "GraftFormats", "GraftAdapters", "GraftMerging", "GraftText", "GraftModels",
-                                         "GraftData", "GraftTraining", "GraftEval", "GraftPipeline", "GraftBench",
+                                         "GraftData", "GraftTraining", "GraftEval", "GraftPipeline", "GraftBench", "GraftServe",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: nativeCPU),
         // What the test targets share (fixture and model locations, temporary folders).
@@ -70,6 +80,8 @@ let package = Package(
         .testTarget(name: "GraftTrainingTests",
                     dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftMerging", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft",
                                    "GraftTestSupport"]),
+        .testTarget(name: "GraftServeTests",
+                    dependencies: ["GraftServe", "GraftEval", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft", "GraftTestSupport"]),
         .testTarget(name: "GraftMergingTests",
                     dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft", "GraftTestSupport"]),
     ]

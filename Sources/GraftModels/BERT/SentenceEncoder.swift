@@ -43,6 +43,11 @@ public struct SentenceEncoder: Sendable {
         maxLength = maxLen
     }
 
+    /// Attaches an adapter's updates (by module path) to the encoder's linear layers.
+    public mutating func attach(_ updates: [(module: String, update: any LayerUpdate)], source: String) throws {
+        try model.attach(updates, source: source)
+    }
+
     /// Products with the weights in bf16 (float32 sums): faster on CPUs with AVX512-BF16, embeddings
     /// within ~1e-3 of float32 instead of ~1e-7.
     public mutating func enableBF16() { model.enableBF16() }

@@ -67,10 +67,15 @@ public struct Linear: Sendable {
     /// Adds an adapter's update on top of those already attached, checking it fits this layer; `module`
     /// is the layer's path in the model.
     public mutating func attach(_ u: any LayerUpdate, module: String, source: String) throws {
+        try fit(u, module: module, source: source)
+        updates.append(u)
+    }
+
+    /// Checks an update fits this layer (and lets it take its slice of shared tensors), without attaching it.
+    public func fit(_ u: any LayerUpdate, module: String, source: String) throws {
         if let why = u.fit(module: module, inFeatures: inFeatures, outFeatures: outFeatures) {
             throw ModelError("\(source): module '\(module)' \(why), but the model's layer is [\(outFeatures), \(inFeatures)] (adapter for a different base?)")
         }
-        updates.append(u)
     }
 
     /// Makes the weight and bias train (a classification head, full fine-tuning): owned copies the
@@ -106,6 +111,39 @@ public struct Linear: Sendable {
         }
         inferenceProduct(x.values.baseAddress!, rows: rows, into: yp)
         return finish(y, residual: residual, activation: activation)
+    }
+
+    /// The layer over a batch whose row groups each add their own adapters' updates, unfused and weighted
+    /// (`graft serve`'s mixed-adapter batches): the layer's product once for all rows, then for each group
+    /// y_g + Σ sᵢ·(Uᵢ(x_g) − y_g), each update on its own rows only (S-LoRA's grouped products). An
+    /// update that asks its base for x_g gets the rows already computed; one that first changes its input
+    /// (IA³ on a feed-forward input) gets a product of its own.
+    public func forward(_ x: FloatBuffer, rows: Int, groups: [RowGroup]) -> FloatBuffer {
+        let y = forward(x, rows: rows)
+        for g in groups where !g.updates.isEmpty {
+            let n = g.rows.count, nIn = inFeatures, nOut = outFeatures
+            let xg = FloatBuffer(count: n * nIn), yg = FloatBuffer(count: n * nOut)
+            xg.mutable.baseAddress!.update(from: x.values.baseAddress! + g.rows.lowerBound * nIn, count: n * nIn)
+            let yRows = y.mutable.baseAddress! + g.rows.lowerBound * nOut
+            yg.mutable.baseAddress!.update(from: yRows, count: n * nOut)
+            let base = FrozenLinear(weight: weight, bias: bias, inFeatures: nIn, outFeatures: nOut,
+                                    product: { xi, r in
+                                        guard xi.values.baseAddress == xg.values.baseAddress, r == n else { return forward(xi, rows: r) }
+                                        let copy = FloatBuffer(count: n * nOut)
+                                        copy.mutable.baseAddress!.update(from: yg.values.baseAddress!, count: n * nOut)
+                                        return copy
+                                    },
+                                    inputProduct: { _, _ in preconditionFailure("grouped updates are for inference only") })
+            for (u, s) in g.updates {
+                let yu = u.forward(xg, rows: n, base: base, rng: nil).y
+                withExtendedLifetime(yu) {
+                    let v = yu.values, b = yg.values
+                    if g.updates.count == 1, s == 1 { yRows.update(from: v.baseAddress!, count: n * nOut); return }
+                    for i in 0..<(n * nOut) { yRows[i] += s * (v[i] - b[i]) }
+                }
+            }
+        }
+        return y
     }
 
     /// x·Wᵀ + b into `yp` [rows × out] by inference's fastest path: the stored blocks' matrix–vector
@@ -153,6 +191,13 @@ public struct Linear: Sendable {
         if activation == .gelu { Activation.gelu(y) }
         return y
     }
+}
+
+/// Consecutive rows of a batch and the updates they add to a layer, each with its weight.
+public struct RowGroup {
+    public let rows: Range<Int>
+    public let updates: [(update: any LayerUpdate, scale: Float)]
+    public init(rows: Range<Int>, updates: [(update: any LayerUpdate, scale: Float)]) { self.rows = rows; self.updates = updates }
 }
 
 /// y += x, split over the cores.

@@ -30,6 +30,21 @@ extension LinearLayers {
         }
     }
 
+    /// An adapter's updates by the module path of the layer each fits, checked as `attach` checks them but
+    /// left unattached: what one sequence of a batched pass adds (`AdapterMix`).
+    public func fitted(_ updates: [(module: String, update: any LayerUpdate)], source: String) throws -> [String: any LayerUpdate] {
+        let known = linearModuleNames
+        var out: [String: any LayerUpdate] = [:]
+        for (name, u) in updates {
+            let path = try matchModule(name, in: known, source: source)
+            guard out[path] == nil else { throw ModelError("\(source): module '\(path)' is updated twice") }
+            guard let layer = linear(path) else { continue }
+            try layer.fit(u, module: path, source: source)
+            out[path] = u
+        }
+        return out
+    }
+
     /// Applies `edit` to every linear layer.
     public mutating func updateEveryLinear(_ edit: (inout Linear) -> Void) {
         for m in linearModuleNames { _ = updateLinear(m, edit) }
@@ -66,5 +81,29 @@ extension AdaptableModel {
         guard (0..<layers).contains(layer) else { throw ModelError("\(source): layer \(layer) is not one of this model's \(layers)") }
         guard sublayerUpdates[layer, site] == nil else { throw ModelError("\(source): layer \(layer)'s \(site.rawValue) site already has an adapter") }
         sublayerUpdates.set(update, layer: layer, site: site)
+    }
+}
+
+/// The adapters one sequence of a batched pass adds to the model's linear layers, each with its weight:
+/// `graft serve`'s per-request choice (one adapter at weight 1, or several composed unfused, as
+/// llama.cpp's per-request `lora` list and LoRAX's merged adapters).
+public struct AdapterMix: Sendable {
+    public struct Part: Sendable {
+        public let name: String
+        /// Updates by model module path (`LinearLayers.fitted`).
+        public let updates: [String: any LayerUpdate]
+        public let scale: Float
+        public init(name: String, updates: [String: any LayerUpdate], scale: Float) { self.name = name; self.updates = updates; self.scale = scale }
+    }
+    public let parts: [Part]
+    public init(_ parts: [Part]) { self.parts = parts }
+    public static let none = AdapterMix([])
+
+    /// Equal for the same adapters at the same weights: sequences a batch can put in one row group.
+    public var key: String { parts.map { "\($0.name)*\($0.scale)" }.joined(separator: "+") }
+
+    /// The updates this mix adds to the layer at `module`.
+    public func updates(_ module: String) -> [(update: any LayerUpdate, scale: Float)] {
+        parts.compactMap { p in p.updates[module].map { ($0, p.scale) } }
     }
 }

@@ -235,9 +235,29 @@ public struct LlamaModel: Sendable, AdaptableModel {
         }
 
         mutating func advance(by n: Int) { count += n }
+
+        /// Allocates room for `positions` positions up front (a server's memory bound then holds exactly).
+        public mutating func reserve(positions: Int, kvWidth: Int) {
+            for i in keys.indices { keys[i].reserveCapacity(positions * kvWidth); values[i].reserveCapacity(positions * kvWidth) }
+        }
+
+        /// Bytes the cache holds per position: keys and values of every layer, in float32.
+        public static func bytesPerPosition(_ config: Config) -> Int { config.layers * 2 * config.kvHeads * config.headDim * 4 }
     }
 
     public func makeCache() -> KVCache { KVCache(layers: config.layers) }
+
+    /// One sequence of a batched pass: its new tokens, its cache, and the adapters only its rows add.
+    public struct BatchSequence: Sendable {
+        public var tokens: [Int]
+        public var cache: KVCache
+        public var adapters: AdapterMix
+        /// Logits for every new position, or the last only.
+        public var allLogits: Bool
+        public init(tokens: [Int], cache: KVCache, adapters: AdapterMix = .none, allLogits: Bool = false) {
+            self.tokens = tokens; self.cache = cache; self.adapters = adapters; self.allLogits = allLogits
+        }
+    }
 
     /// Runs `tokens` after the cached positions (batched prefill when several), appends their keys and
     /// values to the cache, and returns logits for every new position (`allLogits`) or the last only.
@@ -245,105 +265,157 @@ public struct LlamaModel: Sendable, AdaptableModel {
     /// first positions' embeddings (no logits returned for them).
     public func forward(_ tokens: [Int], cache: inout KVCache, allLogits: Bool = false) throws -> [[Float]] {
         guard !tokens.isEmpty else { return [] }
+        var batch = [BatchSequence(tokens: tokens, cache: KVCache(layers: 0), allLogits: allLogits)]
+        swap(&batch[0].cache, &cache)  // moved, not copied: the cache's arrays grow in place
+        defer { swap(&batch[0].cache, &cache) }
+        return try forward(batch: &batch)[0]
+    }
+
+    /// One pass over several sequences at once (`graft serve`'s continuous batching: prefills and decode
+    /// steps together): every linear layer multiplies all their rows at once, each sequence's adapters
+    /// add their updates on its own rows (`Linear.forward(_:rows:groups:)`), and each attends over its
+    /// own cache. A sequence's logits equal those of `forward` on it alone, to float rounding.
+    /// Sequences with the same adapters should be adjacent: they then share one group per layer.
+    public func forward(batch: inout [BatchSequence]) throws -> [[[Float]]] {
         let dh = config.headDim, nh = config.heads, nkv = config.kvHeads, group = nh / nkv
         let kvw = nkv * dh, h = config.hidden
-        var lead = 0  // prompt rows ahead of the tokens
-        if cache.count == 0, let vt = virtualTokens {
-            guard vt.count + tokens.count <= config.contextLength else {
-                throw ModelError("\(tokens.count) tokens after \(vt.count) virtual tokens exceed the model's context of \(config.contextLength)")
-            }
-            if vt.placement == .keysValues {
-                for li in 0..<layers.count {
-                    let kp = vt.keysValues(layer: li, value: false, kvWidth: kvw), vp = vt.keysValues(layer: li, value: true, kvWidth: kvw)
-                    for r in 0..<vt.count {
-                        cache.keys[li] += UnsafeBufferPointer(start: kp + r * vt.width, count: kvw)
-                        cache.values[li] += UnsafeBufferPointer(start: vp + r * vt.width, count: kvw)
-                    }
+        // Each sequence's rows: its prompt rows (`lead`, virtual tokens into an empty cache), then its tokens.
+        var leads = [Int](repeating: 0, count: batch.count), starts: [Int] = [], total = 0
+        for s in batch.indices {
+            guard !batch[s].tokens.isEmpty else { throw ModelError("a sequence of the batch has no tokens") }
+            if batch[s].cache.count == 0, let vt = virtualTokens {
+                guard vt.count + batch[s].tokens.count <= config.contextLength else {
+                    throw ModelError("\(batch[s].tokens.count) tokens after \(vt.count) virtual tokens exceed the model's context of \(config.contextLength)")
                 }
-                cache.advance(by: vt.count)
+                if vt.placement == .keysValues {
+                    for li in 0..<layers.count {
+                        let kp = vt.keysValues(layer: li, value: false, kvWidth: kvw), vp = vt.keysValues(layer: li, value: true, kvWidth: kvw)
+                        for r in 0..<vt.count {
+                            batch[s].cache.keys[li] += UnsafeBufferPointer(start: kp + r * vt.width, count: kvw)
+                            batch[s].cache.values[li] += UnsafeBufferPointer(start: vp + r * vt.width, count: kvw)
+                        }
+                    }
+                    batch[s].cache.advance(by: vt.count)
+                } else {
+                    leads[s] = vt.count
+                }
+            }
+            let t = leads[s] + batch[s].tokens.count
+            guard batch[s].cache.count + t <= config.contextLength else {
+                throw ModelError("\(batch[s].cache.count + t) tokens exceed the model's context of \(config.contextLength)")
+            }
+            for id in batch[s].tokens where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") }
+            starts.append(total)
+            total += t
+        }
+        let pasts = batch.map(\.cache.count)
+        func rows(_ s: Int) -> Range<Int> { starts[s]..<(starts[s] + leads[s] + batch[s].tokens.count) }
+        let x = FloatBuffer(count: total * h)
+        for s in batch.indices {
+            let base = x.mutable.baseAddress! + starts[s] * h
+            if let vt = virtualTokens, leads[s] > 0 { base.update(from: vt.values.values.baseAddress!, count: leads[s] * h) }
+            for (r, id) in batch[s].tokens.enumerated() {
+                (base + (leads[s] + r) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
+            }
+            // A prompt's offsets: the tokens' index after it is their position minus its length.
+            if let vt = virtualTokens, vt.placement == .embeddings, pasts[s] + leads[s] >= vt.count {
+                vt.addOffsets(to: base + leads[s] * h, tokens: batch[s].tokens.count, first: pasts[s] + leads[s] - vt.count)
+            }
+        }
+        // Row groups of adjacent sequences with the same adapters.
+        var spans: [(rows: Range<Int>, mix: AdapterMix)] = []
+        for s in batch.indices where !batch[s].adapters.parts.isEmpty {
+            if let last = spans.last, last.rows.upperBound == rows(s).lowerBound, last.mix.key == batch[s].adapters.key {
+                spans[spans.count - 1].rows = last.rows.lowerBound..<rows(s).upperBound
             } else {
-                lead = vt.count
+                spans.append((rows(s), batch[s].adapters))
             }
         }
-        let t = lead + tokens.count, past = cache.count
-        guard past + t <= config.contextLength else {
-            throw ModelError("\(past + t) tokens exceed the model's context of \(config.contextLength)")
+        func linear(_ l: Linear, _ li: Int, _ name: String, _ input: FloatBuffer) -> FloatBuffer {
+            guard !spans.isEmpty else { return l.forward(input, rows: total) }
+            let module = "model.layers.\(li).\(name)"
+            return l.forward(input, rows: total, groups: spans.map { RowGroup(rows: $0.rows, updates: $0.mix.updates(module)) })
         }
-        for id in tokens where id < 0 || id >= config.vocab { throw ModelError("token id \(id) outside the vocabulary (\(config.vocab))") }
-        let x = FloatBuffer(count: t * h)
-        if let vt = virtualTokens, lead > 0 { x.mutable.baseAddress!.update(from: vt.values.values.baseAddress!, count: lead * h) }
-        for (r, id) in tokens.enumerated() {
-            (x.mutable.baseAddress! + (lead + r) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
-        }
-        // A prompt's offsets: the tokens' index after it is their position minus its length.
-        if let vt = virtualTokens, vt.placement == .embeddings, past + lead >= vt.count {
-            vt.addOffsets(to: x.mutable.baseAddress! + lead * h, tokens: tokens.count, first: past + lead - vt.count)
-        }
-        let normed = FloatBuffer(count: t * h)
+        let decodeOnly = rows(0).count == 1 && batch.indices.allSatisfy { rows($0).count == 1 }
+        let normed = FloatBuffer(count: total * h)
         for (li, layer) in layers.enumerated() {
-            layer.attnNorm.forward(x, rows: t, into: normed)
-            let q = layer.q.forward(normed, rows: t), k = layer.k.forward(normed, rows: t), v = layer.v.forward(normed, rows: t)
-            for r in 0..<t {
-                rope.apply(q.mutable.baseAddress! + r * h, heads: nh, position: past + r)
-                rope.apply(k.mutable.baseAddress! + r * kvw, heads: nkv, position: past + r)
-            }
-            cache.keys[li] += k.values
-            cache.values[li] += v.values
-            let total = past + t
-            let ctx = FloatBuffer(count: t * h)
+            layer.attnNorm.forward(x, rows: total, into: normed)
+            let q = linear(layer.q, li, "self_attn.q_proj", normed), k = linear(layer.k, li, "self_attn.k_proj", normed)
+            let v = linear(layer.v, li, "self_attn.v_proj", normed)
+            let ctx = FloatBuffer(count: total * h)
             let scale = 1 / Float(dh).squareRoot()
-            let qp = q.values.baseAddress!, cp = ctx.mutable.baseAddress!
-            cache.keys[li].withUnsafeBufferPointer { kb in
-                cache.values[li].withUnsafeBufferPointer { vb in
-                    let kp = kb.baseAddress!, vp = vb.baseAddress!
-                    let work = UncheckedSendable((qp, kp, vp, cp))
-                    let attend = { (head: Int) in
-                        let (qp, kp, vp, cp) = work.value
-                        let g = head / group
-                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * total)
+            for s in batch.indices {
+                let rs = rows(s), past = pasts[s]
+                for r in rs {
+                    rope.apply(q.mutable.baseAddress! + r * h, heads: nh, position: past + r - rs.lowerBound)
+                    rope.apply(k.mutable.baseAddress! + r * kvw, heads: nkv, position: past + r - rs.lowerBound)
+                }
+                batch[s].cache.keys[li] += UnsafeBufferPointer(start: k.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
+                batch[s].cache.values[li] += UnsafeBufferPointer(start: v.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
+            }
+            // Every (sequence, head) attends over its own cache.
+            let caches = UncheckedSendable(batch.map { ($0.cache.keys[li], $0.cache.values[li]) })
+            let spansOfRows = batch.indices.map { (rows($0), pasts[$0]) }
+            let work = UncheckedSendable((q.values.baseAddress!, ctx.mutable.baseAddress!))
+            let attend = { (item: Int) in
+                let (s, head) = item.quotientAndRemainder(dividingBy: nh)
+                let (qp, cp) = work.value
+                let (rs, past) = spansOfRows[s], t = rs.count, all = past + t
+                let g = head / group
+                caches.value[s].0.withUnsafeBufferPointer { kb in
+                    caches.value[s].1.withUnsafeBufferPointer { vb in
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * all)
                         defer { scores.deallocate() }
-                        Linalg.gemm(m: t, n: total, k: dh, alpha: scale, a: qp + head * dh, lda: h,
-                                    b: kp + g * dh, ldb: kvw, transB: true, c: scores, ldc: total)
-                        for r in 0..<t { for c in (past + r + 1)..<max(total, past + r + 1) { scores[r * total + c] = -.infinity } }
-                        Activation.softmaxRows(scores, rows: t, width: total)
-                        Linalg.gemm(m: t, n: dh, k: total, a: scores, lda: total, b: vp + g * dh, ldb: kvw,
-                                    c: cp + head * dh, ldc: h)
-                    }
-                    if t == 1 {
-                        // A decode step: the heads split over the spinning fork–join pool (a GCD hand-off
-                        // would cost more than the step's few hundred thousand multiply-adds).
-                        forkJoinRanges(count: nh) { hr in for head in hr { attend(head) } }
-                    } else {
-                        parallelEach(nh, attend)
+                        Linalg.gemm(m: t, n: all, k: dh, alpha: scale, a: qp + rs.lowerBound * h + head * dh, lda: h,
+                                    b: kb.baseAddress! + g * dh, ldb: kvw, transB: true, c: scores, ldc: all)
+                        for r in 0..<t { for c in (past + r + 1)..<max(all, past + r + 1) { scores[r * all + c] = -.infinity } }
+                        Activation.softmaxRows(scores, rows: t, width: all)
+                        Linalg.gemm(m: t, n: dh, k: all, a: scores, lda: all, b: vb.baseAddress! + g * dh, ldb: kvw,
+                                    c: cp + rs.lowerBound * h + head * dh, ldc: h)
                     }
                 }
             }
-            let o = layer.o.forward(ctx, rows: t)
-            _ = sublayerUpdates.apply(li, .attention, h: o, residual: x, rows: t, norm: nil, keep: false)
+            withExtendedLifetime(q) {
+                if decodeOnly {
+                    // Decode steps: the heads split over the spinning fork–join pool (a GCD hand-off would
+                    // cost more than a step's few hundred thousand multiply-adds).
+                    forkJoinRanges(count: batch.count * nh) { hr in for item in hr { attend(item) } }
+                } else {
+                    parallelEach(batch.count * nh, attend)
+                }
+            }
+            let o = linear(layer.o, li, "self_attn.o_proj", ctx)
+            _ = sublayerUpdates.apply(li, .attention, h: o, residual: x, rows: total, norm: nil, keep: false)
             addInPlace(x, o)
-            layer.mlpNorm.forward(x, rows: t, into: normed)
-            let gate = layer.gate.forward(normed, rows: t), up = layer.up.forward(normed, rows: t)
+            layer.mlpNorm.forward(x, rows: total, into: normed)
+            let gate = linear(layer.gate, li, "mlp.gate_proj", normed), up = linear(layer.up, li, "mlp.up_proj", normed)
             let gv = gate.mutable, uv = up.values
             parallelFor(count: gv.count, minChunk: 1 << 14) { r in
                 for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
             }
-            let down = layer.down.forward(gate, rows: t)
-            _ = sublayerUpdates.apply(li, .feedForward, h: down, residual: x, rows: t, norm: nil, keep: false)
+            let down = linear(layer.down, li, "mlp.down_proj", gate)
+            _ = sublayerUpdates.apply(li, .feedForward, h: down, residual: x, rows: total, norm: nil, keep: false)
             addInPlace(x, down)
         }
-        cache.advance(by: t)
-        let rows = allLogits ? Array(lead..<t) : [t - 1]
-        let last = FloatBuffer(count: rows.count * h)
-        for (k, r) in rows.enumerated() { (last.mutable.baseAddress! + k * h).update(from: x.values.baseAddress! + r * h, count: h) }
-        norm.forward(last, rows: rows.count, into: last)
-        let logits = FloatBuffer(count: rows.count * config.vocab)
-        if let q = lmHeadQuantized, rows.count == 1 {
+        var picked: [(seq: Int, row: Int)] = []
+        for s in batch.indices {
+            let rs = rows(s)
+            batch[s].cache.advance(by: rs.count)
+            if batch[s].allLogits { picked += (rs.lowerBound + leads[s]..<rs.upperBound).map { (s, $0) } } else { picked.append((s, rs.upperBound - 1)) }
+        }
+        let last = FloatBuffer(count: picked.count * h)
+        for (i, p) in picked.enumerated() { (last.mutable.baseAddress! + i * h).update(from: x.values.baseAddress! + p.row * h, count: h) }
+        norm.forward(last, rows: picked.count, into: last)
+        let logits = FloatBuffer(count: picked.count * config.vocab)
+        if let q = lmHeadQuantized, picked.count == 1 {
             if decodeArithmetic == .int8 { q.matvecInt8(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
             else { q.matvec(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
         } else {
-            Linalg.gemm(m: rows.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
+            Linalg.gemm(m: picked.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
                         c: logits.mutable.baseAddress!)
         }
-        return (0..<rows.count).map { Array(logits.values[($0 * config.vocab)..<(($0 + 1) * config.vocab)]) }
+        var out = [[[Float]]](repeating: [], count: batch.count)
+        for (i, p) in picked.enumerated() { out[p.seq].append(Array(logits.values[(i * config.vocab)..<((i + 1) * config.vocab)])) }
+        return out
     }
 }
