@@ -18,7 +18,7 @@ struct Graft: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, CompareCommand.self, BenchCommand.self,
-                      DoctorCommand.self, TuneCommand.self])
+                      DoctorCommand.self, TuneCommand.self, ServeCommand.self])
 
     static func main() {
         // First, before any product: OpenBLAS kernels that fit the CPU (may start this program again).

@@ -5,12 +5,7 @@ import GraftTestSupport
 
 /// The `graft` binary: exit codes, messages on stderr, nothing written on failure.
 final class CLITests: XCTestCase {
-    var graft: String {
-        // The test bundle sits in (or is) the build products folder that holds the executable.
-        let b = Bundle(for: CLITests.self).bundleURL
-        return [b.appendingPathComponent("graft"), b.deletingLastPathComponent().appendingPathComponent("graft")]
-            .map(\.path).first { FileManager.default.isExecutableFile(atPath: $0) } ?? b.path + "/graft"
-    }
+    var graft: String { graftExecutable(CLITests.self) }
 
     func run(_ args: [String], cwd: String? = nil, environment: [String: String?] = [:]) throws -> (Int32, String, String) {
         let p = Process()

@@ -50,3 +50,10 @@ public func fixtureJSON(_ path: String) throws -> JSONValue {
 
 /// A JSON array of integers.
 public func ints(_ v: JSONValue?) -> [Int] { v?.arrayValue?.compactMap { $0.intValue.map(Int.init) } ?? [] }
+
+/// The `graft` executable: the test bundle sits in (or is) the build products folder that holds it.
+public func graftExecutable(_ cls: AnyClass) -> String {
+    let b = Bundle(for: cls).bundleURL
+    return [b.appendingPathComponent("graft"), b.deletingLastPathComponent().appendingPathComponent("graft")]
+        .map(\.path).first { FileManager.default.isExecutableFile(atPath: $0) } ?? b.path + "/graft"
+}

@@ -14,11 +14,7 @@ func toySentiment(_ n: Int) -> String {
 }
 
 /// The `graft` binary next to the test bundle.
-func graftBinary(_ cls: AnyClass) -> String {
-    let b = Bundle(for: cls).bundleURL
-    return [b.appendingPathComponent("graft"), b.deletingLastPathComponent().appendingPathComponent("graft")]
-        .map(\.path).first { FileManager.default.isExecutableFile(atPath: $0) } ?? b.path + "/graft"
-}
+func graftBinary(_ cls: AnyClass) -> String { graftExecutable(cls) }
 
 func runGraft(_ cls: AnyClass, _ args: [String]) throws -> (Int32, String, String) {
     let p = Process()

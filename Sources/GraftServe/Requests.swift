@@ -1,0 +1,208 @@
+import Foundation
+import GraftFormats
+import GraftModels
+import GraftText
+
+/// What a request asks the model for, read from its JSON body and checked field by field: every error
+/// names the field (`param`), as the OpenAI API does.
+public struct GenerationRequest: Sendable {
+    public enum Prompt: Sendable {
+        case text(String)
+        case tokens([Int])
+        case chat([ChatMessage])
+    }
+
+    /// The `model` field: the base's name, an adapter's, or `auto`.
+    public var model: String
+    /// `adapters: [{"name", "scale"}]`: several adapters composed with weights (overrides `model`'s adapter).
+    public var adapters: [(name: String, scale: Float)] = []
+    public var prompt: Prompt
+    /// nil: as many as the context leaves (chat), 16 (completions, as OpenAI's default).
+    public var maxTokens: Int?
+    public var sampling = SamplingOptions()
+    /// Whether `seed` was given (otherwise each request draws its own).
+    public var seeded = false
+    public var stop: [String] = []
+    /// Alternatives per token to report with their log-probabilities; nil: no log-probabilities.
+    public var logprobs: Int?
+    public var stream = false
+    public var includeUsage = false
+    /// Generate to `max_tokens` even past the end-of-sequence token (llama.cpp's `ignore_eos`).
+    public var ignoreEOS = false
+
+    public var isChat: Bool { if case .chat = prompt { return true }; return false }
+
+    static let maxStops = 4, maxAlternatives = 20
+
+    /// Parses a body of `/v1/completions` (`chat: false`) or `/v1/chat/completions`.
+    public static func parse(_ body: [UInt8], chat: Bool) throws -> GenerationRequest {
+        let j = try parseObject(body)
+        let model = try string(j, "model") ?? { throw APIError.invalid("'model' is required (the base's name, an adapter's, or \"auto\")", param: "model") }()
+        var r: GenerationRequest
+        if chat {
+            guard let m = j["messages"] else { throw APIError.invalid("'messages' is required", param: "messages") }
+            r = GenerationRequest(model: model, prompt: .chat(try messages(m)))
+        } else {
+            guard let p = j["prompt"] else { throw APIError.invalid("'prompt' is required", param: "prompt") }
+            r = GenerationRequest(model: model, prompt: try prompt(p))
+        }
+        if let n = try int(j, "n"), n != 1 { throw APIError.invalid("only n = 1 is supported (send one request per completion)", param: "n") }
+        if let b = try int(j, "best_of"), b != 1 { throw APIError.invalid("only best_of = 1 is supported", param: "best_of") }
+        for k in ["presence_penalty", "frequency_penalty"] {
+            if let v = try number(j, k), v != 0 { throw APIError.invalid("'\(k)' is not supported (only 0)", param: k) }
+        }
+        let maxKey = chat && j["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
+        if let m = try int(j, maxKey) {
+            guard m >= 1 else { throw APIError.invalid("'\(maxKey)' must be at least 1 (got \(m))", param: maxKey) }
+            r.maxTokens = m
+        } else if !chat {
+            r.maxTokens = 16
+        }
+        let temperature = try number(j, "temperature") ?? 1
+        guard (0...2).contains(temperature) else { throw APIError.invalid("'temperature' must be between 0 and 2 (got \(temperature))", param: "temperature") }
+        r.sampling.temperature = Float(temperature)
+        let topP = try number(j, "top_p") ?? 1
+        guard topP > 0 && topP <= 1 else { throw APIError.invalid("'top_p' must be in (0, 1] (got \(topP))", param: "top_p") }
+        r.sampling.topP = Float(topP)
+        let topK = try int(j, "top_k") ?? 0
+        guard topK >= 0 else { throw APIError.invalid("'top_k' must be ≥ 0 (0: all tokens)", param: "top_k") }
+        r.sampling.topK = topK
+        if let s = try int(j, "seed") {
+            r.sampling.seed = UInt64(bitPattern: Int64(s)); r.seeded = true
+        } else {
+            r.sampling.seed = UInt64.random(in: 0...UInt64.max)
+        }
+        switch j["stop"] {
+        case nil, .null?: break
+        case let .string(s)?: r.stop = [s]
+        case let .array(a)?:
+            guard a.count <= maxStops else { throw APIError.invalid("at most \(maxStops) stop sequences", param: "stop") }
+            r.stop = try a.map { v in guard let s = v.stringValue else { throw APIError.invalid("'stop' must be a string or an array of strings", param: "stop") }; return s }
+        default: throw APIError.invalid("'stop' must be a string or an array of strings", param: "stop")
+        }
+        guard r.stop.allSatisfy({ !$0.isEmpty }) else { throw APIError.invalid("stop sequences must not be empty", param: "stop") }
+        if chat {
+            if try bool(j, "logprobs") == true {
+                let top = try int(j, "top_logprobs") ?? 0
+                guard (0...maxAlternatives).contains(top) else { throw APIError.invalid("'top_logprobs' must be between 0 and \(maxAlternatives)", param: "top_logprobs") }
+                r.logprobs = top
+            } else if j["top_logprobs"] != nil, j["top_logprobs"] != .null {
+                throw APIError.invalid("'top_logprobs' needs 'logprobs': true", param: "top_logprobs")
+            }
+        } else if let l = try int(j, "logprobs") {
+            guard (0...maxAlternatives).contains(l) else { throw APIError.invalid("'logprobs' must be between 0 and \(maxAlternatives)", param: "logprobs") }
+            r.logprobs = l
+        }
+        r.stream = try bool(j, "stream") ?? false
+        if let so = j["stream_options"], so != .null {
+            guard case .object = so else { throw APIError.invalid("'stream_options' must be an object", param: "stream_options") }
+            r.includeUsage = try bool(so, "include_usage", prefix: "stream_options.") ?? false
+        }
+        r.ignoreEOS = try bool(j, "ignore_eos") ?? false
+        if let a = j["adapters"], a != .null {
+            guard let list = a.arrayValue, !list.isEmpty, list.count <= 16 else {
+                throw APIError.invalid("'adapters' must be a list of 1–16 {\"name\", \"scale\"} objects", param: "adapters")
+            }
+            r.adapters = try list.enumerated().map { i, v in
+                guard case .object = v, let name = v["name"]?.stringValue else {
+                    throw APIError.invalid("adapters[\(i)] needs a 'name' string", param: "adapters")
+                }
+                let scale = try number(v, "scale", prefix: "adapters[\(i)].") ?? 1
+                guard scale.isFinite, abs(scale) <= 100 else { throw APIError.invalid("adapters[\(i)].scale must be a number in [-100, 100]", param: "adapters") }
+                return (name, Float(scale))
+            }
+            guard Set(r.adapters.map(\.name)).count == r.adapters.count else { throw APIError.invalid("an adapter is listed twice in 'adapters'", param: "adapters") }
+        }
+        return r
+    }
+
+    static func parseObject(_ body: [UInt8]) throws -> JSONValue {
+        let j: JSONValue
+        do { j = try JSONValue.parse(body) } catch { throw APIError.invalid("the body is not valid JSON: \(error)", code: "invalid_json") }
+        guard case .object = j else { throw APIError.invalid("the body must be a JSON object", code: "invalid_json") }
+        return j
+    }
+
+    static func prompt(_ p: JSONValue) throws -> Prompt {
+        switch p {
+        case let .string(s): return .text(s)
+        case let .array(a) where a.count == 1 && a[0].stringValue != nil: return .text(a[0].stringValue!)
+        case let .array(a) where !a.isEmpty && a.allSatisfy({ if case .int = $0 { return true }; return false }):
+            return .tokens(a.map { Int($0.intValue!) })
+        case .array: throw APIError.invalid("'prompt' must be a string, a list of one string, or a list of token ids (one prompt per request)", param: "prompt")
+        default: throw APIError.invalid("'prompt' must be a string or a list of token ids", param: "prompt")
+        }
+    }
+
+    static func messages(_ m: JSONValue) throws -> [ChatMessage] {
+        guard let list = m.arrayValue, !list.isEmpty else { throw APIError.invalid("'messages' must be a non-empty list", param: "messages") }
+        return try list.enumerated().map { i, v in
+            guard case .object = v, let role = v["role"]?.stringValue else { throw APIError.invalid("messages[\(i)] needs a 'role' string", param: "messages") }
+            guard ["system", "user", "assistant", "developer"].contains(role) else {
+                throw APIError.invalid("messages[\(i)].role '\(role)' is not supported (system, developer, user, assistant)", param: "messages")
+            }
+            let content: String
+            switch v["content"] {
+            case let .string(s)?: content = s
+            case let .array(parts)?:
+                // The list form: text parts only.
+                content = try parts.map { part in
+                    guard part["type"]?.stringValue == "text", let t = part["text"]?.stringValue else {
+                        throw APIError.invalid("messages[\(i)].content: only parts of type 'text' are supported", param: "messages")
+                    }
+                    return t
+                }.joined()
+            case .null?, nil where role == "assistant": content = ""
+            default: throw APIError.invalid("messages[\(i)] needs a 'content' string", param: "messages")
+            }
+            return ChatMessage(role: role == "developer" ? "system" : role, content: content)
+        }
+    }
+
+    static func string(_ j: JSONValue, _ k: String) throws -> String? {
+        guard let v = j[k], v != .null else { return nil }
+        guard let s = v.stringValue else { throw APIError.invalid("'\(k)' must be a string", param: k) }
+        return s
+    }
+
+    static func int(_ j: JSONValue, _ k: String) throws -> Int? {
+        guard let v = j[k], v != .null else { return nil }
+        guard let i = v.intValue, abs(i) <= Int64(Int32.max) else { throw APIError.invalid("'\(k)' must be an integer", param: k) }
+        return Int(i)
+    }
+
+    static func number(_ j: JSONValue, _ k: String, prefix: String = "") throws -> Double? {
+        guard let v = j[k], v != .null else { return nil }
+        guard let d = v.doubleValue, d.isFinite else { throw APIError.invalid("'\(prefix)\(k)' must be a number", param: prefix + k) }
+        return d
+    }
+
+    static func bool(_ j: JSONValue, _ k: String, prefix: String = "") throws -> Bool? {
+        guard let v = j[k], v != .null else { return nil }
+        guard let b = v.boolValue else { throw APIError.invalid("'\(prefix)\(k)' must be true or false", param: prefix + k) }
+        return b
+    }
+}
+
+/// A `/v1/embeddings` or `/v1/classify` body: the model (base or adapter) and one text or a list.
+public struct TextsRequest: Sendable {
+    public var model: String
+    public var texts: [String]
+    static let maxTexts = 2048
+
+    public static func parse(_ body: [UInt8], field: String) throws -> TextsRequest {
+        let j = try GenerationRequest.parseObject(body)
+        let model = try GenerationRequest.string(j, "model") ?? { throw APIError.invalid("'model' is required", param: "model") }()
+        if let f = try GenerationRequest.string(j, "encoding_format"), f != "float" {
+            throw APIError.invalid("'encoding_format' '\(f)' is not supported (float)", param: "encoding_format")
+        }
+        let texts: [String]
+        switch j[field] {
+        case let .string(s)?: texts = [s]
+        case let .array(a)? where !a.isEmpty && a.count <= maxTexts && a.allSatisfy({ $0.stringValue != nil }): texts = a.map { $0.stringValue! }
+        case nil: throw APIError.invalid("'\(field)' is required", param: field)
+        default: throw APIError.invalid("'\(field)' must be a string or a list of 1–\(maxTexts) strings", param: field)
+        }
+        return TextsRequest(model: model, texts: texts)
+    }
+}

@@ -1,0 +1,293 @@
+import Foundation
+import GraftAdapters
+import GraftEval
+import GraftFormats
+import GraftModels
+import GraftTensor
+import GraftText
+import GraftTraining
+import Hummingbird
+import NIOCore
+
+/// `graft serve`'s settings; each default is written here once.
+public struct ServeOptions: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// The name the base answers to in `model` (the adapters answer to theirs).
+    public var modelName = "base"
+    /// Adapter folders found directly under it are served by their folder names; run-time loads must lie under it.
+    public var adaptersRoot: String?
+    public var adapters: [(name: String, path: String)] = []
+    public var allowAnyPath = false
+    public var maxAdapters = 64
+    public var maxBodyBytes = 4 << 20
+    public var limits = GenerationEngine.Limits()
+    public init() {}
+}
+
+/// The model a server runs: a causal LM (completions and chat) or a sentence encoder (embeddings and
+/// classification with sequence-classification adapters).
+public enum ServedModel: Sendable {
+    case causal(CausalLM)
+    case encoder(SentenceEncoder)
+}
+
+/// An OpenAI-compatible HTTP server over one base model and many adapters (Hummingbird 2).
+public final class GraftServer: Sendable {
+    public let options: ServeOptions
+    public let model: ServedModel
+    public let registry: AdapterRegistry
+    public let metrics = ServeMetrics()
+    let engine: GenerationEngine?
+    /// Encoder work (embeddings, classification) runs here, one request at a time, off Swift's
+    /// cooperative threads (its products use every core already).
+    private let encoderQueue = DispatchQueue(label: "graft-encoder")
+    let created = Int64(Date().timeIntervalSince1970)
+
+    /// Loads the adapters (those that fail are reported through `warn` and left out) and starts the engine.
+    public init(model: ServedModel, options: ServeOptions, warn: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        self.model = model
+        self.options = options
+        let prepare: @Sendable (String, any LoadedAdapter) throws -> ServedAdapter
+        switch model {
+        case let .causal(lm): prepare = { name, a in try Self.prepare(name, a, layers: lm.model) }
+        case let .encoder(enc): prepare = { name, a in try Self.prepare(name, a, layers: enc.model) }
+        }
+        registry = AdapterRegistry(root: options.adaptersRoot, allowAnyPath: options.allowAnyPath, capacity: options.maxAdapters, prepare: prepare)
+        if let root = options.adaptersRoot {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: root, isDirectory: &isDir), isDir.boolValue else {
+                throw ModelError("--adapters \(root): no such folder")
+            }
+            for (name, problem) in registry.scanRoot() { warn("adapter '\(name)' left out: \(problem)") }
+        }
+        for (name, path) in options.adapters { try registry.add(name: name, path: path, trusted: true) }
+        if case let .causal(lm) = model {
+            let e = GenerationEngine(lm: lm, limits: options.limits, metrics: metrics)
+            e.start()
+            engine = e
+        } else {
+            engine = nil
+        }
+        metrics.adaptersLoaded.set(Double(registry.loadedCount))
+    }
+
+    /// An adapter's updates fitted to the base's linear layers; adapters a batched pass cannot apply
+    /// (they change the sequence or add sublayers) are refused with the reason.
+    static func prepare<M: AdaptableModel>(_ name: String, _ a: any LoadedAdapter, layers: M) throws -> ServedAdapter {
+        if try a.virtualTokens() != nil {
+            throw APIError.invalid("adapter '\(name)' (\(a.method)) adds virtual tokens to the sequence; graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
+        }
+        if !a.sublayerUpdates().isEmpty {
+            throw APIError.invalid("adapter '\(name)' (\(a.method)) adds bottleneck sublayers; graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
+        }
+        let updates = try layers.fitted(a.layerUpdates(dropout: 0), source: a.path)
+        let bytes = updates.values.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.value.count * 4 } }
+        return ServedAdapter(name: name, path: a.path, method: a.method, updates: updates, bytes: bytes)
+    }
+
+    // MARK: - Running
+
+    /// Serves until SIGTERM or SIGINT: then stops accepting, lets running requests finish, and returns.
+    /// `onRunning` receives the bound port (useful with port 0).
+    public func run(onRunning: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let router = Router()
+        router.add(middleware: OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes, routes: [
+            "/health": ["GET"], "/metrics": ["GET"], "/v1/models": ["GET"], "/v1/completions": ["POST"], "/v1/chat/completions": ["POST"],
+            "/v1/embeddings": ["POST"], "/v1/classify": ["POST"], "/v1/adapters": ["POST"], "/v1/adapters/:name": ["DELETE"],
+        ]))
+        router.get("/health") { _, _ in self.json(self.health()) }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
+        }
+        router.get("/v1/models") { _, _ in self.json(self.modelList()) }
+        router.post("/v1/completions") { req, _ in try await self.generate(req, chat: false) }
+        router.post("/v1/chat/completions") { req, _ in try await self.generate(req, chat: true) }
+        router.post("/v1/embeddings") { req, _ in try await self.embeddings(req) }
+        router.post("/v1/classify") { req, _ in try await self.classify(req) }
+        router.post("/v1/adapters") { req, _ in try await self.loadAdapter(req) }
+        router.delete("/v1/adapters/:name") { _, ctx in try self.unloadAdapter(ctx.parameters.require("name")) }
+        let app = Application(router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "graft"),
+                              onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) })
+        try await app.runService()
+        engine?.drain()
+    }
+
+    func json(_ v: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: v.serialized() + "\n")))
+    }
+
+    func body(_ req: Request) async throws -> [UInt8] {
+        if let length = req.headers[.contentLength].flatMap(Int.init), length > options.maxBodyBytes {
+            throw APIError.invalid("the request body (\(length) bytes) is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: .contentTooLarge)
+        }
+        do {
+            var buffer = try await req.body.collect(upTo: options.maxBodyBytes)
+            return buffer.readBytes(length: buffer.readableBytes) ?? []
+        } catch is NIOTooManyBytesError {
+            throw APIError.invalid("the request body is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: .contentTooLarge)
+        }
+    }
+
+    func health() -> JSONValue {
+        let load = engine?.load ?? (queued: 0, running: 0)
+        return .object([("status", .string("ok")), ("model", .string(options.modelName)), ("queued", .int(Int64(load.queued))),
+                        ("running", .int(Int64(load.running))), ("adapters", .int(Int64(registry.names.count))),
+                        ("adapters_in_memory", .int(Int64(registry.loadedCount)))])
+    }
+
+    func modelList() -> JSONValue {
+        func entry(_ id: String, parent: String?) -> JSONValue {
+            var o: [(String, JSONValue)] = [("id", .string(id)), ("object", .string("model")), ("created", .int(created)), ("owned_by", .string("graft"))]
+            if let parent { o.append(("parent", .string(parent))) }
+            return .object(o)
+        }
+        return .object([("object", .string("list")),
+                        ("data", .array([entry(options.modelName, parent: nil)] + registry.names.map { entry($0, parent: options.modelName) }))])
+    }
+
+    // MARK: - Adapters
+
+    /// The adapters a request asks for: `adapters` (several, weighted), else the one `model` names, else none.
+    func mix(model: String, adapters: [(name: String, scale: Float)]) throws -> (AdapterMix, String) {
+        if !adapters.isEmpty {
+            let parts = try adapters.map { a -> AdapterMix.Part in
+                guard let s = try registry.adapter(a.name) else { throw APIError.notFound("no adapter named '\(a.name)' (GET /v1/models lists them)", param: "adapters") }
+                return AdapterMix.Part(name: s.name, updates: s.updates, scale: a.scale)
+            }
+            return (AdapterMix(parts), adapters.map { "\($0.name)*\($0.scale)" }.joined(separator: "+"))
+        }
+        if model == options.modelName { return (.none, options.modelName) }
+        if model == "auto" { throw APIError.invalid("routing (\"model\": \"auto\") is not available yet: name the base or an adapter", param: "model") }
+        guard let s = try registry.adapter(model) else {
+            throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
+        }
+        metrics.adaptersLoaded.set(Double(registry.loadedCount))
+        return (AdapterMix([AdapterMix.Part(name: s.name, updates: s.updates, scale: 1)]), s.name)
+    }
+
+    func loadAdapter(_ req: Request) async throws -> Response {
+        let j = try GenerationRequest.parseObject(try await body(req))
+        guard let name = j["name"]?.stringValue else { throw APIError.invalid("'name' is required", param: "name") }
+        guard let path = j["path"]?.stringValue else { throw APIError.invalid("'path' is required (an adapter folder)", param: "path") }
+        let registry = self.registry
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            encoderQueue.async { c.resume(with: Result { try registry.add(name: name, path: path) }) }
+        }
+        metrics.adaptersLoaded.set(Double(registry.loadedCount))
+        metrics.request(endpoint: "adapters", adapter: name, status: 201)
+        return json(.object([("id", .string(name)), ("object", .string("model")), ("parent", .string(options.modelName))]), status: .created)
+    }
+
+    func unloadAdapter(_ name: String) throws -> Response {
+        guard registry.remove(name) else { throw APIError.notFound("no adapter named '\(name)'", param: "name") }
+        metrics.adaptersLoaded.set(Double(registry.loadedCount))
+        return json(.object([("id", .string(name)), ("object", .string("model")), ("deleted", .bool(true))]))
+    }
+
+    // MARK: - Generation
+
+    func generate(_ req: Request, chat: Bool) async throws -> Response {
+        let endpoint = chat ? "chat_completions" : "completions"
+        let r = try GenerationRequest.parse(try await body(req), chat: chat)
+        guard let engine, case let .causal(lm) = model else {
+            throw APIError.notFound("this server runs a sentence encoder: \(chat ? "/v1/chat/completions" : "/v1/completions") needs a causal LM (use /v1/embeddings)", param: nil, code: "unsupported_endpoint")
+        }
+        let (mix, label) = try self.mix(model: r.model, adapters: r.adapters)
+        let ids: [Int]
+        switch r.prompt {
+        case let .text(t): ids = lm.tokenizer.encode(t, addSpecialTokens: true)
+        case let .tokens(t):
+            guard let bad = t.first(where: { $0 < 0 || $0 >= lm.model.config.vocab }) else { ids = t; break }
+            throw APIError.invalid("token id \(bad) is outside the vocabulary (0..<\(lm.model.config.vocab))", param: "prompt")
+        case let .chat(m):
+            guard let template = lm.chatTemplate else { throw APIError.invalid("this model has no chat template: use /v1/completions", param: "messages") }
+            ids = lm.tokenizer.encode(template.render(m), addSpecialTokens: true)
+        }
+        let events = try engine.submit(prompt: ids, request: r, mix: mix, label: label)
+        let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)
+        let format = ResponseFormat(id: String(id), model: r.model, created: Int64(Date().timeIntervalSince1970), chat: chat, request: r, tokenizer: lm.tokenizer)
+        let metrics = self.metrics
+        if r.stream {
+            metrics.request(endpoint: endpoint, adapter: label, status: 200)
+            let body = ResponseBody { writer in
+                if chat { try await writer.write(ByteBuffer(string: format.sse(format.chunk(delta: .object([("role", .string("assistant")), ("content", .string(""))]))))) }
+                for await e in events {
+                    switch e {
+                    case let .text(t, tokens): try await writer.write(ByteBuffer(string: format.sse(format.piece(t, tokens: tokens))))
+                    case let .finished(reason, p, c):
+                        try await writer.write(ByteBuffer(string: format.sse(format.final(reason: reason))))
+                        if r.includeUsage { try await writer.write(ByteBuffer(string: format.sse(format.usageChunk(prompt: p, completion: c)))) }
+                    case let .failed(err):
+                        try await writer.write(ByteBuffer(string: format.sse(err.body)))
+                    }
+                }
+                try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+        }
+        var text = "", tokens: [TokenInfo] = [], finish = "stop", usage = (0, 0)
+        for await e in events {
+            switch e {
+            case let .text(t, ts): text += t; tokens += ts
+            case let .finished(reason, p, c): finish = reason; usage = (p, c)
+            case let .failed(err): metrics.request(endpoint: endpoint, adapter: label, status: Int(err.status.code)); throw err
+            }
+        }
+        metrics.request(endpoint: endpoint, adapter: label, status: 200)
+        return json(format.complete(text: text, tokens: tokens, finish: finish, promptTokens: usage.0, completionTokens: usage.1))
+    }
+
+    // MARK: - Encoder endpoints
+
+    /// The encoder with an adapter's updates attached (the base's weights shared, not copied).
+    func encoder(for model: String) throws -> (SentenceEncoder, ServedAdapter?) {
+        guard case let .encoder(base) = self.model else {
+            throw APIError.notFound("this server runs a causal LM: this endpoint needs a sentence encoder (a BERT model)", param: nil, code: "unsupported_endpoint")
+        }
+        if model == options.modelName { return (base, nil) }
+        guard let a = try registry.adapter(model) else {
+            throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
+        }
+        var enc = base
+        try enc.attach(a.updates.map { ($0.key, $0.value) }, source: a.path)
+        return (enc, a)
+    }
+
+    func onEncoderQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in encoderQueue.async { c.resume(with: Result { try work() }) } }
+    }
+
+    func embeddings(_ req: Request) async throws -> Response {
+        let r = try TextsRequest.parse(try await body(req), field: "input")
+        let (enc, _) = try encoder(for: r.model)
+        let (vectors, tokens) = try await onEncoderQueue { (try enc.embed(r.texts), r.texts.reduce(0) { $0 + enc.tokenize($1).count }) }
+        metrics.request(endpoint: "embeddings", adapter: r.model, status: 200)
+        return json(.object([("object", .string("list")),
+                             ("data", .array(vectors.enumerated().map { i, v in
+                                 .object([("object", .string("embedding")), ("index", .int(Int64(i))), ("embedding", .array(v.map { .double(Double($0)) }))])
+                             })),
+                             ("model", .string(r.model)),
+                             ("usage", .object([("prompt_tokens", .int(Int64(tokens))), ("total_tokens", .int(Int64(tokens)))]))]))
+    }
+
+    func classify(_ req: Request) async throws -> Response {
+        let r = try TextsRequest.parse(try await body(req), field: "input")
+        let (enc, adapter) = try encoder(for: r.model)
+        guard let adapter else { throw APIError.invalid("classification needs a sequence-classification adapter in 'model' (the base has no classifier)", param: "model") }
+        let result = try await onEncoderQueue { () -> ([[Float]], [String]) in
+            let c = try Evaluation.classifier(encoder: enc.model, tokenizer: enc.tokenizer, head: adapter.path)
+            return (try c.model.logits(ids: r.texts.map { enc.tokenize($0) }), c.labels)
+        }
+        metrics.request(endpoint: "classify", adapter: r.model, status: 200)
+        let (logits, labels) = result
+        return json(.object([("object", .string("list")), ("model", .string(r.model)),
+                             ("data", .array(logits.enumerated().map { i, l in
+                                 let m = l.max() ?? 0, e = l.map { exp(Double($0 - m)) }, s = e.reduce(0, +)
+                                 let best = l.indices.max { l[$0] < l[$1] } ?? 0
+                                 return .object([("index", .int(Int64(i))), ("label", .string(labels[best])),
+                                                 ("probabilities", .object(labels.enumerated().map { ($0.element, .double(e[$0.offset] / s)) }))])
+                             }))]))
+    }
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import GraftFormats
+import GraftModels
+import GraftServe
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a base model and many adapters behind an OpenAI-compatible HTTP API.",
+        discussion: """
+        A causal LM (a Llama GGUF or HF folder) serves POST /v1/completions and /v1/chat/completions
+        (streamed as server-sent events with "stream": true); a sentence encoder (a BERT folder) serves
+        POST /v1/embeddings and /v1/classify (with sequence-classification adapters). Both serve
+        GET /v1/models, /health and /metrics (Prometheus), POST /v1/adapters {"name", "path"} and
+        DELETE /v1/adapters/NAME.
+
+        Choose an adapter per request with the OpenAI "model" field (the base answers to --name), or
+        compose several with weights: "adapters": [{"name": "a", "scale": 0.5}, {"name": "b", "scale": 0.5}].
+        Requests for different adapters share each batched pass: the base product once for every row,
+        each adapter's update on its own rows. Adapters that update linear layers are served (LoRA,
+        DoRA, IA³, VeRA, AdaLoRA, …); prompt, prefix and bottleneck adapters are refused with the reason.
+
+        SIGTERM or Ctrl-C stops accepting requests, lets running ones finish, then exits.
+
+        Examples:
+          graft serve --model smollm2 --adapters runs/adapters --port 8080
+          curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+            -d '{"model": "sentiment", "messages": [{"role": "user", "content": "Great film!"}]}'
+          graft serve --model minilm --adapter topics=runs/topics-lora
+        """)
+
+    @Option(help: "A .gguf file, an HF folder (Llama or BERT), or a fetched model's short name (smollm2, minilm).")
+    var model: String
+
+    @Option(help: "The name the base answers to in requests' \"model\" field (default: --model's last path component).")
+    var name: String?
+
+    @Option(help: "A folder of PEFT adapter folders, each served under its folder name; run-time loads must come from it.")
+    var adapters: String?
+
+    @Option(name: .customLong("adapter"), help: "NAME=PATH: serve one more adapter folder under NAME (repeatable).")
+    var extraAdapters: [String] = []
+
+    @Flag(help: "Let POST /v1/adapters load from any path, not only under --adapters.")
+    var allowAnyPath = false
+
+    @Option(help: "Address to listen on (0.0.0.0 for every interface).")
+    var host = ServeOptions().host
+
+    @Option(help: "Port to listen on (0: any free port, printed at start).")
+    var port = ServeOptions().port
+
+    @Option(help: "Adapters kept in memory at most; the least recently used is dropped and read again when asked for.")
+    var maxAdapters = ServeOptions().maxAdapters
+
+    @Option(help: "Requests decoded together in one batched pass at most.")
+    var maxBatch = GenerationEngine.Limits().maxBatch
+
+    @Option(help: "KV-cache memory for all running requests, in MB; each reserves (prompt + max_tokens) positions when it starts, and waits while that does not fit.")
+    var kvCacheMb = GenerationEngine.Limits().kvBudgetBytes >> 20
+
+    @Option(help: "Requests waiting for a batch slot at most; more get 429 with Retry-After.")
+    var maxQueue = GenerationEngine.Limits().maxQueue
+
+    @Option(help: "Largest request body accepted, in MB (larger: 413).")
+    var maxBodyMb = ServeOptions().maxBodyBytes >> 20
+
+    @Flag(help: "Decode with 8-bit activations and integer dot products, as llama.cpp does (faster; logits move by up to a few tenths).")
+    var int8Decode = false
+
+    func validate() throws {
+        if !(0...65535).contains(port) { throw ValidationError("--port must be 0–65535") }
+        if maxAdapters < 1 { throw ValidationError("--max-adapters must be at least 1") }
+        if maxBatch < 1 { throw ValidationError("--max-batch must be at least 1") }
+        if kvCacheMb < 1 { throw ValidationError("--kv-cache-mb must be at least 1") }
+        if maxQueue < 0 { throw ValidationError("--max-queue must be ≥ 0") }
+        if maxBodyMb < 1 { throw ValidationError("--max-body-mb must be at least 1") }
+        for a in extraAdapters where !a.contains("=") { throw ValidationError("--adapter '\(a)': expected NAME=PATH") }
+    }
+
+    func run() throws {
+        let path = try ModelLocator.resolve(model)
+        var options = ServeOptions()
+        options.host = host; options.port = port
+        options.modelName = name ?? (model.contains("/") ? ((path as NSString).lastPathComponent as NSString).deletingPathExtension : model)
+        options.adaptersRoot = adapters
+        options.adapters = extraAdapters.map { a in
+            let i = a.firstIndex(of: "=")!
+            return (String(a[..<i]), String(a[a.index(after: i)...]))
+        }
+        options.allowAnyPath = allowAnyPath
+        options.maxAdapters = maxAdapters
+        options.maxBodyBytes = maxBodyMb << 20
+        options.limits.maxBatch = maxBatch
+        options.limits.kvBudgetBytes = kvCacheMb << 20
+        options.limits.maxQueue = maxQueue
+        printErr("loading \(path)")
+        let served: ServedModel
+        if path.hasSuffix(".gguf") || (try? Checkpoint(path: path).config())??.modelType == "llama" {
+            var lm = try CausalLM(path: path)
+            if int8Decode { lm.model.decodeArithmetic = .int8 }
+            served = .causal(lm)
+        } else {
+            served = .encoder(try SentenceEncoder(folder: path))
+        }
+        let server = try GraftServer(model: served, options: options, warn: { printErr("warning: \($0)") })
+        let names = server.registry.names
+        let host = self.host, baseName = options.modelName
+        let done = DispatchSemaphore(value: 0)
+        let failure = LockedBox<(any Error)?>(nil)
+        Task {
+            do {
+                try await server.run { port in
+                    // One line on standard output, for scripts (and the tests) to read the port from.
+                    FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+                    printErr("serving '\(baseName)' and \(names.count) adapter\(names.count == 1 ? "" : "s")\(names.isEmpty ? "" : ": " + names.prefix(8).joined(separator: ", ") + (names.count > 8 ? ", …" : ""))")
+                }
+            } catch {
+                failure.value = error
+            }
+            done.signal()
+        }
+        done.wait()
+        if let e = failure.value { throw e }
+        printErr("stopped")
+    }
+}
+
+/// A value shared between the serving task and the command's thread.
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return v }
+        set { lock.lock(); v = newValue; lock.unlock() }
+    }
+}

@@ -1,0 +1,366 @@
+import Foundation
+import GraftAdapters
+import GraftEval
+import GraftFormats
+import GraftModels
+import GraftText
+import XCTest
+import GraftTestSupport
+
+/// `graft serve` over real HTTP on a loopback port: one server process (SmolLM2 with three adapters)
+/// shared by the tests of this class, requests from `HTTPConnection`.
+final class ServeTests: XCTestCase {
+    static let adapterFixtures = ["peft-smollm2-lora", "grad-smollm2-ia3", "grad-smollm2-vera"]
+    nonisolated(unsafe) static var shared: (server: ServerProcess, adapters: String)?
+
+    /// The adapters folder: copies of the three fixtures and of a prompt-tuning adapter the server must
+    /// leave out (copies: a link leading out of the folder is refused to run-time loads).
+    static func makeAdaptersFolder() throws -> String {
+        let dir = NSTemporaryDirectory() + "graft-serve-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in adapterFixtures + ["grad-smollm2-prompt"] {
+            try FileManager.default.copyItem(atPath: referenceRoot + "/models/" + name, toPath: dir + "/" + name)
+        }
+        return dir
+    }
+
+    func server() throws -> ServerProcess {
+        if let s = Self.shared { return s.server }
+        _ = try fetchedSmolLM2GGUF()
+        let dir = try Self.makeAdaptersFolder()
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "smollm2", "--adapters", dir, "--max-body-mb", "1"])
+        Self.shared = (s, dir)
+        return s
+    }
+
+    override class func tearDown() {
+        if let s = shared {
+            let (status, err) = s.server.stop()
+            XCTAssertEqual(status, 0, "graft serve did not exit cleanly on SIGTERM: \(err)")
+            try? FileManager.default.removeItem(atPath: s.adapters)
+            shared = nil
+        }
+        super.tearDown()
+    }
+
+    func post(_ path: String, _ json: String) throws -> HTTPConnection.Response {
+        try HTTPConnection.request(port: try server().port, "POST", path, json: json)
+    }
+
+    func get(_ path: String) throws -> HTTPConnection.Response {
+        try HTTPConnection.request(port: try server().port, "GET", path)
+    }
+
+    /// `graft generate`'s output for the same settings (what a batched request must equal).
+    func generate(adapter: String?, prompt: String, temperature: Double, seed: Int, maxTokens: Int) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: graftExecutable(Self.self))
+        p.arguments = ["generate", "--model", "smollm2", "--prompt", prompt, "--temperature", String(temperature), "--seed", String(seed),
+                       "--max-tokens", String(maxTokens), "--top-k", "40", "--top-p", "0.95"] + (adapter.map { ["--adapter", referenceRoot + "/models/" + $0] } ?? [])
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let d = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        var s = String(decoding: d, as: UTF8.self)
+        if s.hasSuffix("\n") { s.removeLast() }  // generate ends its output with a newline
+        return s
+    }
+
+    // MARK: - Endpoints
+
+    func testModelsHealthAndMetrics() throws {
+        let models = try get("/v1/models")
+        XCTAssertEqual(models.status, 200)
+        let ids = try models.json()["data"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+        XCTAssertEqual(Set(ids), Set(["smollm2"] + Self.adapterFixtures), "the prompt-tuning adapter must be left out")
+        let log = try server().stderr
+        XCTAssertTrue(log.contains("grad-smollm2-prompt' left out"), log)
+        let health = try get("/health").json()
+        XCTAssertEqual(health["status"]?.stringValue, "ok")
+        XCTAssertEqual(health["adapters"]?.intValue, 3)
+        let r = try post("/v1/completions", #"{"model": "grad-smollm2-vera", "prompt": "Hello", "max_tokens": 3, "temperature": 0}"#)
+        XCTAssertEqual(r.status, 200, r.text)
+        let metrics = try get("/metrics")
+        XCTAssertEqual(metrics.status, 200)
+        XCTAssertTrue(metrics.text.contains(#"graft_requests_total{endpoint="completions",adapter="grad-smollm2-vera",status="200"}"#), metrics.text)
+        XCTAssertTrue(metrics.text.contains(#"graft_generated_tokens_total{adapter="grad-smollm2-vera"}"#), metrics.text)
+        XCTAssertTrue(metrics.text.contains("graft_batch_rows_bucket"), metrics.text)
+        XCTAssertTrue(metrics.text.contains("graft_time_to_first_token_seconds_bucket"), metrics.text)
+    }
+
+    /// Requests for different adapters (and the base) at once, sharing batched passes, each equal to
+    /// `graft generate` run alone with that adapter and seed.
+    func testConcurrentMixedAdapterRequestsEqualGraftGenerateAlone() throws {
+        let port = try server().port
+        let cases: [(model: String, adapter: String?, prompt: String, temperature: Double, seed: Int)] = [
+            ("smollm2", nil, "The capital of France is", 0, 0),
+            ("peft-smollm2-lora", "peft-smollm2-lora", "The capital of France is", 0.7, 11),
+            ("grad-smollm2-ia3", "grad-smollm2-ia3", "Once upon a time", 0.7, 5),
+            ("grad-smollm2-vera", "grad-smollm2-vera", "Once upon a time", 0, 0),
+            ("peft-smollm2-lora", "peft-smollm2-lora", "Write a haiku about rain.", 0.9, 3),
+        ]
+        let maxTokens = 24
+        // Send every request before reading any response: the server batches them together.
+        let connections = try cases.map { c -> HTTPConnection in
+            let conn = try HTTPConnection(port: port)
+            let body = #"{"model": "\#(c.model)", "prompt": \#(JSONValue.quote(c.prompt)), "max_tokens": \#(maxTokens), "temperature": \#(c.temperature), "seed": \#(c.seed), "top_k": 40, "top_p": 0.95}"#
+            try conn.send("POST", "/v1/completions", body: Array(body.utf8))
+            return conn
+        }
+        let texts = try connections.map { conn -> String in
+            let r = try conn.response()
+            XCTAssertEqual(r.status, 200, r.text)
+            return try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue ?? "?"
+        }
+        for (c, text) in zip(cases, texts) {
+            XCTAssertEqual(text, try generate(adapter: c.adapter, prompt: c.prompt, temperature: c.temperature, seed: c.seed, maxTokens: maxTokens),
+                           "\(c.model) at temperature \(c.temperature)")
+        }
+        XCTAssertNotEqual(texts[0], texts[1], "the LoRA adapter should change the output")
+        // The server did batch them: some pass had more than one row per request.
+        let metrics = try get("/metrics").text
+        let single = metrics.components(separatedBy: "\n").first { $0.hasPrefix(#"graft_batch_rows_bucket{le="1.0"}"#) }
+        let count = metrics.components(separatedBy: "\n").first { $0.hasPrefix("graft_batch_rows_count") }
+        XCTAssertNotEqual(single?.split(separator: " ").last, count?.split(separator: " ").last, "every pass had a single row: nothing was batched\n\(metrics)")
+    }
+
+    func testChatStreamingEqualsNonStreaming() throws {
+        let body = #"{"model": "peft-smollm2-lora", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 20, "temperature": 0"#
+        let whole = try post("/v1/chat/completions", body + "}")
+        XCTAssertEqual(whole.status, 200, whole.text)
+        let j = try whole.json()
+        let content = j["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue
+        XCTAssertEqual(j["object"]?.stringValue, "chat.completion")
+        let usage = j["usage"]
+        let stream = try post("/v1/chat/completions", body + #", "stream": true, "stream_options": {"include_usage": true}}"#)
+        XCTAssertEqual(stream.status, 200)
+        XCTAssertEqual(stream.headers["content-type"], "text/event-stream")
+        let events = stream.events
+        XCTAssertEqual(events.last, "[DONE]")
+        let chunks = try events.dropLast().map { try JSONValue.parse($0) }
+        XCTAssertTrue(chunks.allSatisfy { $0["object"]?.stringValue == "chat.completion.chunk" })
+        XCTAssertEqual(chunks.first?["choices"]?.arrayValue?.first?["delta"]?["role"]?.stringValue, "assistant")
+        let streamed = chunks.compactMap { $0["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
+        XCTAssertEqual(streamed, content)
+        XCTAssertGreaterThan(chunks.count, 4, "the text should arrive in pieces")
+        let finish = chunks.compactMap { $0["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue }
+        XCTAssertEqual(finish, [j["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue ?? "?"])
+        XCTAssertEqual(chunks.last?["usage"], usage)
+        XCTAssertEqual(chunks.last?["choices"]?.arrayValue?.count, 0)
+    }
+
+    func testStopSequencesAndLogprobs() throws {
+        let r = try post("/v1/completions", #"{"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 30, "temperature": 0, "stop": [" 7"], "logprobs": 3}"#)
+        XCTAssertEqual(r.status, 200, r.text)
+        let choice = try XCTUnwrap(try r.json()["choices"]?.arrayValue?.first)
+        let text = try XCTUnwrap(choice["text"]?.stringValue)
+        XCTAssertEqual(text, " 5, 6,")
+        XCTAssertEqual(choice["finish_reason"]?.stringValue, "stop")
+        let lp = try XCTUnwrap(choice["logprobs"])
+        let tokens = lp["tokens"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let values = lp["token_logprobs"]?.arrayValue?.compactMap(\.doubleValue) ?? []
+        let tops = lp["top_logprobs"]?.arrayValue ?? []
+        XCTAssertEqual(tokens.count, values.count)
+        XCTAssertEqual(tokens.count, tops.count)
+        XCTAssertTrue(tokens.joined().hasPrefix(text), "\(tokens)")
+        for (i, (t, v)) in zip(tokens, values).enumerated() {
+            let alternatives = tops[i].objectValue ?? []
+            XCTAssertEqual(alternatives.count, 3)
+            // Greedy: the chosen token is the most likely one, and log-probabilities are ≤ 0 and sorted.
+            XCTAssertEqual(alternatives.first?.0, t)
+            XCTAssertEqual(alternatives.first?.1.doubleValue ?? 1, v, accuracy: 1e-6)
+            let ps = alternatives.compactMap { $0.1.doubleValue }
+            XCTAssertEqual(ps, ps.sorted(by: >))
+            XCTAssertLessThanOrEqual(v, 0)
+        }
+        // Chat's form: content[] with top_logprobs.
+        let c = try post("/v1/chat/completions", #"{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 2}"#)
+        let content = try c.json()["choices"]?.arrayValue?.first?["logprobs"]?["content"]?.arrayValue ?? []
+        XCTAssertEqual(content.count, 4, c.text)
+        XCTAssertTrue(content.allSatisfy { $0["top_logprobs"]?.arrayValue?.count == 2 && $0["bytes"]?.arrayValue != nil })
+    }
+
+    /// Each bad request gets its status and an OpenAI error body naming the field, and the server stays up.
+    func testBadRequestsGetOpenAIErrorsAndTheServerStaysUp() throws {
+        func check(_ r: HTTPConnection.Response, _ status: Int, param: String?, code: String? = nil, _ message: String = "", line: UInt = #line) throws {
+            XCTAssertEqual(r.status, status, r.text, line: line)
+            let e = try XCTUnwrap(try r.json()["error"], r.text, line: line)
+            XCTAssertNotNil(e["message"]?.stringValue, line: line)
+            XCTAssertNotNil(e["type"]?.stringValue, line: line)
+            if let param { XCTAssertEqual(e["param"]?.stringValue, param, r.text, line: line) }
+            if let code { XCTAssertEqual(e["code"]?.stringValue, code, r.text, line: line) }
+            if !message.isEmpty { XCTAssertTrue(e["message"]?.stringValue?.contains(message) ?? false, r.text, line: line) }
+        }
+        try check(try post("/v1/chat/completions", #"{"model": "smollm2", "messages": [{"role": "user", "content": "#), 400, param: nil, code: "invalid_json")
+        try check(try post("/v1/chat/completions", #"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#), 404, param: "model", code: "model_not_found", "'nope'")
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "max_tokens": 0}"#), 400, param: "max_tokens")
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "max_tokens": -3}"#), 400, param: "max_tokens")
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "temperature": "hot"}"#), 400, param: "temperature")
+        try check(try post("/v1/completions", #"{"prompt": "Hi"}"#), 400, param: "model")
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "adapters": [{"name": "missing"}]}"#), 404, param: "adapters")
+        let long = "[" + Array(repeating: "42", count: 9000).joined(separator: ",") + "]"
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": \#(long)}"#), 400, param: "prompt", code: "context_length_exceeded")
+        try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "max_tokens": 100000}"#), 400, param: "max_tokens", code: "context_length_exceeded")
+        try check(try post("/v1/embeddings", #"{"model": "smollm2", "input": "Hi"}"#), 404, param: nil, code: "unsupported_endpoint")
+        // Larger than --max-body-mb 1: refused from its Content-Length, and when it is not declared.
+        let big = #"{"model": "smollm2", "prompt": ""# + String(repeating: "a", count: 1_100_000) + #""}"#
+        try check(try post("/v1/completions", big), 413, param: nil, code: "request_too_large")
+        let chunked = try HTTPConnection(port: try server().port)
+        let payload = Array(big.utf8)
+        try chunked.send("POST", "/v1/completions", body: Array(String(payload.count, radix: 16).utf8) + [13, 10] + payload + Array("\r\n0\r\n\r\n".utf8),
+                         headers: ["Transfer-Encoding": "chunked"], declareLength: false)
+        try check(try chunked.response(), 413, param: nil, code: "request_too_large")
+        try check(try get("/v1/nothing-here"), 404, param: nil)
+        try check(try get("/v1/completions"), 405, param: nil, "POST")
+        // Still serving.
+        let ok = try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "max_tokens": 2}"#)
+        XCTAssertEqual(ok.status, 200, ok.text)
+    }
+
+    /// A client that hangs up mid-stream: its generation stops and its slot is freed.
+    func testDisconnectMidStreamFreesTheSlot() throws {
+        let port = try server().port
+        let c = try HTTPConnection(port: port)
+        try c.send("POST", "/v1/completions", body: Array(#"{"model": "smollm2", "prompt": "Tell me a long story.", "max_tokens": 1500, "ignore_eos": true, "stream": true}"#.utf8))
+        let (status, _) = try c.head()
+        XCTAssertEqual(status, 200)
+        _ = try c.nextChunk()
+        XCTAssertEqual(try get("/health").json()["running"]?.intValue, 1)
+        c.hangUp()
+        // The engine notices at its next token boundary: wait for that (bounded), not for a fixed time.
+        let deadline = Date().addingTimeInterval(30)
+        var running: Int64 = -1
+        while Date() < deadline {
+            running = try get("/health").json()["running"]?.intValue ?? -1
+            if running == 0 { break }
+            usleep(20_000)
+        }
+        XCTAssertEqual(running, 0, "the abandoned request still runs")
+        let generated = try get("/metrics").text.components(separatedBy: "\n").first { $0.hasPrefix(#"graft_generated_tokens_total{adapter="smollm2"}"#) }
+        let n = Double(generated?.split(separator: " ").last ?? "") ?? 0
+        XCTAssertLessThan(n, 1000, "generation went on after the client left")
+    }
+
+    /// Adapters added and removed at run time while a request streams; bad ones refused with the reason.
+    func testAdapterLoadAndUnloadUnderTraffic() throws {
+        let s = try server()
+        let dir = try XCTUnwrap(Self.shared?.adapters)
+        let streaming = try HTTPConnection(port: s.port)
+        try streaming.send("POST", "/v1/completions", body: Array(#"{"model": "peft-smollm2-lora", "prompt": "Once", "max_tokens": 60, "ignore_eos": true, "stream": true}"#.utf8))
+        // Under the adapters folder: loads; the same name again: 409.
+        let added = try post("/v1/adapters", #"{"name": "lora-copy", "path": "\#(dir)/peft-smollm2-lora"}"#)
+        XCTAssertEqual(added.status, 201, added.text)
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "lora-copy", "path": "peft-smollm2-lora"}"#).status, 409)
+        // Outside it (or a link leading out of it), without --allow-any-path: 403.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link-out", withDestinationPath: referenceRoot + "/models/grad-smollm2-adalora")
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "x", "path": "link-out"}"#).status, 403)
+        // Not an adapter, or one the server cannot batch: 400 with the reason.
+        let outside = try post("/v1/adapters", #"{"name": "x", "path": "\#(referenceRoot)/models/grad-smollm2-adalora"}"#)
+        XCTAssertEqual(outside.status, 403, outside.text)
+        XCTAssertTrue(outside.text.contains("--allow-any-path"), outside.text)
+        let prompt = try post("/v1/adapters", #"{"name": "p", "path": "grad-smollm2-prompt"}"#)
+        XCTAssertEqual(prompt.status, 400, prompt.text)
+        XCTAssertTrue(prompt.text.contains("virtual tokens"), prompt.text)
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "q", "path": "no-such-folder"}"#).status, 400)
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "../bad", "path": "peft-smollm2-lora"}"#).status, 400)
+        // The new name serves, and equals the adapter it copies.
+        let body = #"{"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "model": "#
+        let viaCopy = try post("/v1/completions", body + #""lora-copy"}"#), viaOriginal = try post("/v1/completions", body + #""peft-smollm2-lora"}"#)
+        XCTAssertEqual(viaCopy.status, 200, viaCopy.text)
+        XCTAssertEqual(try viaCopy.json()["choices"]?.arrayValue?.first?["text"], try viaOriginal.json()["choices"]?.arrayValue?.first?["text"])
+        XCTAssertTrue(try get("/v1/models").text.contains("lora-copy"))
+        // Removed: gone from the list, 404 on use and on a second delete.
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "DELETE", "/v1/adapters/lora-copy").status, 200)
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "DELETE", "/v1/adapters/lora-copy").status, 404)
+        XCTAssertEqual(try post("/v1/completions", body + #""lora-copy"}"#).status, 404)
+        XCTAssertFalse(try get("/v1/models").text.contains("lora-copy"))
+        // The request that streamed meanwhile finished whole.
+        let r = try streaming.response()
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.events.last, "[DONE]")
+        XCTAssertTrue(r.events.contains { $0.contains(#""finish_reason":"length""#) }, r.text)
+    }
+
+    /// Weighted composition: `adapters` with one adapter at scale 1 equals naming it in `model`; at
+    /// scale 0 it equals the base.
+    func testComposedAdaptersPerRequest() throws {
+        func text(_ extra: String) throws -> String? {
+            let r = try post("/v1/completions", #"{"prompt": "The capital of France is", "max_tokens": 10, "temperature": 0, \#(extra)}"#)
+            XCTAssertEqual(r.status, 200, r.text)
+            return try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue
+        }
+        let lora = try text(#""model": "peft-smollm2-lora""#), base = try text(#""model": "smollm2""#)
+        XCTAssertEqual(try text(#""model": "smollm2", "adapters": [{"name": "peft-smollm2-lora", "scale": 1}]"#), lora)
+        XCTAssertEqual(try text(#""model": "smollm2", "adapters": [{"name": "peft-smollm2-lora", "scale": 0}]"#), base)
+        let mixed = try post("/v1/completions", #"{"prompt": "Hi", "max_tokens": 4, "model": "smollm2", "adapters": [{"name": "peft-smollm2-lora", "scale": 0.5}, {"name": "grad-smollm2-vera", "scale": 0.5}]}"#)
+        XCTAssertEqual(mixed.status, 200, mixed.text)
+    }
+}
+
+/// SIGTERM lets running requests finish before the server exits.
+final class ServeShutdownTests: XCTestCase {
+    func testSIGTERMDrainsRunningRequests() throws {
+        _ = try fetchedSmolLM2GGUF()
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "smollm2"])
+        let c = try HTTPConnection(port: s.port)
+        try c.send("POST", "/v1/completions", body: Array(#"{"model": "smollm2", "prompt": "Once", "max_tokens": 80, "ignore_eos": true, "stream": true}"#.utf8))
+        XCTAssertEqual(try c.head().status, 200)
+        _ = try c.nextChunk()
+        s.terminate()
+        var body: [UInt8] = []
+        while let chunk = try c.nextChunk() { body += chunk }
+        let text = String(decoding: body, as: UTF8.self)
+        XCTAssertTrue(text.contains(#""finish_reason":"length""#), text)
+        XCTAssertTrue(text.hasSuffix("data: [DONE]\n\n"), text)
+        let (status, err) = s.stop()
+        XCTAssertEqual(status, 0, err)
+    }
+}
+
+/// A sentence encoder served: /v1/embeddings equal to the encoder run in-process, /v1/classify equal to
+/// `graft eval`'s classifier on the same adapter.
+final class ServeEncoderTests: XCTestCase {
+    func testEmbeddingsAndClassification() throws {
+        let minilm = try fetchedModel("minilm")
+        let seqcls = referenceRoot + "/models/grad-minilm-seqcls"
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "minilm", "--adapter", "topics=" + seqcls])
+        defer { s.stop() }
+        let texts = ["A cat sat on the mat.", "Stocks fell sharply on Monday."]
+        let r = try HTTPConnection.request(port: s.port, "POST", "/v1/embeddings", json: #"{"model": "minilm", "input": ["A cat sat on the mat.", "Stocks fell sharply on Monday."]}"#)
+        XCTAssertEqual(r.status, 200, r.text)
+        let data = try r.json()["data"]?.arrayValue ?? []
+        XCTAssertEqual(data.count, 2)
+        let want = try SentenceEncoder(folder: minilm).embed(texts)
+        for (i, d) in data.enumerated() {
+            let got = d["embedding"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? []
+            XCTAssertEqual(got.count, want[i].count)
+            XCTAssertLessThan(zip(got, want[i]).map { abs($0 - $1) }.max() ?? 1, 1e-6)
+        }
+        XCTAssertGreaterThan(try r.json()["usage"]?["prompt_tokens"]?.intValue ?? 0, 10)
+        // With the adapter, the embeddings change.
+        let adapted = try HTTPConnection.request(port: s.port, "POST", "/v1/embeddings", json: #"{"model": "topics", "input": "A cat sat on the mat."}"#)
+        let a = try adapted.json()["data"]?.arrayValue?.first?["embedding"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? []
+        XCTAssertGreaterThan(zip(a, want[0]).map { abs($0 - $1) }.max() ?? 0, 1e-4)
+
+        let c = try HTTPConnection.request(port: s.port, "POST", "/v1/classify", json: #"{"model": "topics", "input": ["A cat sat on the mat.", "Stocks fell sharply on Monday."]}"#)
+        XCTAssertEqual(c.status, 200, c.text)
+        var encoder = try BertModel(checkpoint: try Checkpoint(path: minilm))
+        try encoder.attach(try AdapterMethods.open(seqcls).layerUpdates(dropout: 0), source: seqcls)
+        let classifier = try Evaluation.classifier(encoder: encoder, tokenizer: try TokenizerLoader.load(model: minilm), head: seqcls)
+        let logits = try classifier.model.logits(texts)
+        for (i, d) in (try c.json()["data"]?.arrayValue ?? []).enumerated() {
+            let l = logits[i], m = l.max()!, e = l.map { exp(Double($0 - m)) }, z = e.reduce(0, +)
+            let best = l.indices.max { l[$0] < l[$1] }!
+            XCTAssertEqual(d["label"]?.stringValue, classifier.labels[best])
+            let probs = d["probabilities"]?.objectValue ?? []
+            XCTAssertEqual(probs.map(\.0), classifier.labels)
+            for (k, p) in probs.enumerated() { XCTAssertEqual(p.1.doubleValue ?? -1, e[k] / z, accuracy: 1e-5) }
+        }
+        // The base has no classifier; generation endpoints need a causal LM.
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "POST", "/v1/classify", json: #"{"model": "minilm", "input": "x"}"#).status, 400)
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: #"{"model": "minilm", "prompt": "x"}"#).status, 404)
+    }
+}
