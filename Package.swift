@@ -59,7 +59,7 @@ let package = Package(
                 swiftSettings: nativeCPU),
         // The benchmarks' workloads and peer drivers (`graft bench`).
         .target(name: "GraftBench",
-                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining"],
+                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftHTTP"],
                 swiftSettings: nativeCPU),
         // `graft serve`: many adapters on one base behind an OpenAI-compatible HTTP API.
         .target(name: "GraftServe",
@@ -72,6 +72,8 @@ let package = Package(
                                          "GraftData", "GraftTraining", "GraftEval", "GraftPipeline", "GraftBench", "GraftServe",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: nativeCPU),
+        // A plain HTTP/1.1 client and a server-process handle for `graft bench serve` and the server tests.
+        .target(name: "GraftHTTP", dependencies: ["GraftFormats"]),
         // What the test targets share (fixture and model locations, temporary folders).
         .target(name: "GraftTestSupport", dependencies: ["GraftFormats"], path: "Tests/GraftTestSupport"),
         .testTarget(name: "GraftTensorTests", dependencies: ["GraftTensor"]),
@@ -81,7 +83,7 @@ let package = Package(
                     dependencies: ["GraftTraining", "GraftEval", "GraftPipeline", "GraftMerging", "GraftData", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft",
                                    "GraftTestSupport"]),
         .testTarget(name: "GraftServeTests",
-                    dependencies: ["GraftServe", "GraftEval", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft", "GraftTestSupport"]),
+                    dependencies: ["GraftServe", "GraftHTTP", "GraftEval", "GraftModels", "GraftAdapters", "GraftFormats", "GraftText", "graft", "GraftTestSupport"]),
         .testTarget(name: "GraftMergingTests",
                     dependencies: ["GraftMerging", "GraftFormats", "GraftAdapters", "graft", "GraftTestSupport"]),
     ]

@@ -128,8 +128,10 @@ public final class GenerationEngine: @unchecked Sendable {
         }
         cond.lock(); defer { cond.unlock() }
         guard !stopping else { throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error", retryAfter: 5) }
-        guard pending.count < limits.maxQueue else {
-            throw APIError(status: .tooManyRequests, message: "\(pending.count) requests are already waiting; try again shortly", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
+        // Requests beyond the batch's free rows wait; at most `maxQueue` of them.
+        let waiting = running + pending.count - limits.maxBatch
+        guard waiting < limits.maxQueue else {
+            throw APIError(status: .tooManyRequests, message: "\(max(waiting, 0)) requests are already waiting for the \(limits.maxBatch) batch rows; try again shortly", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
         }
         pending.append(job)
         metrics?.queueDepth.set(Double(pending.count))

@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmarks against the peers, measured in the same run.",
         discussion: "graft bench all runs every one of them and prints one table; the others run one benchmark each.",
-        subcommands: [BenchAll.self, BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self])
+        subcommands: [BenchAll.self, BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self, BenchServe.self])
 }
 
 /// The path of this graft executable (the merge benchmark runs it as a child process).
@@ -296,6 +296,53 @@ struct BenchGemm: ParsableCommand {
             let bf = r.bf16.map { String(format: "  bf16 %4.0f GFLOPS (%.2f×)", $0, $0 / r.blas) } ?? ""
             let st = r.strassen.map { String(format: "  f32 Strassen %4.0f (%.2f×)", $0, $0 / r.blas) } ?? ""
             print(String(format: "%6d×%6d×%6d%@  f32 packed %4.0f (%.2f×)%@  f32 BLAS %4.0f", r.m, r.k, r.n, bf, r.packed, r.packed / r.blas, st, r.blas))
+        }
+    }
+}
+
+struct BenchServe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "graft serve under load: output tokens/s and time to first token with 1, 8 and 32 distinct LoRA adapters in the mix, against llama.cpp's server (base model, 2 threads) when installed.",
+        discussion: """
+        Starts graft serve on SmolLM2 with synthetic rank-8 LoRA adapters, then clients on threads of this
+        process send streamed completions (--max-tokens each, past end-of-sequence) over loopback, the
+        adapters in turn. The target: 32 adapters ≥ 0.8× the single adapter's throughput; one adapter
+        ≥ 1.0× llama.cpp's server; 8 distinct adapters at concurrency 8 ≥ 3× llama.cpp's server.
+        """)
+
+    @Option(help: "GGUF model (file or short name).") var model = "smollm2"
+    @Option(parsing: .upToNextOption, help: "Concurrent clients (several values: one run each).") var concurrency: [Int] = [1, 8, 32]
+    @Option(parsing: .upToNextOption, help: "Distinct adapters in the mix (several values).") var adapters: [Int] = [1, 8, 32]
+    @Option(help: "Completion tokens per request.") var maxTokens = 64
+    @Option(help: "Requests per client in each run (at least 8 in all).") var requestsPerClient = 2
+    @Flag(help: "Skip the peer.") var noPeer = false
+
+    func validate() throws {
+        if concurrency.contains(where: { $0 < 1 }) || adapters.contains(where: { $0 < 1 }) { throw ValidationError("--concurrency and --adapters take values ≥ 1") }
+        if maxTokens < 1 || requestsPerClient < 1 { throw ValidationError("--max-tokens and --requests-per-client must be at least 1") }
+    }
+
+    func run() throws {
+        var b = ServeBenchmark(graft: graftExecutable, workDir: GraftHome.path + "/bench/serve")
+        b.model = model; b.concurrency = concurrency; b.adapterCounts = adapters; b.maxTokens = maxTokens
+        b.requestsPerClient = requestsPerClient; b.peer = !noPeer
+        var rows: [ServeBenchmark.Row] = []
+        print("server      adapters  clients  output tok/s  TTFT p50  TTFT p99")
+        try b.run(log: { printErr($0) }) { r in
+            rows.append(r)
+            print(String(format: "%-10@  %8@  %7d  %12.1f  %7.3fs  %7.3fs", r.server, r.adapters == 0 ? "base" : String(r.adapters), r.concurrency,
+                         r.tokensPerSecond, r.ttftP50, r.ttftP99))
+        }
+        func rate(_ server: String, _ n: Int, _ c: Int) -> Double? { rows.first { $0.server == server && $0.adapters == n && $0.concurrency == c }?.tokensPerSecond }
+        for c in concurrency {
+            if let one = rate("graft", 1, c), let many = rate("graft", adapters.max() ?? 1, c), adapters.max() ?? 1 > 1 {
+                print(String(format: "concurrency %d: %d adapters / 1 adapter = %.2f× (target ≥ 0.8×)", c, adapters.max() ?? 1, many / one))
+            }
+            if let peer = rate("llama.cpp", 0, c) {
+                if let one = rate("graft", 1, c) { print(String(format: "concurrency %d: graft 1 adapter / llama.cpp base = %.2f× (target ≥ 1.0×)", c, one / peer)) }
+                if let eight = rate("graft", 8, c), c == 8 { print(String(format: "concurrency 8: graft 8 adapters / llama.cpp = %.2f× (target ≥ 3×)", eight / peer)) }
+            }
         }
     }
 }

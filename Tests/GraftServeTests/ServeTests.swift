@@ -2,6 +2,7 @@ import Foundation
 import GraftAdapters
 import GraftEval
 import GraftFormats
+import GraftHTTP
 import GraftModels
 import GraftText
 import XCTest
@@ -362,5 +363,47 @@ final class ServeEncoderTests: XCTestCase {
         // The base has no classifier; generation endpoints need a causal LM.
         XCTAssertEqual(try HTTPConnection.request(port: s.port, "POST", "/v1/classify", json: #"{"model": "minilm", "input": "x"}"#).status, 400)
         XCTAssertEqual(try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: #"{"model": "minilm", "prompt": "x"}"#).status, 404)
+    }
+}
+
+/// The server's bounds: KV-cache memory, the waiting queue, adapters kept in memory.
+final class ServeLimitsTests: XCTestCase {
+    func testMemoryQueueAndAdapterBounds() throws {
+        _ = try fetchedSmolLM2GGUF()
+        let dir = try temporaryDirectory(self)
+        for name in ServeTests.adapterFixtures { try FileManager.default.copyItem(atPath: referenceRoot + "/models/" + name, toPath: dir + "/" + name) }
+        let s = try ServerProcess(graft: graftExecutable(Self.self),
+                                  arguments: ["--model", "smollm2", "--adapters", dir, "--max-batch", "1", "--max-queue", "0", "--max-adapters", "1", "--kv-cache-mb", "64"])
+        defer { s.stop() }
+        func post(_ json: String) throws -> HTTPConnection.Response { try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: json) }
+        // More KV cache than the whole budget (SmolLM2: 45 KB a position, 64 MB ≈ 1,450 positions): refused, not queued forever.
+        let huge = try post(#"{"model": "smollm2", "prompt": "Hi", "max_tokens": 4000}"#)
+        XCTAssertEqual(huge.status, 400, huge.text)
+        XCTAssertEqual(try huge.json()["error"]?["code"]?.stringValue, "kv_cache_exceeded")
+        // One running (--max-batch 1), none may wait (--max-queue 0): the next gets 429 with Retry-After.
+        let running = try HTTPConnection(port: s.port)
+        try running.send("POST", "/v1/completions", body: Array(#"{"model": "smollm2", "prompt": "Once", "max_tokens": 400, "ignore_eos": true, "stream": true}"#.utf8))
+        XCTAssertEqual(try running.head().status, 200)
+        _ = try running.nextChunk()
+        let refused = try post(#"{"model": "smollm2", "prompt": "Hi", "max_tokens": 2}"#)
+        XCTAssertEqual(refused.status, 429, refused.text)
+        XCTAssertNotNil(refused.headers["retry-after"])
+        XCTAssertEqual(try refused.json()["error"]?["type"]?.stringValue, "rate_limit_error")
+        running.hangUp()
+        // --max-adapters 1: each adapter in turn is read again from disk; results do not change.
+        var first: [String: JSONValue] = [:]
+        for round in 0..<2 {
+            for name in ServeTests.adapterFixtures {
+                // The abandoned request leaves at its next token boundary; until then the one row is taken (429).
+                let body = #"{"model": "\#(name)", "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}"#
+                var r = try post(body)
+                let deadline = Date().addingTimeInterval(30)
+                while r.status == 429 && Date() < deadline { usleep(10_000); r = try post(body) }
+                XCTAssertEqual(r.status, 200, r.text)
+                let text = try r.json()["choices"]?.arrayValue?.first?["text"]
+                if round == 0 { first[name] = text } else { XCTAssertEqual(text, first[name], name) }
+                XCTAssertEqual(try HTTPConnection.request(port: s.port, "GET", "/health").json()["adapters_in_memory"]?.intValue, 1)
+            }
+        }
     }
 }

@@ -4,9 +4,10 @@ import GraftFormats
 import Glibc
 #endif
 
-/// A small HTTP/1.1 client over a plain socket to a loopback port, for the server tests: it sends
-/// exactly the bytes given (malformed or oversized bodies too), reads a response as it arrives (a
-/// server-sent-event stream chunk by chunk), and can hang up mid-response like a client that goes away.
+/// A small HTTP/1.1 client over a plain socket to a loopback port, for `graft bench serve` and the
+/// server tests: it sends exactly the bytes given (malformed or oversized bodies too), reads a response
+/// as it arrives (a server-sent-event stream chunk by chunk), and can hang up mid-response like a client
+/// that goes away. (async-http-client would bring SwiftNIO SSL's build for what a hundred lines do.)
 public final class HTTPConnection {
     public struct Response {
         public let status: Int
@@ -25,7 +26,7 @@ public final class HTTPConnection {
         init(_ d: String) { description = d }
     }
 
-    let fd: Int32
+    private(set) var fd: Int32
     private var buffer: [UInt8] = []
 
     /// Connects to 127.0.0.1:`port`; reads give up after `timeout` seconds.
@@ -42,10 +43,13 @@ public final class HTTPConnection {
         guard r == 0 else { close(fd); throw Failure("connect to port \(port): \(String(cString: strerror(errno)))") }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
-    /// Hangs up (a client that goes away).
-    public func hangUp() { shutdown(fd, Int32(SHUT_RDWR)) }
+    /// Hangs up (a client that goes away): the socket is closed.
+    public func hangUp() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
 
     /// Sends a request; `body` as given, with its Content-Length when `declareLength`.
     public func send(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:], declareLength: Bool = true) throws {
@@ -136,7 +140,8 @@ public final class HTTPConnection {
     }
 }
 
-/// A `graft serve` process on a free loopback port, stopped (SIGTERM) by `stop`.
+/// A server process on a free loopback port (`graft serve … --port 0`, which prints the port it
+/// bound), stopped with SIGTERM by `stop`.
 public final class ServerProcess: @unchecked Sendable {
     public let process = Process()
     public private(set) var port = 0
@@ -146,18 +151,8 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Starts `graft serve ARGS --port 0` and waits for the "listening on" line.
     public init(graft: String, arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: graft)
-        process.arguments = ["serve"] + arguments + ["--port", "0"]
         let out = Pipe()
-        process.standardOutput = out
-        process.standardError = stderrPipe
-        // Drained as it comes, so a chatty server never blocks on a full pipe.
-        stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            guard let self, !d.isEmpty else { return }
-            self.lock.lock(); self.errText += d; self.lock.unlock()
-        }
-        try process.run()
+        try launch(graft, ["serve"] + arguments + ["--port", "0"], stdout: out)
         var seen = ""
         while !seen.contains("\n") {
             let d = out.fileHandleForReading.availableData
@@ -170,6 +165,34 @@ public final class ServerProcess: @unchecked Sendable {
             throw HTTPConnection.Failure("graft serve did not start: \(seen) \(stderr)")
         }
         port = p
+    }
+
+    /// Starts another server that listens on `port` (llama.cpp's), and waits until GET /v1/models answers.
+    public init(executable: String, arguments: [String], port: Int, startTimeout: TimeInterval = 300) throws {
+        try launch(executable, arguments, stdout: FileHandle.nullDevice)
+        self.port = port
+        let deadline = Date().addingTimeInterval(startTimeout)
+        while (try? HTTPConnection.request(port: port, "GET", "/v1/models").status) != 200 {
+            guard process.isRunning, Date() < deadline else {
+                stop()
+                throw HTTPConnection.Failure("\(executable) did not start serving on port \(port): \(stderr.suffix(2000))")
+            }
+            usleep(200_000)
+        }
+    }
+
+    private func launch(_ executable: String, _ arguments: [String], stdout: Any) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = stdout
+        process.standardError = stderrPipe
+        // Drained as it comes, so a chatty server never blocks on a full pipe.
+        stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] h in
+            let d = h.availableData
+            guard let self, !d.isEmpty else { return }
+            self.lock.lock(); self.errText += d; self.lock.unlock()
+        }
+        try process.run()
     }
 
     /// What it has written on standard error so far.
