@@ -44,7 +44,7 @@ bench: build
 ## libFuzzer targets for the parsers (Fuzz/, address sanitizer + coverage), built in Fuzz/.build/$(FUZZ_CONFIG)
 ## (debug by default; FUZZ_CONFIG=release runs the allocation-heavy tokenizers several times faster).
 FUZZ_CONFIG ?= debug
-FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config fuzz-merge-config fuzz-table fuzz-chat-template
+FUZZ_TARGETS = fuzz-safetensors fuzz-gguf fuzz-tokenizer-json fuzz-tokenize fuzz-adapter-config fuzz-merge-config fuzz-table fuzz-chat-template fuzz-openai-request
 FUZZ_RT = $$(dirname $$(dirname $$(readlink -f $$(command -v swiftc))))/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a
 fuzz-build: setup
 	cd Fuzz && $(SWIFT) build -c $(FUZZ_CONFIG) -Xswiftc -sanitize=address \

@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "GraftText", targets: ["GraftText"]),
         .library(name: "GraftAdapters", targets: ["GraftAdapters"]),
         .library(name: "GraftData", targets: ["GraftData"]),
+        .library(name: "GraftAPI", targets: ["GraftAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -61,9 +62,11 @@ let package = Package(
         .target(name: "GraftBench",
                 dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftHTTP"],
                 swiftSettings: nativeCPU),
+        // The OpenAI API's requests and errors, parsed and checked without a server (fuzzed on their own).
+        .target(name: "GraftAPI", dependencies: ["GraftFormats", "GraftText", "GraftModels"], swiftSettings: nativeCPU),
         // `graft serve`: many adapters on one base behind an OpenAI-compatible HTTP API.
         .target(name: "GraftServe",
-                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftEval",
+                dependencies: ["GraftAPI", "GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftEval",
                                .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "Prometheus", package: "swift-prometheus")],
                 swiftSettings: nativeCPU),

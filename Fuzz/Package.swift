@@ -21,5 +21,6 @@ let package = Package(
         fuzzTarget("fuzz-merge-config", ["GraftMerging"]),
         fuzzTarget("fuzz-table", ["GraftData"]),
         fuzzTarget("fuzz-chat-template", ["GraftText"]),
+        fuzzTarget("fuzz-openai-request", ["GraftAPI"]),
     ]
 )

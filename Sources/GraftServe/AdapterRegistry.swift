@@ -1,3 +1,4 @@
+import GraftAPI
 import Foundation
 import GraftAdapters
 import GraftFormats
@@ -72,7 +73,7 @@ public final class AdapterRegistry: @unchecked Sendable {
             defer { free(rootReal) }
             let r = String(cString: rootReal)
             guard resolved.hasPrefix(r.hasSuffix("/") ? r : r + "/") else {
-                throw APIError.invalid("adapter path '\(path)' is outside the adapters folder \(root) (start the server with --allow-any-path to allow it)", param: "path", status: .forbidden)
+                throw APIError.invalid("adapter path '\(path)' is outside the adapters folder \(root) (start the server with --allow-any-path to allow it)", param: "path", status: 403)
             }
         }
         return resolved
@@ -89,7 +90,7 @@ public final class AdapterRegistry: @unchecked Sendable {
             throw APIError.invalid("adapter '\(name)' cannot be served: \(error)", param: "path", code: "invalid_adapter")
         }
         lock.lock(); defer { lock.unlock() }
-        guard entries[name] == nil else { throw APIError.invalid("an adapter named '\(name)' is already loaded (DELETE /v1/adapters/\(name) first)", param: "name", status: .conflict) }
+        guard entries[name] == nil else { throw APIError.invalid("an adapter named '\(name)' is already loaded (DELETE /v1/adapters/\(name) first)", param: "name", status: 409) }
         clock += 1
         entries[name] = Entry(path: resolved, loaded: adapter, lastUse: clock)
         evictLocked(keeping: name)
@@ -117,7 +118,7 @@ public final class AdapterRegistry: @unchecked Sendable {
         lock.unlock()
         let a: ServedAdapter
         do { a = try prepare(name, try AdapterMethods.open(e.path)) } catch {
-            throw APIError(status: .internalServerError, message: "adapter '\(name)' could not be read again from \(e.path): \(error)", type: "server_error")
+            throw APIError(status: 500, message: "adapter '\(name)' could not be read again from \(e.path): \(error)", type: "server_error")
         }
         lock.lock(); defer { lock.unlock() }
         if entries[name] != nil { entries[name]!.loaded = a; evictLocked(keeping: name) }

@@ -1,3 +1,4 @@
+import GraftAPI
 import Foundation
 import GraftModels
 import GraftTensor
@@ -127,11 +128,11 @@ public final class GenerationEngine: @unchecked Sendable {
             self.cond.lock(); job.cancelled = true; self.cond.broadcast(); self.cond.unlock()
         }
         cond.lock(); defer { cond.unlock() }
-        guard !stopping else { throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error", retryAfter: 5) }
+        guard !stopping else { throw APIError(status: 503, message: "the server is shutting down", type: "server_error", retryAfter: 5) }
         // Requests beyond the batch's free rows wait; at most `maxQueue` of them.
         let waiting = running + pending.count - limits.maxBatch
         guard waiting < limits.maxQueue else {
-            throw APIError(status: .tooManyRequests, message: "\(max(waiting, 0)) requests are already waiting for the \(limits.maxBatch) batch rows; try again shortly", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
+            throw APIError(status: 429, message: "\(max(waiting, 0)) requests are already waiting for the \(limits.maxBatch) batch rows; try again shortly", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
         }
         pending.append(job)
         metrics?.queueDepth.set(Double(pending.count))
@@ -182,7 +183,7 @@ public final class GenerationEngine: @unchecked Sendable {
         } catch {
             cond.lock()
             for i in active.indices.reversed() {
-                active[i].job.continuation.yield(.failed(APIError(status: .internalServerError, message: "\(error)", type: "server_error")))
+                active[i].job.continuation.yield(.failed(APIError(status: 500, message: "\(error)", type: "server_error")))
                 finishLocked(i, reason: nil)
             }
             cond.unlock()

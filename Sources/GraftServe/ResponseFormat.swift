@@ -1,3 +1,4 @@
+import GraftAPI
 import Foundation
 import GraftFormats
 import GraftText

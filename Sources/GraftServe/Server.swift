@@ -1,3 +1,4 @@
+import GraftAPI
 import Foundation
 import GraftAdapters
 import GraftEval
@@ -46,6 +47,11 @@ public final class GraftServer: Sendable {
 
     /// Loads the adapters (those that fail are reported through `warn` and left out) and starts the engine.
     public init(model: ServedModel, options: ServeOptions, warn: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        var model = model
+        if case var .causal(lm) = model {
+            lm.model.packForBatches()  // batched decode steps: weights packed once, not by BLAS on every call
+            model = .causal(lm)
+        }
         self.model = model
         self.options = options
         let prepare: @Sendable (String, any LoadedAdapter) throws -> ServedAdapter
@@ -119,13 +125,13 @@ public final class GraftServer: Sendable {
 
     func body(_ req: Request) async throws -> [UInt8] {
         if let length = req.headers[.contentLength].flatMap(Int.init), length > options.maxBodyBytes {
-            throw APIError.invalid("the request body (\(length) bytes) is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: .contentTooLarge)
+            throw APIError.invalid("the request body (\(length) bytes) is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: 413)
         }
         do {
             var buffer = try await req.body.collect(upTo: options.maxBodyBytes)
             return buffer.readBytes(length: buffer.readableBytes) ?? []
         } catch is NIOTooManyBytesError {
-            throw APIError.invalid("the request body is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: .contentTooLarge)
+            throw APIError.invalid("the request body is larger than this server's limit of \(options.maxBodyBytes) bytes (--max-body-mb)", code: "request_too_large", status: 413)
         }
     }
 
@@ -167,9 +173,8 @@ public final class GraftServer: Sendable {
     }
 
     func loadAdapter(_ req: Request) async throws -> Response {
-        let j = try GenerationRequest.parseObject(try await body(req))
-        guard let name = j["name"]?.stringValue else { throw APIError.invalid("'name' is required", param: "name") }
-        guard let path = j["path"]?.stringValue else { throw APIError.invalid("'path' is required (an adapter folder)", param: "path") }
+        let load = try AdapterLoadRequest.parse(try await body(req))
+        let name = load.name, path = load.path
         let registry = self.registry
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             encoderQueue.async { c.resume(with: Result { try registry.add(name: name, path: path) }) }
@@ -232,7 +237,7 @@ public final class GraftServer: Sendable {
             switch e {
             case let .text(t, ts): text += t; tokens += ts
             case let .finished(reason, p, c): finish = reason; usage = (p, c)
-            case let .failed(err): metrics.request(endpoint: endpoint, adapter: label, status: Int(err.status.code)); throw err
+            case let .failed(err): metrics.request(endpoint: endpoint, adapter: label, status: err.code); throw err
             }
         }
         metrics.request(endpoint: endpoint, adapter: label, status: 200)

@@ -206,3 +206,16 @@ public struct TextsRequest: Sendable {
         return TextsRequest(model: model, texts: texts)
     }
 }
+
+/// A `POST /v1/adapters` body: the name to serve an adapter folder under, and the folder.
+public struct AdapterLoadRequest: Sendable {
+    public let name: String
+    public let path: String
+
+    public static func parse(_ body: [UInt8]) throws -> AdapterLoadRequest {
+        let j = try GenerationRequest.parseObject(body)
+        guard let name = try GenerationRequest.string(j, "name") else { throw APIError.invalid("'name' is required", param: "name") }
+        guard let path = try GenerationRequest.string(j, "path"), !path.isEmpty else { throw APIError.invalid("'path' is required (an adapter folder)", param: "path") }
+        return AdapterLoadRequest(name: name, path: path)
+    }
+}
