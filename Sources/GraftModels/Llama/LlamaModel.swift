@@ -180,6 +180,18 @@ public struct LlamaModel: Sendable, AdaptableModel {
         }
     }
 
+    /// The head packed for float32 products of several rows (`packForBatches`).
+    var lmHeadPacked: F32Matrix?
+
+    /// Packs every linear layer's weight and the head once for float32 products of several rows (a
+    /// server's batched decode steps): BLAS would repack the whole weight on every call, which costs more
+    /// than the product itself at a few rows. One or two rows keep the stored blocks' matrix–vector
+    /// products. Costs a second float32 copy of the weights.
+    public mutating func packForBatches() {
+        updateEveryLinear { $0.packForInference(algorithm: .classical) }
+        lmHeadPacked = F32Matrix(lmHead.values.baseAddress!, k: config.hidden, n: config.vocab, transposed: true, algorithm: .classical)
+    }
+
     public var virtualTokenLayout: VirtualTokens.Layout {
         VirtualTokens.Layout(hidden: config.hidden, layers: config.layers, heads: config.heads, kvWidth: config.kvHeads * config.headDim, kvHeads: config.kvHeads,
                              contextLength: config.contextLength, vocabulary: config.vocab)
@@ -410,6 +422,8 @@ public struct LlamaModel: Sendable, AdaptableModel {
         if let q = lmHeadQuantized, picked.count == 1 {
             if decodeArithmetic == .int8 { q.matvecInt8(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
             else { q.matvec(last.values.baseAddress!, into: logits.mutable.baseAddress!) }
+        } else if let p = lmHeadPacked {
+            p.multiply(last.values.baseAddress!, m: picked.count, into: logits.mutable.baseAddress!)
         } else {
             Linalg.gemm(m: picked.count, n: config.vocab, k: h, a: last.values.baseAddress!, b: lmHead.values.baseAddress!, transB: true,
                         c: logits.mutable.baseAddress!)
