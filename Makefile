@@ -79,7 +79,7 @@ test-asan: setup models
 ## The threaded parts under thread sanitizer (the fork–join pool, the parallel merge executor, tokenization
 ## over cores, training and the commands that run them), in .build/tsan. A report fails the test. The
 ## disk-full test is left out: under a small ulimit -f the sanitizer's own runtime faults before Graft runs.
-TSAN_TESTS = ForkJoinTests|InferenceKernelTests|MergekitParityTests|ResearchMethodTests|FuseTests|MiniLMTests|SmolLM2Tests|CLITests|TrainerTests
+TSAN_TESTS = ForkJoinTests|InferenceKernelTests|MergekitParityTests|ResearchMethodTests|FuseTests|MiniLMTests|SmolLM2Tests|CLITests|TrainerTests|BatchedForwardTests|GraftServeTests
 test-tsan: setup models
 	$(SWIFT) build $(RELEASE) --build-tests --sanitize thread --build-path .build/tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/scripts/reliability/tsan-suppressions.txt" \

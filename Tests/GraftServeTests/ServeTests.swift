@@ -26,7 +26,11 @@ final class ServeTests: XCTestCase {
     }
 
     func server() throws -> ServerProcess {
-        if let s = Self.shared { return s.server }
+        if let s = Self.shared {
+            // A server that died (a sanitizer report, a crash) says why once, instead of refusing connections.
+            if !s.server.process.isRunning { XCTFail("graft serve exited (\(s.server.process.terminationStatus)): \(s.server.stderr.suffix(4000))") }
+            return s.server
+        }
         _ = try fetchedSmolLM2GGUF()
         let dir = try Self.makeAdaptersFolder()
         let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "smollm2", "--adapters", dir, "--max-body-mb", "1"])
