@@ -32,6 +32,8 @@ public final class AdapterRegistry: @unchecked Sendable {
     let prepare: @Sendable (String, any LoadedAdapter) throws -> ServedAdapter
     private var entries: [String: Entry] = [:]
     private var clock: UInt64 = 0
+    /// Changes whenever an adapter is added or removed (what the routing cache is keyed by).
+    private var generation = 0
     private let lock = NSLock()
 
     init(root: String?, allowAnyPath: Bool, capacity: Int, prepare: @escaping @Sendable (String, any LoadedAdapter) throws -> ServedAdapter) {
@@ -92,6 +94,7 @@ public final class AdapterRegistry: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         guard entries[name] == nil else { throw APIError.invalid("an adapter named '\(name)' is already loaded (DELETE /v1/adapters/\(name) first)", param: "name", status: 409) }
         clock += 1
+        generation += 1
         entries[name] = Entry(path: resolved, loaded: adapter, lastUse: clock)
         evictLocked(keeping: name)
     }
@@ -99,7 +102,15 @@ public final class AdapterRegistry: @unchecked Sendable {
     /// Forgets an adapter; false when there was none of that name.
     public func remove(_ name: String) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        return entries.removeValue(forKey: name) != nil
+        guard entries.removeValue(forKey: name) != nil else { return false }
+        generation += 1
+        return true
+    }
+
+    /// The names and the generation they belong to, read together.
+    public var snapshot: (names: [String], generation: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (entries.keys.sorted(), generation)
     }
 
     public var names: [String] { lock.lock(); defer { lock.unlock() }; return entries.keys.sorted() }

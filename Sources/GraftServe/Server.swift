@@ -23,6 +23,8 @@ public struct ServeOptions: Sendable {
     public var maxAdapters = 64
     public var maxBodyBytes = 4 << 20
     public var limits = GenerationEngine.Limits()
+    /// How `"model": "auto"` routes among the LoRA adapters (Arrow).
+    public var routing = ArrowSettings()
     public init() {}
 }
 
@@ -44,6 +46,8 @@ public final class GraftServer: Sendable {
     /// cooperative threads (its products use every core already).
     private let encoderQueue = DispatchQueue(label: "graft-encoder")
     let created = Int64(Date().timeIntervalSince1970)
+    /// Arrow's routed updates over the registry's LoRA adapters, for the registry generation they were built from.
+    private let routed = Locked<(generation: Int, updates: [String: any LayerUpdate])?>(nil)
 
     /// Loads the adapters (those that fail are reported through `warn` and left out) and starts the engine.
     public init(model: ServedModel, options: ServeOptions, warn: @escaping @Sendable (String) -> Void = { _ in }) throws {
@@ -164,12 +168,29 @@ public final class GraftServer: Sendable {
             return (AdapterMix(parts), adapters.map { "\($0.name)*\($0.scale)" }.joined(separator: "+"))
         }
         if model == options.modelName { return (.none, options.modelName) }
-        if model == "auto" { throw APIError.invalid("routing (\"model\": \"auto\") is not available yet: name the base or an adapter", param: "model") }
+        if model == "auto" { return (AdapterMix([AdapterMix.Part(name: "auto", updates: try arrowUpdates(), scale: 1)]), "auto") }
         guard let s = try registry.adapter(model) else {
             throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
         }
         metrics.adaptersLoaded.set(Double(registry.loadedCount))
         return (AdapterMix([AdapterMix.Part(name: s.name, updates: s.updates, scale: 1)]), s.name)
+    }
+
+    /// `"model": "auto"`: Arrow routing per token among every plain LoRA adapter served (other methods are
+    /// left out), rebuilt when adapters are added or removed.
+    func arrowUpdates() throws -> [String: any LayerUpdate] {
+        let (names, generation) = registry.snapshot
+        if let cached = routed.value, cached.generation == generation { return cached.updates }
+        let experts = try names.compactMap { name -> (name: String, updates: [String: any LayerUpdate])? in
+            guard let a = try registry.adapter(name), ArrowRouting.isPlainLoRA(a.updates) else { return nil }
+            return (name, a.updates)
+        }
+        let updates: [String: any LayerUpdate]
+        do { updates = try ArrowRouting.updates(experts: experts, settings: options.routing) } catch {
+            throw APIError.invalid("\"model\": \"auto\" routes among the served LoRA adapters with Arrow: \(error)", param: "model", code: "routing_unavailable")
+        }
+        routed.value = (generation, updates)
+        return updates
     }
 
     func loadAdapter(_ req: Request) async throws -> Response {
@@ -294,5 +315,16 @@ public final class GraftServer: Sendable {
                                  return .object([("index", .int(Int64(i))), ("label", .string(labels[best])),
                                                  ("probabilities", .object(labels.enumerated().map { ($0.element, .double(e[$0.offset] / s)) }))])
                              }))]))
+    }
+}
+
+/// A value shared between threads, behind a lock.
+public final class Locked<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    public init(_ v: T) { self.v = v }
+    public var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return v }
+        set { lock.lock(); v = newValue; lock.unlock() }
     }
 }

@@ -4,6 +4,7 @@ import GraftFormats
 import GraftModels
 import GraftText
 import GraftAdapters
+import GraftTensor
 
 struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,6 +58,18 @@ struct LMOptions: ParsableArguments {
     @Option(help: "An HF PEFT adapter folder (LoRA, DoRA, IA³), applied without fusing.")
     var adapter: String?
 
+    @Option(help: "Route each token among the LoRA adapters in --adapters (arrow: Arrow, as PEFT's ArrowConfig).")
+    var route: String?
+
+    @Option(help: "The folder of adapter folders --route chooses among.")
+    var adapters: String?
+
+    @Option(help: "Adapters mixed per token with --route arrow.")
+    var routeTopK = ArrowSettings().topK
+
+    @Option(help: "Softmax temperature of --route arrow's weights.")
+    var routeTemperature = ArrowSettings().temperature
+
     @Option(help: "Most tokens to generate.")
     var maxTokens: Int = 256
 
@@ -85,6 +98,14 @@ struct LMOptions: ParsableArguments {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
         if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        if let r = route {
+            guard r == "arrow" else { throw ValidationError("--route: unknown '\(r)' (supported: arrow)") }
+            guard adapters != nil else { throw ValidationError("--route arrow needs --adapters, a folder of LoRA adapter folders") }
+            guard adapter == nil else { throw ValidationError("--route and --adapter exclude each other") }
+        } else if adapters != nil {
+            throw ValidationError("--adapters is the folder --route chooses among: give --route arrow too")
+        }
+        if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
         if let t = chatTemplate, ChatTemplate.Kind(rawValue: t) == nil {
             throw ValidationError("--chat-template: unknown '\(t)' (supported: \(ChatTemplate.supported.joined(separator: ", ")))")
         }
@@ -100,6 +121,19 @@ struct LMOptions: ParsableArguments {
         var lm = try CausalLM(path: try ModelLocator.resolve(model))
         if let a = adapter {
             try lm.model.attach(AdapterMethods.open(a))
+        }
+        if route != nil, let dir = adapters {
+            // Every plain LoRA adapter folder in the folder (others are left out, as graft serve does).
+            let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+            var experts: [(name: String, updates: [String: any LayerUpdate])] = []
+            for name in names where FileManager.default.fileExists(atPath: dir + "/" + name + "/adapter_config.json") {
+                let a = try AdapterMethods.open(dir + "/" + name)
+                let updates = try lm.model.fitted(a.layerUpdates(dropout: 0), source: a.path)
+                if ArrowRouting.isPlainLoRA(updates) { experts.append((name, updates)) } else { printErr("--route arrow: \(name) (\(a.method)) left out: not plain LoRA") }
+            }
+            var settings = ArrowSettings()
+            settings.topK = routeTopK; settings.temperature = routeTemperature
+            try lm.model.attach(ArrowRouting.updates(experts: experts, settings: settings).map { ($0.key, $0.value) }, source: dir)
         }
         if int8Decode { lm.model.decodeArithmetic = .int8 }
         return lm

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GraftAdapters
 import GraftFormats
 import GraftModels
 import GraftServe
@@ -16,7 +17,9 @@ struct ServeCommand: ParsableCommand {
         DELETE /v1/adapters/NAME.
 
         Choose an adapter per request with the OpenAI "model" field (the base answers to --name), or
-        compose several with weights: "adapters": [{"name": "a", "scale": 0.5}, {"name": "b", "scale": 0.5}].
+        compose several with weights: "adapters": [{"name": "a", "scale": 0.5}, {"name": "b", "scale": 0.5}],
+        or "model": "auto" to route each token among the served LoRA adapters with Arrow (as PEFT's
+        ArrowConfig: --route-top-k, --route-temperature).
         Requests for different adapters share each batched pass: the base product once for every row,
         each adapter's update on its own rows. Adapters that update linear layers are served (LoRA,
         DoRA, IA³, VeRA, AdaLoRA, …); prompt, prefix and bottleneck adapters are refused with the reason.
@@ -66,6 +69,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest request body accepted, in MB (larger: 413).")
     var maxBodyMb = ServeOptions().maxBodyBytes >> 20
 
+    @Option(help: "\"model\": \"auto\" routes each token among the served LoRA adapters with Arrow: this many per token.")
+    var routeTopK = ArrowSettings().topK
+
+    @Option(help: "Softmax temperature of Arrow's routing weights.")
+    var routeTemperature = ArrowSettings().temperature
+
     @Flag(help: "Decode with 8-bit activations and integer dot products, as llama.cpp does (faster; logits move by up to a few tenths).")
     var int8Decode = false
 
@@ -76,6 +85,7 @@ struct ServeCommand: ParsableCommand {
         if kvCacheMb < 1 { throw ValidationError("--kv-cache-mb must be at least 1") }
         if maxQueue < 0 { throw ValidationError("--max-queue must be ≥ 0") }
         if maxBodyMb < 1 { throw ValidationError("--max-body-mb must be at least 1") }
+        if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
         for a in extraAdapters where !a.contains("=") { throw ValidationError("--adapter '\(a)': expected NAME=PATH") }
     }
 
@@ -95,6 +105,8 @@ struct ServeCommand: ParsableCommand {
         options.limits.maxBatch = maxBatch
         options.limits.kvBudgetBytes = kvCacheMb << 20
         options.limits.maxQueue = maxQueue
+        options.routing.topK = routeTopK
+        options.routing.temperature = routeTemperature
         printErr("loading \(path)")
         let served: ServedModel
         if path.hasSuffix(".gguf") || (try? Checkpoint(path: path).config())??.modelType == "llama" {
@@ -108,7 +120,7 @@ struct ServeCommand: ParsableCommand {
         let names = server.registry.names
         let host = self.host, baseName = options.modelName
         let done = DispatchSemaphore(value: 0)
-        let failure = LockedBox<(any Error)?>(nil)
+        let failure = Locked<(any Error)?>(nil)
         Task {
             do {
                 try await server.run { port in
@@ -124,16 +136,5 @@ struct ServeCommand: ParsableCommand {
         done.wait()
         if let e = failure.value { throw e }
         printErr("stopped")
-    }
-}
-
-/// A value shared between the serving task and the command's thread.
-final class LockedBox<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v: T
-    init(_ v: T) { self.v = v }
-    var value: T {
-        get { lock.lock(); defer { lock.unlock() }; return v }
-        set { lock.lock(); v = newValue; lock.unlock() }
     }
 }

@@ -210,6 +210,8 @@ final class ServeTests: XCTestCase {
         try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": \#(long)}"#), 400, param: "prompt", code: "context_length_exceeded")
         try check(try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "max_tokens": 100000}"#), 400, param: "max_tokens", code: "context_length_exceeded")
         try check(try post("/v1/embeddings", #"{"model": "smollm2", "input": "Hi"}"#), 404, param: nil, code: "unsupported_endpoint")
+        // Arrow needs two plain LoRA adapters; this server has one (and IA³, VeRA, which it leaves out).
+        try check(try post("/v1/completions", #"{"model": "auto", "prompt": "Hi"}"#), 400, param: "model", code: "routing_unavailable", "at least two")
         // Larger than --max-body-mb 1: refused from its Content-Length, and when it is not declared.
         let big = #"{"model": "smollm2", "prompt": ""# + String(repeating: "a", count: 1_100_000) + #""}"#
         try check(try post("/v1/completions", big), 413, param: nil, code: "request_too_large")
@@ -409,5 +411,39 @@ final class ServeLimitsTests: XCTestCase {
                 XCTAssertEqual(try HTTPConnection.request(port: s.port, "GET", "/health").json()["adapters_in_memory"]?.intValue, 1)
             }
         }
+    }
+}
+
+/// `"model": "auto"`: Arrow routing among the served LoRA adapters, equal to `graft generate --route arrow`.
+final class ServeRoutingTests: XCTestCase {
+    func testAutoRoutesLikeGraftGenerate() throws {
+        _ = try fetchedSmolLM2GGUF()
+        let dir = try temporaryDirectory(self)
+        for e in 0..<3 {
+            try FileManager.default.copyItem(atPath: referenceRoot + "/models/arrow-smollm2/expert\(e)", toPath: dir + "/expert\(e)")
+        }
+        try FileManager.default.copyItem(atPath: referenceRoot + "/models/grad-smollm2-ia3", toPath: dir + "/ia3")  // left out by routing
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "smollm2", "--adapters", dir, "--route-top-k", "2"])
+        defer { s.stop() }
+        let prompt = "Write one sentence about the sea."
+        let r = try HTTPConnection.request(port: s.port, "POST", "/v1/completions",
+                                           json: #"{"model": "auto", "prompt": "\#(prompt)", "max_tokens": 16, "temperature": 0}"#)
+        XCTAssertEqual(r.status, 200, r.text)
+        let text = try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: graftExecutable(Self.self))
+        p.arguments = ["generate", "--model", "smollm2", "--route", "arrow", "--adapters", dir, "--route-top-k", "2", "--prompt", prompt,
+                       "--max-tokens", "16", "--temperature", "0"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let d = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertEqual(text.map { $0 + "\n" }, String(decoding: d, as: UTF8.self))
+        // A routed request and a single adapter's share a batch: both still answer.
+        let one = try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: #"{"model": "expert1", "prompt": "Hi", "max_tokens": 4}"#)
+        XCTAssertEqual(one.status, 200, one.text)
     }
 }
