@@ -152,7 +152,7 @@ public struct GenerationRequest: Sendable {
                     }
                     return t
                 }.joined()
-            case .null?, nil where role == "assistant": content = ""
+            case .null? where role == "assistant", nil where role == "assistant": content = ""
             default: throw APIError.invalid("messages[\(i)] needs a 'content' string", param: "messages")
             }
             return ChatMessage(role: role == "developer" ? "system" : role, content: content)

@@ -114,7 +114,10 @@ public final class HTTPConnection {
 
     /// The next piece of a chunked body (nil at its end).
     public func nextChunk() throws -> [UInt8]? {
-        guard let size = Int(try line().split(separator: ";")[0], radix: 16) else { throw Failure("bad chunk size") }
+        let l = try line()
+        guard let field = l.split(separator: ";").first, let size = Int(field.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+            throw Failure("bad chunk size '\(l)'")
+        }
         let data = try bytes(size)
         _ = try line()
         return size == 0 ? nil : data

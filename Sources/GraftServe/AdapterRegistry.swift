@@ -8,6 +8,8 @@ import GraftTensor
 /// An adapter ready to serve: its updates fitted to the base's linear layers, by module path.
 public struct ServedAdapter: Sendable {
     public let name: String
+    /// Unique per loading (`name#serial`), so that a batch never mixes an adapter with its replacement.
+    public internal(set) var id = ""
     public let path: String
     public let method: String
     public let updates: [String: any LayerUpdate]
@@ -23,6 +25,8 @@ public final class AdapterRegistry: @unchecked Sendable {
         let path: String
         var loaded: ServedAdapter?
         var lastUse: UInt64
+        /// Which registration this is (a name removed and added again gets a new one).
+        let serial: Int
     }
 
     public let root: String?
@@ -87,7 +91,7 @@ public final class AdapterRegistry: @unchecked Sendable {
     public func add(name: String, path: String, trusted: Bool = false) throws {
         try Self.checkName(name)
         let resolved = try resolvePath(path, trusted: trusted)
-        let adapter: ServedAdapter
+        var adapter: ServedAdapter
         do { adapter = try prepare(name, try AdapterMethods.open(resolved)) } catch let e as APIError { throw e } catch {
             throw APIError.invalid("adapter '\(name)' cannot be served: \(error)", param: "path", code: "invalid_adapter")
         }
@@ -95,7 +99,8 @@ public final class AdapterRegistry: @unchecked Sendable {
         guard entries[name] == nil else { throw APIError.invalid("an adapter named '\(name)' is already loaded (DELETE /v1/adapters/\(name) first)", param: "name", status: 409) }
         clock += 1
         generation += 1
-        entries[name] = Entry(path: resolved, loaded: adapter, lastUse: clock)
+        adapter.id = "\(name)#\(generation)"
+        entries[name] = Entry(path: resolved, loaded: adapter, lastUse: clock, serial: generation)
         evictLocked(keeping: name)
     }
 
@@ -127,12 +132,14 @@ public final class AdapterRegistry: @unchecked Sendable {
         entries[name] = e
         if let a = e.loaded { lock.unlock(); return a }
         lock.unlock()
-        let a: ServedAdapter
+        var a: ServedAdapter
         do { a = try prepare(name, try AdapterMethods.open(e.path)) } catch {
             throw APIError(status: 500, message: "adapter '\(name)' could not be read again from \(e.path): \(error)", type: "server_error")
         }
+        // Read again as the registration `e` (its id): kept only if that registration is still the current one.
+        a.id = "\(name)#\(e.serial)"
         lock.lock(); defer { lock.unlock() }
-        if entries[name] != nil { entries[name]!.loaded = a; evictLocked(keeping: name) }
+        if entries[name]?.serial == e.serial { entries[name]!.loaded = a; evictLocked(keeping: name) }
         return a
     }
 

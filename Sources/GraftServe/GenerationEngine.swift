@@ -190,6 +190,7 @@ public final class GenerationEngine: @unchecked Sendable {
             return
         }
         metrics?.batchRows.record(Double(batch.reduce(0) { $0 + $1.tokens.count }))
+        metrics?.batchSequences.record(Double(batch.count))
         var done: [(Int, String)] = []
         for i in active.indices {
             swap(&batch[i].cache, &active[i].cache)

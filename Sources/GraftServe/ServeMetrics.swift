@@ -3,7 +3,7 @@ import Prometheus
 
 /// What `GET /metrics` reports, in Prometheus' text format: requests by endpoint, adapter and status;
 /// prompt and generated tokens and time to first token by adapter; queue depth, running requests,
-/// reserved KV-cache bytes, rows per batched pass, adapters in memory.
+/// reserved KV-cache bytes, token rows and requests per batched pass, adapters in memory.
 public final class ServeMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     let queueDepth: Gauge
@@ -11,6 +11,7 @@ public final class ServeMetrics: @unchecked Sendable {
     let kvReserved: Gauge
     let adaptersLoaded: Gauge
     let batchRows: ValueHistogram
+    let batchSequences: ValueHistogram
 
     public init() {
         queueDepth = registry.makeGauge(descriptor: .init(namespace: "graft", metricName: "queue_depth", unitName: "",
@@ -24,6 +25,9 @@ public final class ServeMetrics: @unchecked Sendable {
         batchRows = registry.makeValueHistogram(descriptor: .init(namespace: "graft", metricName: "batch_rows", unitName: "",
                                                                   helpText: "Token rows per batched forward pass"),
                                                 buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048])
+        batchSequences = registry.makeValueHistogram(descriptor: .init(namespace: "graft", metricName: "batch_sequences", unitName: "",
+                                                                       helpText: "Requests per batched forward pass"),
+                                                     buckets: [1, 2, 4, 8, 16, 32, 64, 128])
     }
 
     func request(endpoint: String, adapter: String, status: Int) {

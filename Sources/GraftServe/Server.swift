@@ -163,24 +163,28 @@ public final class GraftServer: Sendable {
         if !adapters.isEmpty {
             let parts = try adapters.map { a -> AdapterMix.Part in
                 guard let s = try registry.adapter(a.name) else { throw APIError.notFound("no adapter named '\(a.name)' (GET /v1/models lists them)", param: "adapters") }
-                return AdapterMix.Part(name: s.name, updates: s.updates, scale: a.scale)
+                return AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: a.scale)
             }
-            return (AdapterMix(parts), adapters.map { "\($0.name)*\($0.scale)" }.joined(separator: "+"))
+            // Metrics label composed requests by their adapters' names only (scales would make unbounded series).
+            return (AdapterMix(parts), "composed:" + adapters.map(\.name).sorted().joined(separator: "+"))
         }
         if model == options.modelName { return (.none, options.modelName) }
-        if model == "auto" { return (AdapterMix([AdapterMix.Part(name: "auto", updates: try arrowUpdates(), scale: 1)]), "auto") }
+        if model == "auto" {
+            let (generation, updates) = try arrowUpdates()
+            return (AdapterMix([AdapterMix.Part(name: "auto", id: "auto#\(generation)", updates: updates, scale: 1)]), "auto")
+        }
         guard let s = try registry.adapter(model) else {
             throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
         }
         metrics.adaptersLoaded.set(Double(registry.loadedCount))
-        return (AdapterMix([AdapterMix.Part(name: s.name, updates: s.updates, scale: 1)]), s.name)
+        return (AdapterMix([AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: 1)]), s.name)
     }
 
     /// `"model": "auto"`: Arrow routing per token among every plain LoRA adapter served (other methods are
     /// left out), rebuilt when adapters are added or removed.
-    func arrowUpdates() throws -> [String: any LayerUpdate] {
+    func arrowUpdates() throws -> (generation: Int, updates: [String: any LayerUpdate]) {
         let (names, generation) = registry.snapshot
-        if let cached = routed.value, cached.generation == generation { return cached.updates }
+        if let cached = routed.value, cached.generation == generation { return cached }
         let experts = try names.compactMap { name -> (name: String, updates: [String: any LayerUpdate])? in
             guard let a = try registry.adapter(name), ArrowRouting.isPlainLoRA(a.updates) else { return nil }
             return (name, a.updates)
@@ -190,7 +194,7 @@ public final class GraftServer: Sendable {
             throw APIError.invalid("\"model\": \"auto\" routes among the served LoRA adapters with Arrow: \(error)", param: "model", code: "routing_unavailable")
         }
         routed.value = (generation, updates)
-        return updates
+        return (generation, updates)
     }
 
     func loadAdapter(_ req: Request) async throws -> Response {
@@ -253,7 +257,7 @@ public final class GraftServer: Sendable {
             }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
         }
-        var text = "", tokens: [TokenInfo] = [], finish = "stop", usage = (0, 0)
+        var text = "", tokens: [TokenInfo] = [], finish: String?, usage = (0, 0)
         for await e in events {
             switch e {
             case let .text(t, ts): text += t; tokens += ts
@@ -261,13 +265,15 @@ public final class GraftServer: Sendable {
             case let .failed(err): metrics.request(endpoint: endpoint, adapter: label, status: err.code); throw err
             }
         }
+        // A stream that ended without finishing (the server stopping under it) is no answer.
+        guard let finish else { throw APIError(status: 503, message: "the generation was stopped before it finished", type: "server_error", retryAfter: 1) }
         metrics.request(endpoint: endpoint, adapter: label, status: 200)
         return json(format.complete(text: text, tokens: tokens, finish: finish, promptTokens: usage.0, completionTokens: usage.1))
     }
 
     // MARK: - Encoder endpoints
 
-    /// The encoder with an adapter's updates attached (the base's weights shared, not copied).
+    /// The base encoder and the adapter a request names (nil: the base).
     func encoder(for model: String) throws -> (SentenceEncoder, ServedAdapter?) {
         guard case let .encoder(base) = self.model else {
             throw APIError.notFound("this server runs a causal LM: this endpoint needs a sentence encoder (a BERT model)", param: nil, code: "unsupported_endpoint")
@@ -276,9 +282,17 @@ public final class GraftServer: Sendable {
         guard let a = try registry.adapter(model) else {
             throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
         }
+        return (base, a)
+    }
+
+    /// The encoder with the adapter's updates attached (the base's weights shared, not copied). Only on
+    /// the encoder queue: attaching fits the adapter's shared update objects, which another request's
+    /// pass may be using.
+    static func attached(_ base: SentenceEncoder, _ a: ServedAdapter?) throws -> SentenceEncoder {
+        guard let a else { return base }
         var enc = base
         try enc.attach(a.updates.map { ($0.key, $0.value) }, source: a.path)
-        return (enc, a)
+        return enc
     }
 
     func onEncoderQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
@@ -287,8 +301,11 @@ public final class GraftServer: Sendable {
 
     func embeddings(_ req: Request) async throws -> Response {
         let r = try TextsRequest.parse(try await body(req), field: "input")
-        let (enc, _) = try encoder(for: r.model)
-        let (vectors, tokens) = try await onEncoderQueue { (try enc.embed(r.texts), r.texts.reduce(0) { $0 + enc.tokenize($1).count }) }
+        let (base, adapter) = try encoder(for: r.model)
+        let (vectors, tokens) = try await onEncoderQueue {
+            let enc = try Self.attached(base, adapter)
+            return (try enc.embed(r.texts), r.texts.reduce(0) { $0 + enc.tokenize($1).count })
+        }
         metrics.request(endpoint: "embeddings", adapter: r.model, status: 200)
         return json(.object([("object", .string("list")),
                              ("data", .array(vectors.enumerated().map { i, v in
@@ -300,9 +317,10 @@ public final class GraftServer: Sendable {
 
     func classify(_ req: Request) async throws -> Response {
         let r = try TextsRequest.parse(try await body(req), field: "input")
-        let (enc, adapter) = try encoder(for: r.model)
+        let (base, adapter) = try encoder(for: r.model)
         guard let adapter else { throw APIError.invalid("classification needs a sequence-classification adapter in 'model' (the base has no classifier)", param: "model") }
         let result = try await onEncoderQueue { () -> ([[Float]], [String]) in
+            let enc = try Self.attached(base, adapter)
             let c = try Evaluation.classifier(encoder: enc.model, tokenizer: enc.tokenizer, head: adapter.path)
             return (try c.model.logits(ids: r.texts.map { enc.tokenize($0) }), c.labels)
         }

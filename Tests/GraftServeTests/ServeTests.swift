@@ -4,6 +4,7 @@ import GraftEval
 import GraftFormats
 import GraftHTTP
 import GraftModels
+@testable import GraftServe
 import GraftText
 import XCTest
 import GraftTestSupport
@@ -93,6 +94,7 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(metrics.text.contains(#"graft_requests_total{endpoint="completions",adapter="grad-smollm2-vera",status="200"}"#), metrics.text)
         XCTAssertTrue(metrics.text.contains(#"graft_generated_tokens_total{adapter="grad-smollm2-vera"}"#), metrics.text)
         XCTAssertTrue(metrics.text.contains("graft_batch_rows_bucket"), metrics.text)
+        XCTAssertTrue(metrics.text.contains("graft_batch_sequences_bucket"), metrics.text)
         XCTAssertTrue(metrics.text.contains("graft_time_to_first_token_seconds_bucket"), metrics.text)
     }
 
@@ -108,6 +110,7 @@ final class ServeTests: XCTestCase {
             ("peft-smollm2-lora", "peft-smollm2-lora", "Write a haiku about rain.", 0.9, 3),
         ]
         let maxTokens = 24
+        let passesBefore = try passesWithSeveralRequests()
         // Send every request before reading any response: the server batches them together.
         let connections = try cases.map { c -> HTTPConnection in
             let conn = try HTTPConnection(port: port)
@@ -125,11 +128,15 @@ final class ServeTests: XCTestCase {
                            "\(c.model) at temperature \(c.temperature)")
         }
         XCTAssertNotEqual(texts[0], texts[1], "the LoRA adapter should change the output")
-        // The server did batch them: some pass had more than one row per request.
-        let metrics = try get("/metrics").text
-        let single = metrics.components(separatedBy: "\n").first { $0.hasPrefix(#"graft_batch_rows_bucket{le="1.0"}"#) }
-        let count = metrics.components(separatedBy: "\n").first { $0.hasPrefix("graft_batch_rows_count") }
-        XCTAssertNotEqual(single?.split(separator: " ").last, count?.split(separator: " ").last, "every pass had a single row: nothing was batched\n\(metrics)")
+        // The server did batch them: passes with more than one request ran meanwhile.
+        XCTAssertGreaterThan(try passesWithSeveralRequests(), passesBefore, "no pass held two requests: nothing was batched")
+    }
+
+    /// Batched passes so far that held more than one request (graft_batch_sequences: all passes minus those of one).
+    func passesWithSeveralRequests() throws -> Double {
+        let lines = try get("/metrics").text.components(separatedBy: "\n")
+        func value(_ prefix: String) -> Double { lines.first { $0.hasPrefix(prefix) }.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0 }
+        return value("graft_batch_sequences_count") - value(#"graft_batch_sequences_bucket{le="1.0"}"#)
     }
 
     func testChatStreamingEqualsNonStreaming() throws {
@@ -291,6 +298,34 @@ final class ServeTests: XCTestCase {
         XCTAssertTrue(r.events.contains { $0.contains(#""finish_reason":"length""#) }, r.text)
     }
 
+    /// An adapter replaced under its name while a request for the old one streams: each request keeps the
+    /// weights it started with (they share batched passes, and must not share a row group).
+    func testReplacingAnAdapterUnderTrafficKeepsEachRequestOnItsOwnWeights() throws {
+        let s = try server()
+        let body = { (model: String, stream: Bool) in
+            #"{"model": "\#(model)", "prompt": "Once upon a time", "max_tokens": 120, "ignore_eos": true, "temperature": 0, "stream": \#(stream)}"#
+        }
+        func text(_ r: HTTPConnection.Response) throws -> String { try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue ?? "?" }
+        let loraText = try text(try post("/v1/completions", body("peft-smollm2-lora", false)))
+        let veraText = try text(try post("/v1/completions", body("grad-smollm2-vera", false)))
+        XCTAssertNotEqual(loraText, veraText)
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "swap", "path": "peft-smollm2-lora"}"#).status, 201)
+        let streaming = try HTTPConnection(port: s.port)
+        try streaming.send("POST", "/v1/completions", body: Array(body("swap", true).utf8))
+        XCTAssertEqual(try streaming.head().status, 200)
+        var streamed = try XCTUnwrap(try streaming.nextChunk())
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "DELETE", "/v1/adapters/swap").status, 200)
+        XCTAssertEqual(try post("/v1/adapters", #"{"name": "swap", "path": "grad-smollm2-vera"}"#).status, 201)
+        XCTAssertEqual(try text(try post("/v1/completions", body("swap", false))), veraText)
+        while let c = try streaming.nextChunk() { streamed += c }
+        let pieces = String(decoding: streamed, as: UTF8.self).components(separatedBy: "\n\n").compactMap { e -> String? in
+            guard e.hasPrefix("data: {") else { return nil }
+            return (try? JSONValue.parse(String(e.dropFirst(6))))?["choices"]?.arrayValue?.first?["text"]?.stringValue
+        }
+        XCTAssertEqual(pieces.joined(), loraText)
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "DELETE", "/v1/adapters/swap").status, 200)
+    }
+
     /// Weighted composition: `adapters` with one adapter at scale 1 equals naming it in `model`; at
     /// scale 0 it equals the base.
     func testComposedAdaptersPerRequest() throws {
@@ -445,5 +480,34 @@ final class ServeRoutingTests: XCTestCase {
         // A routed request and a single adapter's share a batch: both still answer.
         let one = try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: #"{"model": "expert1", "prompt": "Hi", "max_tokens": 4}"#)
         XCTAssertEqual(one.status, 200, one.text)
+    }
+}
+
+/// What a generation sends as text: whole UTF-8 characters only, nothing that may still become a stop
+/// sequence, the text cut before one.
+final class TextAssemblerTests: XCTestCase {
+    func testStopSequenceSplitAcrossTokensIsHeldBackThenCut() {
+        var t = TextAssembler(stops: ["END"])
+        XCTAssertEqual(t.append(Array("Hello E".utf8)).0, "Hello ")  // "E" may start "END": held
+        XCTAssertEqual(t.append(Array("N".utf8)).0, "")
+        let (out, stopped) = t.append(Array("D and more".utf8))
+        XCTAssertEqual(out, "")
+        XCTAssertTrue(stopped)
+        var u = TextAssembler(stops: ["END"])
+        XCTAssertEqual(u.append(Array("an E".utf8)).0, "an ")
+        XCTAssertEqual(u.append(Array("Xtra".utf8)).0, "EXtra")  // not the stop after all: released
+        XCTAssertEqual(u.finish(), "")
+    }
+
+    func testCharactersSplitAcrossTokensWaitForTheirLastByte() {
+        let euro = Array("€".utf8)  // 3 bytes
+        var t = TextAssembler(stops: [])
+        XCTAssertEqual(t.append([euro[0]]).0, "")
+        XCTAssertEqual(t.append([euro[1]]).0, "")
+        XCTAssertEqual(t.append([euro[2]] + Array("!".utf8)).0, "€!")
+        XCTAssertEqual(t.append([0xF0, 0x9F]).0, "")  // half of a 4-byte emoji at the end
+        XCTAssertEqual(t.finish(), "\u{FFFD}")  // an unfinished character is replaced, not dropped silently
+        XCTAssertEqual(TextAssembler.completePrefix(Array("a€".utf8).dropLast()), 1)
+        XCTAssertEqual(TextAssembler.completePrefix(Array("a€".utf8)), 4)
     }
 }

@@ -108,6 +108,7 @@ public final class ArrowUpdate: LayerUpdate, @unchecked Sendable {
         let scores = FloatBuffer(count: rows * n)
         Linalg.gemm(m: rows, n: n, k: inFeatures, a: x.values.baseAddress!, b: prototypes.values.baseAddress!, transB: true, c: scores.mutable.baseAddress!)
         var w = [Float](repeating: 0, count: rows * n)
+        withExtendedLifetime(scores) {
         let s = scores.values
         for r in 0..<rows {
             let row = (0..<n).map { abs(s[r * n + $0]) }
@@ -116,6 +117,7 @@ public final class ArrowUpdate: LayerUpdate, @unchecked Sendable {
             let e = kept.map { exp(Double((row[$0] - m) / settings.temperature)) }
             let z = e.reduce(0, +)
             for (j, idx) in kept.enumerated() { w[r * n + idx] = Float(e[j] / z) }
+        }
         }
         return w
     }

@@ -90,17 +90,23 @@ extension AdaptableModel {
 public struct AdapterMix: Sendable {
     public struct Part: Sendable {
         public let name: String
+        /// Tells apart two loadings under one name (an adapter replaced while requests for the old one
+        /// still run): parts with the same id hold the same updates.
+        public let id: String
         /// Updates by model module path (`LinearLayers.fitted`).
         public let updates: [String: any LayerUpdate]
         public let scale: Float
-        public init(name: String, updates: [String: any LayerUpdate], scale: Float) { self.name = name; self.updates = updates; self.scale = scale }
+        public init(name: String, id: String? = nil, updates: [String: any LayerUpdate], scale: Float) {
+            self.name = name; self.id = id ?? name; self.updates = updates; self.scale = scale
+        }
     }
     public let parts: [Part]
     public init(_ parts: [Part]) { self.parts = parts }
     public static let none = AdapterMix([])
 
-    /// Equal for the same adapters at the same weights: sequences a batch can put in one row group.
-    public var key: String { parts.map { "\($0.name)*\($0.scale)" }.joined(separator: "+") }
+    /// Equal for the same adapters (the same loadings) at the same weights: sequences a batch can put in
+    /// one row group.
+    public var key: String { parts.map { "\($0.id)*\($0.scale)" }.joined(separator: "+") }
 
     /// The updates this mix adds to the layer at `module`.
     public func updates(_ module: String) -> [(update: any LayerUpdate, scale: Float)] {

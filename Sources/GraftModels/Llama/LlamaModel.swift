@@ -289,6 +289,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
     /// own cache. A sequence's logits equal those of `forward` on it alone, to float rounding.
     /// Sequences with the same adapters should be adjacent: they then share one group per layer.
     public func forward(batch: inout [BatchSequence]) throws -> [[[Float]]] {
+        guard !batch.isEmpty else { return [] }
         let dh = config.headDim, nh = config.heads, nkv = config.kvHeads, group = nh / nkv
         let kvw = nkv * dh, h = config.hidden
         // Each sequence's rows: its prompt rows (`lead`, virtual tokens into an empty cache), then its tokens.
@@ -362,8 +363,10 @@ public struct LlamaModel: Sendable, AdaptableModel {
                     rope.apply(q.mutable.baseAddress! + r * h, heads: nh, position: past + r - rs.lowerBound)
                     rope.apply(k.mutable.baseAddress! + r * kvw, heads: nkv, position: past + r - rs.lowerBound)
                 }
-                batch[s].cache.keys[li] += UnsafeBufferPointer(start: k.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
-                batch[s].cache.values[li] += UnsafeBufferPointer(start: v.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
+                withExtendedLifetime((k, v)) {
+                    batch[s].cache.keys[li] += UnsafeBufferPointer(start: k.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
+                    batch[s].cache.values[li] += UnsafeBufferPointer(start: v.values.baseAddress! + rs.lowerBound * kvw, count: rs.count * kvw)
+                }
             }
             // Every (sequence, head) attends over its own cache.
             let caches = UncheckedSendable(batch.map { ($0.cache.keys[li], $0.cache.values[li]) })
@@ -416,7 +419,9 @@ public struct LlamaModel: Sendable, AdaptableModel {
             if batch[s].allLogits { picked += (rs.lowerBound + leads[s]..<rs.upperBound).map { (s, $0) } } else { picked.append((s, rs.upperBound - 1)) }
         }
         let last = FloatBuffer(count: picked.count * h)
-        for (i, p) in picked.enumerated() { (last.mutable.baseAddress! + i * h).update(from: x.values.baseAddress! + p.row * h, count: h) }
+        withExtendedLifetime(x) {
+            for (i, p) in picked.enumerated() { (last.mutable.baseAddress! + i * h).update(from: x.values.baseAddress! + p.row * h, count: h) }
+        }
         norm.forward(last, rows: picked.count, into: last)
         let logits = FloatBuffer(count: picked.count * config.vocab)
         if let q = lmHeadQuantized, picked.count == 1 {
@@ -429,7 +434,9 @@ public struct LlamaModel: Sendable, AdaptableModel {
                         c: logits.mutable.baseAddress!)
         }
         var out = [[[Float]]](repeating: [], count: batch.count)
-        for (i, p) in picked.enumerated() { out[p.seq].append(Array(logits.values[(i * config.vocab)..<((i + 1) * config.vocab)])) }
+        withExtendedLifetime(logits) {
+            for (i, p) in picked.enumerated() { out[p.seq].append(Array(logits.values[(i * config.vocab)..<((i + 1) * config.vocab)])) }
+        }
         return out
     }
 }
