@@ -15,6 +15,8 @@ public struct ServedAdapter: Sendable {
     public let updates: [String: any LayerUpdate]
     /// Bytes its tensors take in memory (float32).
     public let bytes: Int
+    /// A sequence-classification adapter's head and class names (`modules_to_save`, labels.json).
+    public let classifier: (head: Linear, labels: [String])?
 }
 
 /// The adapters a server knows by name: those under the adapters folder at start and those added at run

@@ -84,7 +84,6 @@ public final class GenerationEngine: @unchecked Sendable {
         self.lm = lm; self.limits = limits; self.metrics = metrics
     }
 
-    public var bytesPerPosition: Int { LlamaModel.KVCache.bytesPerPosition(lm.model.config) }
 
     /// Queued and running requests.
     public var load: (queued: Int, running: Int) { cond.lock(); defer { cond.unlock() }; return (pending.count, running) }
@@ -116,7 +115,7 @@ public final class GenerationEngine: @unchecked Sendable {
             throw APIError.invalid("the prompt (\(prompt.count) tokens) plus max_tokens (\(m)) exceed this model's context of \(context) tokens", param: "max_tokens", code: "context_length_exceeded")
         }
         let maxTokens = request.maxTokens ?? room
-        let reserve = (prompt.count + maxTokens) * bytesPerPosition
+        let reserve = (prompt.count + maxTokens) * lm.model.cacheBytesPerPosition
         guard reserve <= limits.kvBudgetBytes else {
             throw APIError.invalid("the prompt plus max_tokens need \(reserve >> 20) MB of KV cache; this server allows \(limits.kvBudgetBytes >> 20) MB in all (--kv-cache-mb): ask for fewer tokens", param: "max_tokens", code: "kv_cache_exceeded")
         }
@@ -157,9 +156,8 @@ public final class GenerationEngine: @unchecked Sendable {
                 reserved += j.reserve
                 running += 1
                 prefill += j.prompt.count
-                var cache = lm.model.makeCache()
-                cache.reserve(positions: j.prompt.count + j.maxTokens, kvWidth: lm.model.config.kvHeads * lm.model.config.headDim)
-                var slot = Slot(job: j, cache: cache, sampler: Sampler(j.request.sampling), next: j.prompt)
+                var slot = Slot(job: j, cache: lm.model.makeCache(reserving: j.prompt.count + j.maxTokens), sampler: Sampler(j.request.sampling),
+                                next: j.prompt)
                 slot.text = TextAssembler(stops: j.request.stop)
                 active.append(slot)
             }
@@ -174,7 +172,7 @@ public final class GenerationEngine: @unchecked Sendable {
     /// One pass over every active request, then each one's next token.
     private func step() {
         // Same adapters side by side: one row group per layer for them.
-        active.sort { $0.job.label < $1.job.label }
+        active.sort { $0.job.mix.key < $1.job.mix.key }
         var batch = active.map { LlamaModel.BatchSequence(tokens: $0.next, cache: LlamaModel.KVCache(layers: 0), adapters: $0.job.mix) }
         for i in active.indices { swap(&batch[i].cache, &active[i].cache) }
         let logits: [[[Float]]]

@@ -79,21 +79,23 @@ public final class GraftServer: Sendable {
         } else {
             engine = nil
         }
-        metrics.adaptersLoaded.set(Double(registry.loadedCount))
     }
 
     /// An adapter's updates fitted to the base's linear layers; adapters a batched pass cannot apply
     /// (they change the sequence or add sublayers) are refused with the reason.
     static func prepare<M: AdaptableModel>(_ name: String, _ a: any LoadedAdapter, layers: M) throws -> ServedAdapter {
-        if try a.virtualTokens() != nil {
-            throw APIError.invalid("adapter '\(name)' (\(a.method)) adds virtual tokens to the sequence; graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
-        }
-        if !a.sublayerUpdates().isEmpty {
-            throw APIError.invalid("adapter '\(name)' (\(a.method)) adds bottleneck sublayers; graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
+        let unbatchable = try a.virtualTokens() != nil ? "adds virtual tokens to the sequence" : !a.sublayerUpdates().isEmpty ? "adds bottleneck sublayers" : nil
+        if let unbatchable {
+            throw APIError.invalid("adapter '\(name)' (\(a.method)) \(unbatchable); graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
         }
         let updates = try layers.fitted(a.layerUpdates(dropout: 0), source: a.path)
         let bytes = updates.values.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.value.count * 4 } }
-        return ServedAdapter(name: name, path: a.path, method: a.method, updates: updates, bytes: bytes)
+        // The head read once here, not from disk on every /v1/classify.
+        let classifier = try a.classificationHead().map { w, b in
+            (head: Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0]),
+             labels: try Evaluation.labels(adapterPath: a.path, classes: w.shape[0]).names)
+        }
+        return ServedAdapter(name: name, path: a.path, method: a.method, updates: updates, bytes: bytes, classifier: classifier)
     }
 
     // MARK: - Running
@@ -108,7 +110,8 @@ public final class GraftServer: Sendable {
         ]))
         router.get("/health") { _, _ in self.json(self.health()) }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
+            self.metrics.adaptersLoaded.set(Double(self.registry.loadedCount))  // read when asked for, not tracked
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
         }
         router.get("/v1/models") { _, _ in self.json(self.modelList()) }
         router.post("/v1/completions") { req, _ in try await self.generate(req, chat: false) }
@@ -176,7 +179,6 @@ public final class GraftServer: Sendable {
         guard let s = try registry.adapter(model) else {
             throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
         }
-        metrics.adaptersLoaded.set(Double(registry.loadedCount))
         return (AdapterMix([AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: 1)]), s.name)
     }
 
@@ -204,14 +206,12 @@ public final class GraftServer: Sendable {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             encoderQueue.async { c.resume(with: Result { try registry.add(name: name, path: path) }) }
         }
-        metrics.adaptersLoaded.set(Double(registry.loadedCount))
         metrics.request(endpoint: "adapters", adapter: name, status: 201)
         return json(.object([("id", .string(name)), ("object", .string("model")), ("parent", .string(options.modelName))]), status: .created)
     }
 
     func unloadAdapter(_ name: String) throws -> Response {
         guard registry.remove(name) else { throw APIError.notFound("no adapter named '\(name)'", param: "name") }
-        metrics.adaptersLoaded.set(Double(registry.loadedCount))
         return json(.object([("id", .string(name)), ("object", .string("model")), ("deleted", .bool(true))]))
     }
 
@@ -318,20 +318,23 @@ public final class GraftServer: Sendable {
     func classify(_ req: Request) async throws -> Response {
         let r = try TextsRequest.parse(try await body(req), field: "input")
         let (base, adapter) = try encoder(for: r.model)
-        guard let adapter else { throw APIError.invalid("classification needs a sequence-classification adapter in 'model' (the base has no classifier)", param: "model") }
-        let result = try await onEncoderQueue { () -> ([[Float]], [String]) in
+        guard let adapter, let classifier = adapter.classifier else {
+            throw APIError.invalid("classification needs a sequence-classification adapter in 'model' (one with a saved classifier head)", param: "model")
+        }
+        let logits = try await onEncoderQueue { () -> [[Float]] in
             let enc = try Self.attached(base, adapter)
-            let c = try Evaluation.classifier(encoder: enc.model, tokenizer: enc.tokenizer, head: adapter.path)
-            return (try c.model.logits(ids: r.texts.map { enc.tokenize($0) }), c.labels)
+            let model = try BertForSequenceClassification(encoder: enc.model, tokenizer: enc.tokenizer, head: classifier.head)
+            return try model.logits(ids: r.texts.map { enc.tokenize($0) })
         }
         metrics.request(endpoint: "classify", adapter: r.model, status: 200)
-        let (logits, labels) = result
+        let labels = classifier.labels
         return json(.object([("object", .string("list")), ("model", .string(r.model)),
                              ("data", .array(logits.enumerated().map { i, l in
-                                 let m = l.max() ?? 0, e = l.map { exp(Double($0 - m)) }, s = e.reduce(0, +)
+                                 var p = l
+                                 p.withUnsafeMutableBufferPointer { Activation.softmaxRows($0.baseAddress!, rows: 1, width: $0.count) }
                                  let best = l.indices.max { l[$0] < l[$1] } ?? 0
                                  return .object([("index", .int(Int64(i))), ("label", .string(labels[best])),
-                                                 ("probabilities", .object(labels.enumerated().map { ($0.element, .double(e[$0.offset] / s)) }))])
+                                                 ("probabilities", .object(zip(labels, p).map { ($0, .double(Double($1))) }))])
                              }))]))
     }
 }

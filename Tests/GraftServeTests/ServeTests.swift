@@ -59,18 +59,10 @@ final class ServeTests: XCTestCase {
 
     /// `graft generate`'s output for the same settings (what a batched request must equal).
     func generate(adapter: String?, prompt: String, temperature: Double, seed: Int, maxTokens: Int) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: graftExecutable(Self.self))
-        p.arguments = ["generate", "--model", "smollm2", "--prompt", prompt, "--temperature", String(temperature), "--seed", String(seed),
-                       "--max-tokens", String(maxTokens), "--top-k", "40", "--top-p", "0.95"] + (adapter.map { ["--adapter", referenceRoot + "/models/" + $0] } ?? [])
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let d = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
-        var s = String(decoding: d, as: UTF8.self)
+        var (status, s, err) = try runGraft(Self.self, ["generate", "--model", "smollm2", "--prompt", prompt, "--temperature", String(temperature),
+                                                          "--seed", String(seed), "--max-tokens", String(maxTokens), "--top-k", "40", "--top-p", "0.95"]
+                                                         + (adapter.map { ["--adapter", referenceRoot + "/models/" + $0] } ?? []))
+        XCTAssertEqual(status, 0, err)
         if s.hasSuffix("\n") { s.removeLast() }  // generate ends its output with a newline
         return s
     }
@@ -465,18 +457,10 @@ final class ServeRoutingTests: XCTestCase {
                                            json: #"{"model": "auto", "prompt": "\#(prompt)", "max_tokens": 16, "temperature": 0}"#)
         XCTAssertEqual(r.status, 200, r.text)
         let text = try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: graftExecutable(Self.self))
-        p.arguments = ["generate", "--model", "smollm2", "--route", "arrow", "--adapters", dir, "--route-top-k", "2", "--prompt", prompt,
-                       "--max-tokens", "16", "--temperature", "0"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let d = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
-        XCTAssertEqual(text.map { $0 + "\n" }, String(decoding: d, as: UTF8.self))
+        let (status, out, err) = try runGraft(Self.self, ["generate", "--model", "smollm2", "--route", "arrow", "--adapters", dir, "--route-top-k", "2",
+                                                          "--prompt", prompt, "--max-tokens", "16", "--temperature", "0"])
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(text.map { $0 + "\n" }, out)
         // A routed request and a single adapter's share a batch: both still answer.
         let one = try HTTPConnection.request(port: s.port, "POST", "/v1/completions", json: #"{"model": "expert1", "prompt": "Hi", "max_tokens": 4}"#)
         XCTAssertEqual(one.status, 200, one.text)

@@ -57,3 +57,16 @@ public func graftExecutable(_ cls: AnyClass) -> String {
     return [b.appendingPathComponent("graft"), b.deletingLastPathComponent().appendingPathComponent("graft")]
         .map(\.path).first { FileManager.default.isExecutableFile(atPath: $0) } ?? b.path + "/graft"
 }
+
+/// Runs the `graft` executable with `args`: exit status, standard output, standard error.
+public func runGraft(_ cls: AnyClass, _ args: [String]) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: graftExecutable(cls))
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}

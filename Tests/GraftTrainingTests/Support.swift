@@ -12,18 +12,3 @@ func toySentiment(_ n: Int) -> String {
         return "{\"text\": \"the \(t) was \(w)\", \"label\": \"\(good ? "positive" : "negative")\"}"
     }.joined(separator: "\n") + "\n"
 }
-
-/// The `graft` binary next to the test bundle.
-func graftBinary(_ cls: AnyClass) -> String { graftExecutable(cls) }
-
-func runGraft(_ cls: AnyClass, _ args: [String]) throws -> (Int32, String, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: graftBinary(cls))
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out; p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-}

@@ -101,12 +101,11 @@ public struct AdapterMix: Sendable {
         }
     }
     public let parts: [Part]
-    public init(_ parts: [Part]) { self.parts = parts }
-    public static let none = AdapterMix([])
-
     /// Equal for the same adapters (the same loadings) at the same weights: sequences a batch can put in
     /// one row group.
-    public var key: String { parts.map { "\($0.id)*\($0.scale)" }.joined(separator: "+") }
+    public let key: String
+    public init(_ parts: [Part]) { self.parts = parts; key = parts.map { "\($0.id)*\($0.scale)" }.joined(separator: "+") }
+    public static let none = AdapterMix([])
 
     /// The updates this mix adds to the layer at `module`.
     public func updates(_ module: String) -> [(update: any LayerUpdate, scale: Float)] {

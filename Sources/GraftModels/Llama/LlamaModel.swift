@@ -247,17 +247,19 @@ public struct LlamaModel: Sendable, AdaptableModel {
         }
 
         mutating func advance(by n: Int) { count += n }
-
-        /// Allocates room for `positions` positions up front (a server's memory bound then holds exactly).
-        public mutating func reserve(positions: Int, kvWidth: Int) {
-            for i in keys.indices { keys[i].reserveCapacity(positions * kvWidth); values[i].reserveCapacity(positions * kvWidth) }
-        }
-
-        /// Bytes the cache holds per position: keys and values of every layer, in float32.
-        public static func bytesPerPosition(_ config: Config) -> Int { config.layers * 2 * config.kvHeads * config.headDim * 4 }
     }
 
-    public func makeCache() -> KVCache { KVCache(layers: config.layers) }
+    /// An empty cache; with `positions`, room for that many allocated up front (a server's memory bound
+    /// then holds exactly).
+    public func makeCache(reserving positions: Int = 0) -> KVCache {
+        var c = KVCache(layers: config.layers)
+        let width = positions * config.kvHeads * config.headDim
+        if width > 0 { for i in 0..<config.layers { c.keys[i].reserveCapacity(width); c.values[i].reserveCapacity(width) } }
+        return c
+    }
+
+    /// Bytes the cache holds per position: keys and values of every layer, in float32.
+    public var cacheBytesPerPosition: Int { config.layers * 2 * config.kvHeads * config.headDim * 4 }
 
     /// One sequence of a batched pass: its new tokens, its cache, and the adapters only its rows add.
     public struct BatchSequence: Sendable {
