@@ -52,14 +52,15 @@ fuzz-build: setup
 	  -Xlinker $$(ls $(FUZZ_RT) | head -1) -Xlinker -lstdc++ 2>&1 | grep -v "warning: Cannot export"; test $${PIPESTATUS[0]} -eq 0
 
 ## Each fuzz target for FUZZ_SECONDS (default 60), from its seeds (committed in Fuzz/corpus/TARGET; fuzz-gguf
-## writes its own into Fuzz/.work/seeds) plus what earlier runs found (Fuzz/.work/TARGET); a crash stops with the input saved as Fuzz/.work/crash-*.
+## writes its own into Fuzz/.work/seeds) and its dictionary (Fuzz/dict/TARGET.dict, where one helps) plus what earlier runs found (Fuzz/.work/TARGET); a crash stops with the input saved as Fuzz/.work/crash-*.
 FUZZ_SECONDS ?= 60
 fuzz: fuzz-build models
 	@Fuzz/.build/$(FUZZ_CONFIG)/fuzz-gguf --write-seeds Fuzz/.work/seeds/fuzz-gguf
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p Fuzz/.work/$$t; echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  seeds=$$(ls -d Fuzz/corpus/$$t Fuzz/.work/seeds/$$t 2>/dev/null); \
-	  LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-suppressions.txt Fuzz/.build/$(FUZZ_CONFIG)/$$t Fuzz/.work/$$t $$seeds -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=4096 \
+	  dict=$$(ls Fuzz/dict/$$t.dict 2>/dev/null | sed 's/^/-dict=/'); \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-suppressions.txt Fuzz/.build/$(FUZZ_CONFIG)/$$t Fuzz/.work/$$t $$seeds $$dict -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=4096 \
 	    -max_len=65536 -artifact_prefix=Fuzz/.work/ -print_final_stats=1 2>&1 | grep -E "DONE|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|INFO: Seed"; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done

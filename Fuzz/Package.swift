@@ -20,7 +20,7 @@ let package = Package(
         fuzzTarget("fuzz-adapter-config", ["GraftFormats", "GraftAdapters"]),
         fuzzTarget("fuzz-merge-config", ["GraftMerging"]),
         fuzzTarget("fuzz-table", ["GraftData"]),
-        fuzzTarget("fuzz-chat-template", ["GraftText"]),
+        fuzzTarget("fuzz-chat-template", ["GraftText", "GraftFormats"]),
         fuzzTarget("fuzz-openai-request", ["GraftAPI"]),
     ]
 )

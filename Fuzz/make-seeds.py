@@ -75,11 +75,11 @@ out("fuzz-table", "rows.jsonl", '{"text": "great film", "label": "pos"}\n{"text"
 out("fuzz-table", "rows.csv", '\ufefftext,label\n"hello, world",pos\n"two\nlines ""quoted""",neg\nplain,1\n')
 out("fuzz-table", "rows.tsv", "0\tlabel\tmore\nx\ty\tz\n")
 
-# Chat templates: SmolLM2's (ChatML with a default system prompt), a ChatML one without, and a foreign one.
-smol = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a "
-        "helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
-        "'\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-out("fuzz-chat-template", "smollm2.jinja", smol)
-out("fuzz-chat-template", "chatml.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
-out("fuzz-chat-template", "llama3.jinja", "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>{% endfor %}")
+# Chat templates: the real ones the reference tests render (SmolLM2, Qwen2.5, Llama 3.1, Mistral, Gemma) and
+# the one-feature snippets, from Tests/Fixtures/reference/chat-templates.
+fixtures = os.path.join(os.path.dirname(root), "..", "Tests", "Fixtures", "reference", "chat-templates")
+for name in sorted(os.listdir(os.path.join(fixtures, "templates"))):
+    out("fuzz-chat-template", name, open(os.path.join(fixtures, "templates", name), "rb").read())
+for i, case in enumerate(json.load(open(os.path.join(fixtures, "rendered.json")))["snippets"]["cases"]):
+    out("fuzz-chat-template", "snippet-%02d.jinja" % i, case["template"])
 print("seeds written under", root)

@@ -232,7 +232,11 @@ public final class GraftServer: Sendable {
             throw APIError.invalid("token id \(bad) is outside the vocabulary (0..<\(lm.model.config.vocab))", param: "prompt")
         case let .chat(m):
             guard let template = lm.chatTemplate else { throw APIError.invalid("this model has no chat template: use /v1/completions", param: "messages") }
-            ids = lm.tokenizer.encode(template.render(m), addSpecialTokens: true)
+            let prompt: String
+            do { prompt = try template.render(m) } catch let e as JinjaError {
+                throw APIError.invalid(e.raised ? "the model's chat template refuses these messages: \(e.message)" : "the model's chat template failed on these messages: \(e)", param: "messages")
+            }
+            ids = lm.tokenizer.encode(prompt, addSpecialTokens: false)
         }
         let events = try engine.submit(prompt: ids, request: r, mix: mix, label: label)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)

@@ -100,7 +100,11 @@ public enum Datasets {
                 }
                 guard msgs.contains(where: { $0.role == "assistant" }) else { throw r.error("no assistant message to learn from") }
                 guard let chatTemplate else { throw r.error("'messages' rows need a chat template, and the model has none") }
-                pieces = chatTemplate.segments(msgs).map { (tokenizer.encode($0.text, addSpecialTokens: false), $0.assistant) }
+                let segments: [(text: String, assistant: Bool)]
+                do { segments = try chatTemplate.segments(msgs) } catch let e as JinjaError where e.raised {
+                    throw r.error("the chat template refuses this conversation: \(e.message)")
+                } catch { throw r.error("the chat template: \(error)") }
+                pieces = segments.map { (tokenizer.encode($0.text, addSpecialTokens: false), $0.assistant) }
             } else if r["prompt"] != nil || r["completion"] != nil {
                 let p = try field(r, "prompt"), c = try field(r, "completion")
                 pieces = [(tokenizer.encode(p, addSpecialTokens: false), false),

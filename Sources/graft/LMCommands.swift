@@ -85,7 +85,7 @@ struct LMOptions: ParsableArguments {
     @Option(help: "Seed of the sampler.")
     var seed: UInt64 = 0
 
-    @Option(help: "Chat template to use instead of the model's (supported: chatml).")
+    @Option(help: ArgumentHelp("Chat template to use instead of the model's: a built-in name (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) or a Jinja file, as HF chat templates are written.", valueName: "name-or-file"))
     var chatTemplate: String?
 
     @Flag(help: "Print prompt and generation speed (tokens/s) on stderr, as llama.cpp does.")
@@ -106,8 +106,8 @@ struct LMOptions: ParsableArguments {
             throw ValidationError("--adapters is the folder --route chooses among: give --route arrow too")
         }
         if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
-        if let t = chatTemplate, ChatTemplate.Kind(rawValue: t) == nil {
-            throw ValidationError("--chat-template: unknown '\(t)' (supported: \(ChatTemplate.supported.joined(separator: ", ")))")
+        if let t = chatTemplate, ChatTemplate.builtins[t] == nil, !FileManager.default.fileExists(atPath: t) {
+            throw ValidationError("--chat-template: '\(t)' is neither a built-in template (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) nor a file")
         }
     }
 
@@ -140,9 +140,9 @@ struct LMOptions: ParsableArguments {
     }
 
     func template(_ lm: CausalLM) throws -> ChatTemplate {
-        if let t = chatTemplate, let k = ChatTemplate.Kind(rawValue: t) { return ChatTemplate(kind: k, defaultSystem: lm.chatTemplate?.defaultSystem) }
+        if let t = chatTemplate { return try ChatTemplate(named: t, specialTokens: lm.chatTemplate?.specialTokens ?? [:]) }
         guard let t = lm.chatTemplate else {
-            throw ValidationError("this model has no chat template; pass --chat-template (supported: \(ChatTemplate.supported.joined(separator: ", ")))")
+            throw ValidationError("this model has no chat template; pass --chat-template NAME or FILE (built in: \(ChatTemplate.builtins.keys.sorted().joined(separator: ", ")))")
         }
         return t
     }
@@ -204,8 +204,9 @@ struct GenerateCommand: ParsableCommand {
         let model = try lm.load()
         var text = prompt
         if prompt == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        // A chat template writes the special tokens it wants (transformers encodes its text without adding any).
         if chat { text = try lm.template(model).render([ChatMessage(role: "user", content: text)]) }
-        var ids = model.tokenizer.encode(text, addSpecialTokens: true)
+        var ids = model.tokenizer.encode(text, addSpecialTokens: !chat)
         let room = model.model.config.contextLength - 1
         if ids.count > room {
             guard truncate else {
@@ -242,7 +243,11 @@ struct ChatCommand: ParsableCommand {
             if input == "/quit" || input == "/exit" { break }
             if input == "/reset" { messages = initial; continue }
             messages.append(ChatMessage(role: "user", content: input))
-            let ids = model.tokenizer.encode(template.render(messages), addSpecialTokens: true)
+            let prompt: String
+            do { prompt = try template.render(messages) } catch let e as JinjaError where e.raised {
+                printErr("the chat template refuses this conversation: \(e.message)"); messages.removeLast(); continue
+            }
+            let ids = model.tokenizer.encode(prompt, addSpecialTokens: false)
             guard ids.count < model.model.config.contextLength else {
                 printErr("the conversation no longer fits the context; /reset to start over"); messages.removeLast(); continue
             }

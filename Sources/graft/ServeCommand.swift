@@ -4,6 +4,7 @@ import GraftAdapters
 import GraftFormats
 import GraftModels
 import GraftServe
+import GraftText
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -78,6 +79,9 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Decode with 8-bit activations and integer dot products, as llama.cpp does (faster; logits move by up to a few tenths).")
     var int8Decode = false
 
+    @Option(help: ArgumentHelp("Chat template for /v1/chat/completions instead of the model's: a built-in name (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) or a Jinja file.", valueName: "name-or-file"))
+    var chatTemplate: String?
+
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be 0–65535") }
         if maxAdapters < 1 { throw ValidationError("--max-adapters must be at least 1") }
@@ -87,6 +91,9 @@ struct ServeCommand: ParsableCommand {
         if maxBodyMb < 1 { throw ValidationError("--max-body-mb must be at least 1") }
         if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
         for a in extraAdapters where !a.contains("=") { throw ValidationError("--adapter '\(a)': expected NAME=PATH") }
+        if let t = chatTemplate, ChatTemplate.builtins[t] == nil, !FileManager.default.fileExists(atPath: t) {
+            throw ValidationError("--chat-template: '\(t)' is neither a built-in template (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) nor a file")
+        }
     }
 
     func run() throws {
@@ -112,6 +119,7 @@ struct ServeCommand: ParsableCommand {
         if path.hasSuffix(".gguf") || (try? Checkpoint(path: path).config())??.modelType == "llama" {
             var lm = try CausalLM(path: path)
             if int8Decode { lm.model.decodeArithmetic = .int8 }
+            if let t = chatTemplate { lm.chatTemplate = try ChatTemplate(named: t, specialTokens: lm.chatTemplate?.specialTokens ?? [:]) }
             served = .causal(lm)
         } else {
             served = .encoder(try SentenceEncoder(folder: path))

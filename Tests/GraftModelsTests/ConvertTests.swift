@@ -27,7 +27,8 @@ final class ConvertTests: XCTestCase {
             XCTAssertEqual(folder.tokenizer.encode(t, addSpecialTokens: false), original.tokenizer.encode(t, addSpecialTokens: false), t)
             XCTAssertEqual(back.tokenizer.encode(t, addSpecialTokens: false), original.tokenizer.encode(t, addSpecialTokens: false), t)
         }
-        XCTAssertEqual(folder.chatTemplate?.defaultSystem, original.chatTemplate?.defaultSystem)
+        XCTAssertEqual(folder.chatTemplate?.source, original.chatTemplate?.source)
+        XCTAssertEqual(folder.chatTemplate?.specialTokens, original.chatTemplate?.specialTokens)
         let ids = ints(ref["input_ids"]?.arrayValue?[0])
         func logits(_ lm: CausalLM) throws -> [Float] { var c = lm.model.makeCache(); return try lm.model.forward(ids, cache: &c, allLogits: true).last! }
         let a = try logits(original), b = try logits(folder), c = try logits(back)

@@ -55,8 +55,9 @@ final class RuntimeBadInputTests: XCTestCase {
     }
 
     func testUnknownChatTemplateNamesTheOption() {
-        XCTAssertThrowsError(try ChatTemplate(template: "{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}")) {
+        XCTAssertThrowsError(try ChatTemplate(template: "{% for m in messages %}{% include 'turn.jinja' %}{% endfor %}")) {
             XCTAssertTrue("\($0)".contains("--chat-template"), "\($0)")
+            XCTAssertTrue("\($0)".contains("line 1: the statement 'include' is not supported"), "\($0)")
         }
     }
 

@@ -32,6 +32,7 @@ final class SmolLM2Tests: XCTestCase {
             ChatMessage(role: $0["role"]?.stringValue ?? "", content: $0["content"]?.stringValue ?? "")
         }
         let prompt = try XCTUnwrap(lm.chatTemplate).render(messages)
+        XCTAssertEqual(lm.chatTemplate?.specialTokens["eos_token"], "<|im_end|>")
         XCTAssertEqual(prompt, ref["chat_prompt"]?.stringValue)
         XCTAssertEqual(lm.tokenizer.encode(prompt, addSpecialTokens: true), ints(ref["chat_prompt_ids"]))
     }

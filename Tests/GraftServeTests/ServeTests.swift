@@ -441,6 +441,31 @@ final class ServeLimitsTests: XCTestCase {
     }
 }
 
+/// `--chat-template FILE`: /v1/chat/completions renders with it, and a conversation it refuses is a 400 with its message.
+final class ServeChatTemplateTests: XCTestCase {
+    func testChosenTemplateRendersAndRefuses() throws {
+        let gguf = try fetchedSmolLM2GGUF()
+        let s = try ServerProcess(graft: graftExecutable(Self.self),
+                                  arguments: ["--model", "smollm2", "--chat-template", referenceRoot + "/chat-templates/templates/gemma-2.jinja"])
+        defer { s.stop() }
+        func chat(_ messages: String) throws -> HTTPConnection.Response {
+            try HTTPConnection.request(port: s.port, "POST", "/v1/chat/completions", json: #"{"model": "smollm2", "messages": \#(messages), "max_tokens": 1}"#)
+        }
+        let ok = try chat(#"[{"role": "user", "content": " Hi "}]"#)
+        XCTAssertEqual(ok.status, 200, ok.text)
+        // Gemma's turns around SmolLM2's bos_token, the content trimmed; the tokenizer adds nothing of its own.
+        let tokenizer = try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: gguf))
+        let rendered = "<|im_start|><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+        let want = tokenizer.encode(rendered, addSpecialTokens: false).count
+        XCTAssertEqual(try ok.json()["usage"]?["prompt_tokens"]?.intValue.map { Int($0) }, want)
+        let refused = try chat(#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]"#)
+        XCTAssertEqual(refused.status, 400, refused.text)
+        XCTAssertEqual(try refused.json()["error"]?["param"]?.stringValue, "messages")
+        XCTAssertEqual(try refused.json()["error"]?["message"]?.stringValue, "the model's chat template refuses these messages: System role not supported")
+        XCTAssertEqual(try HTTPConnection.request(port: s.port, "GET", "/health").status, 200)
+    }
+}
+
 /// `"model": "auto"`: Arrow routing among the served LoRA adapters, equal to `graft generate --route arrow`.
 final class ServeRoutingTests: XCTestCase {
     func testAutoRoutesLikeGraftGenerate() throws {

@@ -93,7 +93,7 @@ final class DataTests: XCTestCase {
         let tok = try ByteLevelBPETokenizer.fromGGUF(try GGUFFile(path: try fetchedSmolLM2GGUF()))
         let recs = try Table.read(d + "/c.jsonl")
         var report = DataReport()
-        let tmpl = ChatTemplate(kind: .chatml, defaultSystem: "You are helpful.")
+        let tmpl = try ChatTemplate(named: "chatml")
         XCTAssertThrowsError(try Datasets.causalLM(recs, tokenizer: tok, chatTemplate: tmpl, eos: tok.eosId, options: DataOptions(maxLength: 512), report: &report)) {
             XCTAssertEqual("\($0)", d + "/c.jsonl:3: no assistant message to learn from")
         }
@@ -102,7 +102,7 @@ final class DataTests: XCTestCase {
         let chat = ex[0]
         let trained = chat.targets.compactMap { $0 }
         XCTAssertEqual(tok.decode(trained, skipSpecialTokens: false), "Hello there<|im_end|>")
-        XCTAssertEqual(tok.decode(chat.ids, skipSpecialTokens: false), tmpl.render([ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello there")], addGenerationPrompt: false))
+        XCTAssertEqual(tok.decode(chat.ids, skipSpecialTokens: false), try tmpl.render([ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello there")], addGenerationPrompt: false))
         // Prompt/completion: the completion and EOS.
         XCTAssertEqual(ex[1].targets.compactMap { $0 }, tok.encode("4", addSpecialTokens: false) + [tok.eosId!])
     }

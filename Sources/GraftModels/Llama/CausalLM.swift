@@ -7,14 +7,19 @@ import GraftText
 public struct CausalLM: Sendable {
     public var model: LlamaModel
     public let tokenizer: ByteLevelBPETokenizer
-    public let chatTemplate: ChatTemplate?
+    /// The model's own (or, with `--chat-template`, the one chosen instead).
+    public var chatTemplate: ChatTemplate?
 
     /// Loads a GGUF file (weights dequantised to float32; tokenizer and chat template from its metadata).
     public init(gguf path: String) throws {
         let g = try GGUFFile(path: path)
         model = try LlamaModel(gguf: g)
         tokenizer = try ByteLevelBPETokenizer.fromGGUF(g)
-        chatTemplate = try g["tokenizer.chat_template"]?.string.map { try ChatTemplate(template: $0) }
+        var special: [String: String] = [:]
+        for (key, name) in [("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")] {
+            if let id = g["tokenizer.ggml.\(key)_token_id"]?.int, let t = tokenizer.token(of: Int(id)) { special[name] = t }
+        }
+        chatTemplate = try g["tokenizer.chat_template"]?.string.map { try ChatTemplate(template: $0, specialTokens: special) }
     }
 
     /// Loads an HF folder: `LlamaForCausalLM` safetensors, `tokenizer.json` (byte-level BPE) and the chat
@@ -29,7 +34,7 @@ public struct CausalLM: Sendable {
         var template: ChatTemplate? = nil
         if let d = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("tokenizer_config.json")),
            let j = try? JSONValue.parse([UInt8](d)), let tt = j["chat_template"]?.stringValue {
-            template = try ChatTemplate(template: tt)
+            template = try ChatTemplate(template: tt, specialTokens: chatTemplateSpecialTokens(tokenizerConfig: j))
         }
         chatTemplate = template
     }
