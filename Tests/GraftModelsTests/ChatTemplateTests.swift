@@ -1,7 +1,7 @@
 import Foundation
 import GraftFormats
 import GraftTestSupport
-import GraftText
+@testable import GraftText
 import XCTest
 
 /// Chat templates rendered as transformers' `apply_chat_template` renders them: the real templates of SmolLM2,
@@ -127,6 +127,15 @@ final class ChatTemplateLimitsTests: XCTestCase {
             // refused while parsing (a TokenizerError naming the line) or while rendering, never the template's own refusal
             XCTAssertThrowsError(try render(source), String(source.prefix(80))) { XCTAssertNotEqual(($0 as? JinjaError)?.raised, true, "\($0)") }
         }
+    }
+
+    /// Found by fuzz-chat-template (LeakSanitizer): a namespace holding itself outlived the render.
+    func testNamespacesAreFreedEvenWhenTheyHoldThemselves() throws {
+        let before = JinjaNamespace.alive.value
+        let source = try String(contentsOfFile: projectRoot + "/Tests/Fixtures/hostile/chat-template-namespace-cycle.jinja", encoding: .utf8)
+        _ = try render(source)
+        _ = try render("{% set a = namespace() %}{% set b = namespace(other=a) %}{% set a.other = b %}{{ 'x' }}")
+        XCTAssertEqual(JinjaNamespace.alive.value, before)
     }
 
     func testBuiltInAndFileTemplates() throws {

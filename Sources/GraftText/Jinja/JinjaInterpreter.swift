@@ -68,7 +68,17 @@ public enum JinjaValue {
 /// `namespace(…)`: the one value a template may change in place (to carry state out of a loop).
 public final class JinjaNamespace {
     var values: [(String, JinjaValue)]
-    init(_ values: [(String, JinjaValue)]) { self.values = values }
+    init(_ values: [(String, JinjaValue)]) { self.values = values; Self.alive.add(1) }
+    deinit { Self.alive.add(-1) }
+
+    /// Namespaces not yet freed (the tests check that rendering frees every one, cycles included).
+    static let alive = Count()
+    final class Count: @unchecked Sendable {
+        private let lock = NSLock()
+        private var n = 0
+        func add(_ d: Int) { lock.lock(); n += d; lock.unlock() }
+        var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+    }
 }
 
 /// A `{% macro %}` defined by the template.
@@ -84,6 +94,7 @@ extension JinjaTemplate {
     /// `strftime_now` are there as transformers provides them.
     public func render(_ context: [String: JinjaValue]) throws -> String {
         let r = JinjaRenderer(limits: limits, context: context)
+        defer { r.releaseNamespaces() }
         try r.run(nodes)
         return r.output
     }
@@ -102,6 +113,11 @@ final class JinjaRenderer {
     var loopDepth = 0
     /// Where text goes: the output, or a `set` block's or macro's capture.
     var captures: [String] = []
+    /// Every namespace made, emptied when rendering ends: one may hold itself (`set ns.me = ns`), a cycle
+    /// that reference counting alone would never free.
+    var namespaces: [JinjaNamespace] = []
+
+    func releaseNamespaces() { for ns in namespaces { ns.values.removeAll() } }
 
     init(limits: JinjaLimits, context: [String: JinjaValue]) {
         self.limits = limits
@@ -561,7 +577,9 @@ final class JinjaRenderer {
             for (k, v) in kwargs {
                 if let i = values.firstIndex(where: { $0.0 == k }) { values[i].1 = v } else { values.append((k, v)) }
             }
-            return .namespace(JinjaNamespace(values))
+            let ns = JinjaNamespace(values)
+            namespaces.append(ns)
+            return .namespace(ns)
         case "dict":
             var values: [(String, JinjaValue)] = []
             if case .object(let o)? = args.first { values = o }
