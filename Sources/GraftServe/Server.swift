@@ -23,8 +23,11 @@ public struct ServeOptions: Sendable {
     public var maxAdapters = 64
     public var maxBodyBytes = 4 << 20
     public var limits = GenerationEngine.Limits()
-    /// How `"model": "auto"` routes among the LoRA adapters (Arrow).
+    /// How `"model": "auto"` routes among the LoRA adapters: Arrow, or PHATGOOSE (among those with gates).
+    public var router = Router.arrow
     public var routing = ArrowSettings()
+    public var phatgoose = PhatgooseSettings()
+    public enum Router: String, Sendable, CaseIterable { case arrow, phatgoose }
     public init() {}
 }
 
@@ -173,7 +176,7 @@ public final class GraftServer: Sendable {
         }
         if model == options.modelName { return (.none, options.modelName) }
         if model == "auto" {
-            let (generation, updates) = try arrowUpdates()
+            let (generation, updates) = try routedUpdates()
             return (AdapterMix([AdapterMix.Part(name: "auto", id: "auto#\(generation)", updates: updates, scale: 1)]), "auto")
         }
         guard let s = try registry.adapter(model) else {
@@ -182,18 +185,27 @@ public final class GraftServer: Sendable {
         return (AdapterMix([AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: 1)]), s.name)
     }
 
-    /// `"model": "auto"`: Arrow routing per token among every plain LoRA adapter served (other methods are
-    /// left out), rebuilt when adapters are added or removed.
-    func arrowUpdates() throws -> (generation: Int, updates: [String: any LayerUpdate]) {
+    /// `"model": "auto"`: routing per token among every plain LoRA adapter served (other methods are left
+    /// out; PHATGOOSE also leaves out adapters without gates), rebuilt when adapters are added or removed.
+    func routedUpdates() throws -> (generation: Int, updates: [String: any LayerUpdate]) {
         let (names, generation) = registry.snapshot
         if let cached = routed.value, cached.generation == generation { return cached }
-        let experts = try names.compactMap { name -> (name: String, updates: [String: any LayerUpdate])? in
+        let router = options.router
+        let experts = try names.compactMap { name -> (name: String, updates: [String: any LayerUpdate], gates: [String: FloatBuffer])? in
             guard let a = try registry.adapter(name), ArrowRouting.isPlainLoRA(a.updates) else { return nil }
-            return (name, a.updates)
+            guard router == .phatgoose else { return (name, a.updates, [:]) }
+            guard let gates = try? PhatgooseGates.read(adapter: a.path) else { return nil }
+            return (name, a.updates, gates)
         }
         let updates: [String: any LayerUpdate]
-        do { updates = try ArrowRouting.updates(experts: experts, settings: options.routing) } catch {
-            throw APIError.invalid("\"model\": \"auto\" routes among the served LoRA adapters with Arrow: \(error)", param: "model", code: "routing_unavailable")
+        do {
+            switch router {
+            case .arrow: updates = try ArrowRouting.updates(experts: experts.map { ($0.name, $0.updates) }, settings: options.routing)
+            case .phatgoose: updates = try PhatgooseRouting.updates(experts: experts, settings: options.phatgoose)
+            }
+        } catch {
+            throw APIError.invalid("\"model\": \"auto\" routes among the served LoRA adapters with \(router == .arrow ? "Arrow" : "PHATGOOSE"): \(error)",
+                                   param: "model", code: "routing_unavailable")
         }
         routed.value = (generation, updates)
         return (generation, updates)

@@ -140,6 +140,19 @@ public struct TrainableAdapter: @unchecked Sendable {
                                 virtualTokens: tokens, layout: layout, trainedWeights: trained, sublayerSites: sites)
     }
 
+    /// PHATGOOSE's gates over an adapter's frozen LoRA modules (attached by the caller): only the gates train.
+    static func gates(_ gates: [(String, PhatgooseGate)], recipe: any AdapterRecipe, layout: VirtualTokens.Layout) -> TrainableAdapter {
+        var params: [TrainableParameter] = []
+        for (path, g) in gates {
+            g.makeTrainable()
+            for p in g.parameters {
+                params.append(TrainableParameter(name: path + "." + p.suffix, value: p.value, grad: p.gradient!, shape: p.shape, decay: p.decay))
+            }
+        }
+        return TrainableAdapter(recipe: recipe, modules: gates.map { Module(path: $0.0, update: $0.1) }, peftPrefix: "", parameters: params,
+                                shared: [], virtualTokens: nil, layout: layout, trainedWeights: [], sublayerSites: [])
+    }
+
     /// The recipe with its targets' input covariances: a `CovarianceProbe` on each target while
     /// `run` feeds the model the first `recipe.calibrationCount` training examples, one at a time.
     static func calibrating<M: AdaptableModel>(_ recipe: any AdapterRecipe, model: inout M, run: ((inout M, Int) throws -> Void)?) throws -> any AdapterRecipe {

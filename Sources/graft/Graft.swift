@@ -18,7 +18,7 @@ struct Graft: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [InspectCommand.self, MergeCommand.self, FuseCommand.self, TokenizeCommand.self, EmbedCommand.self, LogitsCommand.self, GenerateCommand.self, ChatCommand.self, ConvertCommand.self, TrainCommand.self, EvalCommand.self, DataCommand.self, DemoCommand.self, CompareCommand.self, BenchCommand.self,
-                      DoctorCommand.self, TuneCommand.self, ServeCommand.self])
+                      DoctorCommand.self, TuneCommand.self, ServeCommand.self, GateCommand.self])
 
     static func main() {
         // First, before any product: OpenBLAS kernels that fit the CPU (may start this program again).
@@ -34,5 +34,5 @@ struct Graft: ParsableCommand {
         Self.main(nil)
     }
 
-    static let tunedCommands: Set<String> = ["embed", "logits", "generate", "chat", "train", "eval", "demo", "bench"]
+    static let tunedCommands: Set<String> = ["embed", "logits", "generate", "chat", "train", "gate", "eval", "demo", "bench"]
 }

@@ -58,14 +58,14 @@ struct LMOptions: ParsableArguments {
     @Option(help: "An HF PEFT adapter folder (LoRA, DoRA, IA³), applied without fusing.")
     var adapter: String?
 
-    @Option(help: "Route each token among the LoRA adapters in --adapters (arrow: Arrow, as PEFT's ArrowConfig).")
+    @Option(help: "Route each token among the LoRA adapters in --adapters: arrow (training-free, as PEFT's ArrowConfig) or phatgoose (the gates graft gate trains).")
     var route: String?
 
     @Option(help: "The folder of adapter folders --route chooses among.")
     var adapters: String?
 
-    @Option(help: "Adapters mixed per token with --route arrow.")
-    var routeTopK = ArrowSettings().topK
+    @Option(help: "Adapters mixed per token (default: \(ArrowSettings().topK) with --route arrow, \(PhatgooseSettings().topK) with phatgoose).")
+    var routeTopK: Int?
 
     @Option(help: "Softmax temperature of --route arrow's weights.")
     var routeTemperature = ArrowSettings().temperature
@@ -99,13 +99,13 @@ struct LMOptions: ParsableArguments {
         if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let r = route {
-            guard r == "arrow" else { throw ValidationError("--route: unknown '\(r)' (supported: arrow)") }
-            guard adapters != nil else { throw ValidationError("--route arrow needs --adapters, a folder of LoRA adapter folders") }
+            guard r == "arrow" || r == "phatgoose" else { throw ValidationError("--route: unknown '\(r)' (supported: arrow, phatgoose)") }
+            guard adapters != nil else { throw ValidationError("--route \(r) needs --adapters, a folder of LoRA adapter folders") }
             guard adapter == nil else { throw ValidationError("--route and --adapter exclude each other") }
         } else if adapters != nil {
-            throw ValidationError("--adapters is the folder --route chooses among: give --route arrow too")
+            throw ValidationError("--adapters is the folder --route chooses among: give --route arrow or phatgoose too")
         }
-        if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
+        if (routeTopK ?? 1) < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
         if let t = chatTemplate, ChatTemplate.builtins[t] == nil, !FileManager.default.fileExists(atPath: t) {
             throw ValidationError("--chat-template: '\(t)' is neither a built-in template (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) nor a file")
         }
@@ -122,18 +122,33 @@ struct LMOptions: ParsableArguments {
         if let a = adapter {
             try lm.model.attach(AdapterMethods.open(a))
         }
-        if route != nil, let dir = adapters {
-            // Every plain LoRA adapter folder in the folder (others are left out, as graft serve does).
+        if let route, let dir = adapters {
+            // Every plain LoRA adapter folder in the folder (others are left out, as graft serve does);
+            // PHATGOOSE also leaves out adapters without gates.
             let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
-            var experts: [(name: String, updates: [String: any LayerUpdate])] = []
+            var experts: [(name: String, updates: [String: any LayerUpdate], gates: [String: FloatBuffer])] = []
             for name in names where FileManager.default.fileExists(atPath: dir + "/" + name + "/adapter_config.json") {
                 let a = try AdapterMethods.open(dir + "/" + name)
                 let updates = try lm.model.fitted(a.layerUpdates(dropout: 0), source: a.path)
-                if ArrowRouting.isPlainLoRA(updates) { experts.append((name, updates)) } else { printErr("--route arrow: \(name) (\(a.method)) left out: not plain LoRA") }
+                guard ArrowRouting.isPlainLoRA(updates) else { printErr("--route \(route): \(name) (\(a.method)) left out: not plain LoRA"); continue }
+                var gates: [String: FloatBuffer] = [:]
+                if route == "phatgoose" {
+                    guard let g = try PhatgooseGates.read(adapter: a.path) else { printErr("--route phatgoose: \(name) left out: no gates (graft gate trains them)"); continue }
+                    gates = g
+                }
+                experts.append((name, updates, gates))
             }
-            var settings = ArrowSettings()
-            settings.topK = routeTopK; settings.temperature = routeTemperature
-            try lm.model.attach(ArrowRouting.updates(experts: experts, settings: settings).map { ($0.key, $0.value) }, source: dir)
+            let routed: [String: any LayerUpdate]
+            if route == "phatgoose" {
+                var settings = PhatgooseSettings()
+                settings.topK = routeTopK ?? settings.topK
+                routed = try PhatgooseRouting.updates(experts: experts, settings: settings)
+            } else {
+                var settings = ArrowSettings()
+                settings.topK = routeTopK ?? settings.topK; settings.temperature = routeTemperature
+                routed = try ArrowRouting.updates(experts: experts.map { ($0.name, $0.updates) }, settings: settings)
+            }
+            try lm.model.attach(routed.map { ($0.key, $0.value) }, source: dir)
         }
         if int8Decode { lm.model.decodeArithmetic = .int8 }
         return lm

@@ -19,8 +19,9 @@ struct ServeCommand: ParsableCommand {
 
         Choose an adapter per request with the OpenAI "model" field (the base answers to --name), or
         compose several with weights: "adapters": [{"name": "a", "scale": 0.5}, {"name": "b", "scale": 0.5}],
-        or "model": "auto" to route each token among the served LoRA adapters with Arrow (as PEFT's
-        ArrowConfig: --route-top-k, --route-temperature).
+        or "model": "auto" to route each token among the served LoRA adapters: with Arrow (as PEFT's
+        ArrowConfig: --route-top-k, --route-temperature) or, with --route phatgoose, by the PHATGOOSE gates
+        that graft gate trains beside each adapter.
         Requests for different adapters share each batched pass: the base product once for every row,
         each adapter's update on its own rows. Adapters that update linear layers are served (LoRA,
         DoRA, IA³, VeRA, AdaLoRA, …); prompt, prefix and bottleneck adapters are refused with the reason.
@@ -70,8 +71,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest request body accepted, in MB (larger: 413).")
     var maxBodyMb = ServeOptions().maxBodyBytes >> 20
 
-    @Option(help: "\"model\": \"auto\" routes each token among the served LoRA adapters with Arrow: this many per token.")
-    var routeTopK = ArrowSettings().topK
+    @Option(help: "How \"model\": \"auto\" routes each token among the served LoRA adapters: arrow (training-free) or phatgoose (among the adapters with gates from graft gate).")
+    var route = ServeOptions().router.rawValue
+
+    @Option(help: "Adapters mixed per token by \"model\": \"auto\" (default: \(ArrowSettings().topK) with arrow, \(PhatgooseSettings().topK) with phatgoose).")
+    var routeTopK: Int?
 
     @Option(help: "Softmax temperature of Arrow's routing weights.")
     var routeTemperature = ArrowSettings().temperature
@@ -89,7 +93,8 @@ struct ServeCommand: ParsableCommand {
         if kvCacheMb < 1 { throw ValidationError("--kv-cache-mb must be at least 1") }
         if maxQueue < 0 { throw ValidationError("--max-queue must be ≥ 0") }
         if maxBodyMb < 1 { throw ValidationError("--max-body-mb must be at least 1") }
-        if routeTopK < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
+        if ServeOptions.Router(rawValue: route) == nil { throw ValidationError("--route: unknown '\(route)' (supported: arrow, phatgoose)") }
+        if (routeTopK ?? 1) < 1 || !(routeTemperature > 0) { throw ValidationError("--route-top-k must be at least 1 and --route-temperature above 0") }
         for a in extraAdapters where !a.contains("=") { throw ValidationError("--adapter '\(a)': expected NAME=PATH") }
         if let t = chatTemplate, ChatTemplate.builtins[t] == nil, !FileManager.default.fileExists(atPath: t) {
             throw ValidationError("--chat-template: '\(t)' is neither a built-in template (\(ChatTemplate.builtins.keys.sorted().joined(separator: ", "))) nor a file")
@@ -112,7 +117,9 @@ struct ServeCommand: ParsableCommand {
         options.limits.maxBatch = maxBatch
         options.limits.kvBudgetBytes = kvCacheMb << 20
         options.limits.maxQueue = maxQueue
-        options.routing.topK = routeTopK
+        options.router = ServeOptions.Router(rawValue: route)!
+        options.routing.topK = routeTopK ?? options.routing.topK
+        options.phatgoose.topK = routeTopK ?? options.phatgoose.topK
         options.routing.temperature = routeTemperature
         printErr("loading \(path)")
         let served: ServedModel

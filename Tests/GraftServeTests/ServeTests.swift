@@ -492,6 +492,58 @@ final class ServeRoutingTests: XCTestCase {
     }
 }
 
+/// PHATGOOSE end to end: `graft gate` trains an adapter's gates (only its gates file changes), then
+/// `graft generate --route phatgoose` and `graft serve --route phatgoose`'s "model": "auto" route alike.
+final class PhatgooseCommandTests: XCTestCase {
+    func testGateThenRoute() throws {
+        _ = try fetchedSmolLM2GGUF()
+        let dir = try temporaryDirectory(self)
+        for e in 0..<3 {  // the Arrow fixture's LoRA adapters with the PHATGOOSE fixture's gates
+            try FileManager.default.copyItem(atPath: referenceRoot + "/models/arrow-smollm2/expert\(e)", toPath: dir + "/expert\(e)")
+            try FileManager.default.copyItem(atPath: referenceRoot + "/models/phatgoose-smollm2/expert\(e)/" + PhatgooseGates.fileName,
+                                             toPath: dir + "/expert\(e)/" + PhatgooseGates.fileName)
+        }
+        try FileManager.default.copyItem(atPath: referenceRoot + "/models/arrow-smollm2/expert0", toPath: dir + "/ungated")  // left out
+        let rows = (0..<6).map { #"{"prompt": "Review \#($0): a fine film. Sentiment:", "completion": " positive"}"# }
+        try rows.joined(separator: "\n").write(toFile: dir + "/data.jsonl", atomically: true, encoding: .utf8)
+        let adapterBytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/expert0/adapter_model.safetensors"))
+        let before = try XCTUnwrap(try PhatgooseGates.read(adapter: dir + "/expert0"))
+        let (status, _, err) = try runGraft(Self.self, ["gate", "--model", "smollm2", "--adapter", dir + "/expert0", "--data", dir + "/data.jsonl",
+                                                       "--steps", "3", "--batch-size", "2"])
+        XCTAssertEqual(status, 0, err)
+        XCTAssertTrue(err.contains("training the gates of 60 modules"), err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/expert0/adapter_model.safetensors")), adapterBytes)
+        let after = try XCTUnwrap(try PhatgooseGates.read(adapter: dir + "/expert0"))
+        XCTAssertEqual(Set(after.keys), Set(before.keys))
+        let moved = after.map { k, v in zip(v.array, before[k]!.array).map { abs($0 - $1) }.max()! }.max()!
+        XCTAssertGreaterThan(moved, 1e-3, "three steps at 5e-3 move the gates")
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir + "/expert0").contains { $0.contains("partial") })
+
+        let prompt = "Write one sentence about the sea."
+        let (gs, out, gerr) = try runGraft(Self.self, ["generate", "--model", "smollm2", "--route", "phatgoose", "--adapters", dir,
+                                                       "--prompt", prompt, "--max-tokens", "12", "--temperature", "0"])
+        XCTAssertEqual(gs, 0, gerr)
+        XCTAssertTrue(gerr.contains("ungated left out: no gates"), gerr)
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "smollm2", "--adapters", dir, "--route", "phatgoose"])
+        defer { s.stop() }
+        let r = try HTTPConnection.request(port: s.port, "POST", "/v1/completions",
+                                           json: #"{"model": "auto", "prompt": "\#(prompt)", "max_tokens": 12, "temperature": 0}"#)
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertEqual(try r.json()["choices"]?.arrayValue?.first?["text"]?.stringValue.map { $0 + "\n" }, out)
+
+        // What cannot be gated or routed is refused with the reason.
+        let (bad, _, badErr) = try runGraft(Self.self, ["gate", "--model", "smollm2", "--adapter", referenceRoot + "/models/grad-smollm2-ia3",
+                                                        "--data", dir + "/data.jsonl", "--steps", "1"])
+        XCTAssertNotEqual(bad, 0)
+        XCTAssertTrue(badErr.contains("PHATGOOSE gates plain LoRA adapters; this one is ia3"), badErr)
+        let lone = try temporaryDirectory(self)
+        try FileManager.default.copyItem(atPath: dir + "/expert1", toPath: lone + "/expert1")
+        let (one, _, oneErr) = try runGraft(Self.self, ["generate", "--model", "smollm2", "--route", "phatgoose", "--adapters", lone, "--prompt", "Hi", "--max-tokens", "1"])
+        XCTAssertNotEqual(one, 0)
+        XCTAssertTrue(oneErr.contains("needs at least two gated LoRA adapters"), oneErr)
+    }
+}
+
 /// What a generation sends as text: whole UTF-8 characters only, nothing that may still become a stop
 /// sequence, the text cut before one.
 final class TextAssemblerTests: XCTestCase {
