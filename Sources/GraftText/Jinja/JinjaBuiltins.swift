@@ -18,6 +18,7 @@ extension JinjaRenderer {
     // MARK: filters
 
     func filter(_ name: String, _ v: JinjaValue, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
+        try charge(size(v))
         func arg(_ i: Int, _ n: String) -> JinjaValue? { argument(args, kwargs, i, n) }
         switch name {
         case "trim":
@@ -204,6 +205,7 @@ extension JinjaRenderer {
 
     /// Python's `sorted` with a key; values of different kinds refuse to compare, as in Python.
     func sortValues<T>(_ items: inout [T], key: (T) throws -> JinjaValue) throws {
+        try charge(16 * items.count * max(1, Int.bitWidth - items.count.leadingZeroBitCount))  // n log n comparisons
         let keyed = try items.map { (try key($0), $0) }
         var failure: Error? = nil
         let sorted = keyed.enumerated().sorted { a, b in
@@ -260,6 +262,7 @@ extension JinjaRenderer {
 
     /// A Python method of a string or dict, or nil when `name` is not one (then it is an attribute).
     func method(_ receiver: JinjaValue, _ name: String, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue? {
+        try charge(size(receiver))
         func arg(_ i: Int, _ n: String) -> JinjaValue? { argument(args, kwargs, i, n) }
         switch receiver {
         case .string(let s):

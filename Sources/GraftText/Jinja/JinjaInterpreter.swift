@@ -133,8 +133,27 @@ final class JinjaRenderer {
         if steps > limits.steps { throw fail("rendering took more than \(limits.steps) steps") }
     }
 
+    /// Work in proportion to a size: a step per 16 characters or items built, copied, compared or
+    /// iterated, so that large values spend the budget as many small ones would.
+    func charge(_ size: Int) throws {
+        steps += size / 16
+        try step()
+    }
+
+    /// A value's size for `charge`: characters of a string, items of a list or dict.
+    func size(_ v: JinjaValue) -> Int {
+        switch v {
+        case .string(let s): return s.utf8.count
+        case .array(let a), .tuple(let a): return a.count
+        case .object(let o): return o.count
+        default: return 1
+        }
+    }
+
     func emit(_ s: String) throws {
-        outputCount += s.unicodeScalars.count
+        let n = s.unicodeScalars.count
+        try charge(n)
+        outputCount += n
         if outputCount > limits.outputCharacters { throw fail("the rendered text is longer than \(limits.outputCharacters) characters") }
         if captures.isEmpty { output += s } else { captures[captures.count - 1] += s }
     }
@@ -369,6 +388,7 @@ final class JinjaRenderer {
     }
 
     func iterate(_ v: JinjaValue) throws -> [JinjaValue] {
+        try charge(16 * size(v))
         switch v {
         case .array(let a), .tuple(let a): return a
         case .object(let o): return o.map { .string($0.0) }
@@ -394,7 +414,7 @@ final class JinjaRenderer {
         switch (a, b) {
         case (.none, .none): return true
         case (.undefined, .undefined): return true
-        case (.string(let x), .string(let y)): return x == y
+        case (.string(let x), .string(let y)): return x.unicodeScalars.elementsEqual(y.unicodeScalars)
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)): return x.count == y.count && zip(x, y).allSatisfy { equal($0, $1) }
         case (.object(let x), .object(let y)):
             return x.count == y.count && x.allSatisfy { kv in y.contains { $0.0 == kv.0 && equal($0.1, kv.1) } }
@@ -414,8 +434,9 @@ final class JinjaRenderer {
         let order: ComparisonResult
         switch (a, b) {
         case (.string(let x), .string(let y)):
-            let xs = Array(x.unicodeScalars).map(\.value), ys = Array(y.unicodeScalars).map(\.value)
-            order = xs.lexicographicallyPrecedes(ys) ? .orderedAscending : xs == ys ? .orderedSame : .orderedDescending
+            try charge(min(x.utf8.count, y.utf8.count))
+            order = x.unicodeScalars.lexicographicallyPrecedes(y.unicodeScalars) ? .orderedAscending
+                : x.unicodeScalars.elementsEqual(y.unicodeScalars) ? .orderedSame : .orderedDescending
         case (.array(let x), .array(let y)), (.tuple(let x), .tuple(let y)):
             var r = ComparisonResult.orderedSame
             for (p, q) in zip(x, y) where !equal(p, q) { r = try compare(p, q, "<") ? .orderedAscending : .orderedDescending; break }
@@ -532,6 +553,7 @@ final class JinjaRenderer {
     func intValue(_ v: JinjaValue) throws -> Int { if case .int(let i) = v { return i }; throw fail("integer expected") }
     func budget(_ n: Int) throws {
         guard n <= limits.outputCharacters else { throw fail("a value longer than \(limits.outputCharacters) items") }
+        try charge(n)
     }
     func budget(_ r: (partialValue: Int, overflow: Bool)) throws {
         guard !r.overflow else { throw fail("a value longer than \(limits.outputCharacters) items") }
