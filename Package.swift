@@ -60,7 +60,7 @@ let package = Package(
                 swiftSettings: nativeCPU),
         // The benchmarks' workloads and peer drivers (`graft bench`).
         .target(name: "GraftBench",
-                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftTraining", "GraftHTTP"],
+                dependencies: ["GraftTensor", "GraftFormats", "GraftText", "GraftModels", "GraftAdapters", "GraftData", "GraftTraining", "GraftHTTP"],
                 swiftSettings: nativeCPU),
         // The OpenAI API's requests and errors, parsed and checked without a server (fuzzed on their own).
         .target(name: "GraftAPI", dependencies: ["GraftFormats", "GraftText", "GraftModels"], swiftSettings: nativeCPU),

@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmarks against the peers, measured in the same run.",
         discussion: "graft bench all runs every one of them and prints one table; the others run one benchmark each.",
-        subcommands: [BenchAll.self, BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self, BenchServe.self])
+        subcommands: [BenchAll.self, BenchMerge.self, BenchEmbed.self, BenchGenerate.self, BenchTrain.self, BenchGemm.self, BenchServe.self, BenchRoute.self])
 }
 
 /// The path of this graft executable (the merge benchmark runs it as a child process).
@@ -344,5 +344,49 @@ struct BenchServe: ParsableCommand {
                 if let eight = rate("graft", 8, c), c == 8 { print(String(format: "concurrency 8: graft 8 adapters / llama.cpp = %.2f× (target ≥ 3×)", eight / peer)) }
             }
         }
+    }
+}
+
+struct BenchRoute: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "route",
+        abstract: "Routing among task adapters on SmolLM2: accuracy of each task's own adapter, the base, Arrow, PHATGOOSE and a uniform mixture.",
+        discussion: """
+        Trains a LoRA adapter (graft train --task causal-lm) and its PHATGOOSE gates (graft gate) on each of
+        four demo corpora made into answer-in-words tasks — sentiment (positive/negative), BBC topic
+        (business, entertainment, politics, sport, technology), hedging (certain/uncertain), Dutch sentiment
+        (positief/negatief) — then answers each task's test texts with its own adapter, the base model, Arrow
+        and PHATGOOSE routing among the four, and all four mixed at 1/4 each. Prompts are the text and
+        "Answer:", never the task; a configuration's answer is the task's candidate word whose first token it
+        ranks highest. All five configurations run as rows of one batched pass, as graft serve batches mixed
+        requests. Needs scripts/fetch-data; adapters are kept in $GRAFT_HOME/bench/route and reused.
+        """)
+
+    @Option(help: "GGUF model (file or short name).") var model = RouteBenchmark(workDir: "").model
+    @Option(help: "Training examples per task.") var trainExamples = RouteBenchmark(workDir: "").trainExamples
+    @Option(help: "Test examples per task.") var testExamples = RouteBenchmark(workDir: "").testExamples
+    @Option(help: "Training epochs of each adapter.") var epochs = RouteBenchmark(workDir: "").trainer.epochs
+    @Option(help: "Steps of each adapter's PHATGOOSE gate training.") var gateSteps = RouteBenchmark(workDir: "").gateSteps
+    @Flag(help: "Train the adapters and gates again even when they are there.") var retrain = false
+
+    func validate() throws {
+        if gateSteps < 1 { throw ValidationError("--gate-steps must be at least 1") }
+        if trainExamples < 8 || testExamples < 1 || epochs < 1 { throw ValidationError("--train-examples ≥ 8, --test-examples ≥ 1, --epochs ≥ 1") }
+    }
+
+    func run() throws {
+        var b = RouteBenchmark(workDir: GraftHome.path + "/bench/route")
+        b.model = model; b.trainExamples = trainExamples; b.testExamples = testExamples; b.trainer.epochs = epochs; b.retrain = retrain
+        b.gateSteps = gateSteps
+        let bar = TrainProgress()
+        let rows = try b.run(log: { printErr($0) }, onEvent: bar.handle)
+        let head = ["task", "examples"] + RouteBenchmark.configurations
+        print("| " + head.joined(separator: " | ") + " |")
+        print("|" + String(repeating: "---|", count: head.count))
+        for r in rows {
+            print("| \(r.task) | \(r.examples) | " + r.accuracy.map { String(format: "%.1f", $0 * 100) }.joined(separator: " | ") + " |")
+        }
+        let mean = RouteBenchmark.configurations.indices.map { c in rows.map { $0.accuracy[c] }.reduce(0, +) / Double(max(1, rows.count)) }
+        print("| mean | \(rows.map(\.examples).reduce(0, +)) | " + mean.map { String(format: "%.1f", $0 * 100) }.joined(separator: " | ") + " |")
     }
 }
