@@ -114,13 +114,15 @@ final class TrainProgress: @unchecked Sendable {
     private var smoothed: Double? = nil
     private var firstStep: (step: Int, time: Date)? = nil
     private var lastTotal = 0
+    private var lastStep = 0
 
     func handle(_ e: TrainerEvent) {
         switch e {
         case let .step(step, total, loss, tps, epoch):
-            // A new run (graft demo trains several with one progress display) starts the averages afresh.
-            if firstStep == nil || step <= firstStep!.step || total != lastTotal { firstStep = (step - 1, Date()); smoothed = nil }
-            lastTotal = total
+            // A new run (graft demo, graft bench route train several with one progress display) starts the
+            // averages afresh: its steps start again, or its total differs.
+            if firstStep == nil || step <= lastStep || total != lastTotal { firstStep = (step - 1, Date()); smoothed = nil }
+            lastTotal = total; lastStep = step
             smoothed = smoothed.map { 0.9 * $0 + 0.1 * loss } ?? loss
             let done = step - firstStep!.step, elapsed = Date().timeIntervalSince(firstStep!.time)
             let eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
