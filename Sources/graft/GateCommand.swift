@@ -34,20 +34,22 @@ struct GateCommand: ParsableCommand {
     @Option(help: "The adapter's training data: JSONL or CSV rows of {\"messages\": …}, {\"prompt\", \"completion\"} or {\"text\"}.")
     var data: String
 
+    private static let defaults = GateSpec(model: "", adapter: "", data: "")
+
     @Option(help: "Optimizer steps.")
-    var steps = GateSpec(model: "", adapter: "", data: "").trainer.maxSteps!
+    var steps = Self.defaults.trainer.maxSteps!
 
     @Option(help: "Sequences per step.")
-    var batchSize = GateSpec(model: "", adapter: "", data: "").trainer.batchSize
+    var batchSize = Self.defaults.trainer.batchSize
 
     @Option(help: "AdamW learning rate.")
-    var learningRate = GateSpec(model: "", adapter: "", data: "").trainer.learningRate
+    var learningRate = Self.defaults.trainer.learningRate
 
     @Option(help: "Longest sequence in tokens (longer rows are truncated; default: the model's context).")
     var maxLength: Int?
 
     @Option(help: "Seed of the data order.")
-    var seed = GateSpec(model: "", adapter: "", data: "").trainer.seed
+    var seed = Self.defaults.trainer.seed
 
     @Flag(help: "Products with the frozen weights in bf16 (float32 accumulation).")
     var bf16 = false

@@ -124,16 +124,7 @@ public final class ArrowUpdate: LayerUpdate, @unchecked Sendable {
 
     public func forward(_ x: FloatBuffer, rows: Int, base: FrozenLinear, rng: UnsafeMutablePointer<SeededRNG>?) -> (y: FloatBuffer, saved: AnyObject?) {
         let y = base.forward(x, rows: rows)
-        let w = weights(x, rows: rows), n = experts.count
-        let out = base.outFeatures
-        for (e, l) in experts.enumerated() {
-            // This expert's rows: those that route to it, scaled by their weight (a zero weight adds nothing).
-            guard (0..<rows).contains(where: { w[$0 * n + e] != 0 }) else { continue }
-            let t = LowRankBranch.down(x, rows: rows, a: l.a, rank: l.rank, inFeatures: inFeatures)
-            let tv = t.mutable
-            for r in 0..<rows { let s = w[r * n + e]; for j in 0..<l.rank { tv[r * l.rank + j] *= s } }
-            LowRankBranch.up(t, rows: rows, b: l.b, rank: l.rank, outFeatures: out, scale: l.scale, into: y.mutable.baseAddress!)
-        }
+        LowRankBranch.addMixture(experts, weights: weights(x, rows: rows), x: x, rows: rows, inFeatures: inFeatures, into: y)
         return (y, nil)
     }
 

@@ -89,6 +89,19 @@ public enum LowRankBranch {
         return (d, Input(x: x, dropScale: s))
     }
 
+    /// A routed mixture of LoRA experts (Arrow, PHATGOOSE): y += Σₑ w[row, e]·sₑ·(x·Aₑᵀ)·Bₑᵀ with w [rows ×
+    /// experts]; an expert no row routes to costs nothing.
+    public static func addMixture(_ experts: [LoRAUpdate], weights w: [Float], x: FloatBuffer, rows: Int, inFeatures: Int, into y: FloatBuffer) {
+        let n = experts.count
+        for (e, l) in experts.enumerated() {
+            guard (0..<rows).contains(where: { w[$0 * n + e] != 0 }) else { continue }
+            let t = down(x, rows: rows, a: l.a, rank: l.rank, inFeatures: inFeatures)
+            let tv = t.mutable
+            for r in 0..<rows { let s = w[r * n + e]; for j in 0..<l.rank { tv[r * l.rank + j] *= s } }
+            up(t, rows: rows, b: l.b, rank: l.rank, outFeatures: l.b.count / l.rank, scale: l.scale, into: y.mutable.baseAddress!)
+        }
+    }
+
     /// t = x̃·Aᵀ [rows × rank].
     public static func down(_ xt: FloatBuffer, rows: Int, a: FloatBuffer, rank: Int, inFeatures: Int) -> FloatBuffer {
         let t = FloatBuffer(count: rows * rank)

@@ -716,23 +716,8 @@ final class JinjaRenderer {
         return open + inner + parts.joined(separator: itemSeparator + inner) + "\n" + String(repeating: " ", count: indent * level) + close
     }
 
-    func jsonString(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string as Python's json.dumps writes it (JSONValue's escaping is the same).
+    func jsonString(_ s: String) -> String { JSONValue.quote(s) }
 }
 
 extension JinjaValue {
