@@ -13,10 +13,19 @@ public struct ServedAdapter: Sendable {
     public let path: String
     public let method: String
     public let updates: [String: any LayerUpdate]
+    /// Its updates at sublayer sites (bottleneck adapters), checked against the base's layers.
+    public let sublayers: SublayerUpdates
+    /// Its prompt or prefix (prompt-tuning, prefix-tuning, EPT adapters), checked against the base's layout.
+    public let virtualTokens: VirtualTokens?
     /// Bytes its tensors take in memory (float32).
     public let bytes: Int
     /// A sequence-classification adapter's head and class names (`modules_to_save`, labels.json).
     public let classifier: (head: Linear, labels: [String])?
+
+    /// This adapter as one part of a request's mix, at weight `scale`.
+    func part(scale: Float) -> AdapterMix.Part {
+        AdapterMix.Part(name: name, id: id, updates: updates, sublayers: sublayers, virtualTokens: virtualTokens, scale: scale)
+    }
 }
 
 /// The adapters a server knows by name: those under the adapters folder at start and those added at run
@@ -34,7 +43,7 @@ public final class AdapterRegistry: @unchecked Sendable {
     public let root: String?
     public let allowAnyPath: Bool
     public let capacity: Int
-    /// Fits a read adapter to the base (refusing methods a batched pass cannot apply).
+    /// Fits a read adapter to the base (an error naming what does not fit).
     let prepare: @Sendable (String, any LoadedAdapter) throws -> ServedAdapter
     private var entries: [String: Entry] = [:]
     private var clock: UInt64 = 0

@@ -105,17 +105,20 @@ public final class GenerationEngine: @unchecked Sendable {
     /// Queues a request (prompt as token ids); its events arrive on the returned stream. Cancelling the
     /// stream's consumer (a client that went away) frees its slot at the next token boundary.
     public func submit(prompt: [Int], request: GenerationRequest, mix: AdapterMix, label: String) throws -> AsyncStream<GenerationEvent> {
-        let context = lm.model.config.contextLength
+        // A prompt or prefix adapter's virtual tokens take positions of the context (and cache) before the prompt.
+        let virtual = (try? mix.virtualTokens())??.count ?? 0
+        let context = lm.model.config.contextLength - virtual
+        let ahead = virtual > 0 ? " after the adapter's \(virtual) virtual tokens" : ""
         guard !prompt.isEmpty else { throw APIError.invalid("the prompt encodes to no tokens", param: request.isChat ? "messages" : "prompt") }
         guard prompt.count < context else {
-            throw APIError.invalid("the prompt is \(prompt.count) tokens; this model's context is \(context), which leaves no room to generate", param: request.isChat ? "messages" : "prompt", code: "context_length_exceeded")
+            throw APIError.invalid("the prompt is \(prompt.count) tokens; this model's context\(ahead) is \(context), which leaves no room to generate", param: request.isChat ? "messages" : "prompt", code: "context_length_exceeded")
         }
         let room = context - prompt.count
         if let m = request.maxTokens, m > room {
-            throw APIError.invalid("the prompt (\(prompt.count) tokens) plus max_tokens (\(m)) exceed this model's context of \(context) tokens", param: "max_tokens", code: "context_length_exceeded")
+            throw APIError.invalid("the prompt (\(prompt.count) tokens) plus max_tokens (\(m)) exceed this model's context\(ahead) of \(context) tokens", param: "max_tokens", code: "context_length_exceeded")
         }
         let maxTokens = request.maxTokens ?? room
-        let reserve = (prompt.count + maxTokens) * lm.model.cacheBytesPerPosition
+        let reserve = (virtual + prompt.count + maxTokens) * lm.model.cacheBytesPerPosition
         guard reserve <= limits.kvBudgetBytes else {
             throw APIError.invalid("the prompt plus max_tokens need \(reserve >> 20) MB of KV cache; this server allows \(limits.kvBudgetBytes >> 20) MB in all (--kv-cache-mb): ask for fewer tokens", param: "max_tokens", code: "kv_cache_exceeded")
         }
@@ -156,7 +159,7 @@ public final class GenerationEngine: @unchecked Sendable {
                 reserved += j.reserve
                 running += 1
                 prefill += j.prompt.count
-                var slot = Slot(job: j, cache: lm.model.makeCache(reserving: j.prompt.count + j.maxTokens), sampler: Sampler(j.request.sampling),
+                var slot = Slot(job: j, cache: lm.model.makeCache(reserving: j.reserve / lm.model.cacheBytesPerPosition), sampler: Sampler(j.request.sampling),
                                 next: j.prompt)
                 slot.text = TextAssembler(stops: j.request.stop)
                 active.append(slot)

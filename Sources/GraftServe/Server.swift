@@ -84,21 +84,29 @@ public final class GraftServer: Sendable {
         }
     }
 
-    /// An adapter's updates fitted to the base's linear layers; adapters a batched pass cannot apply
-    /// (they change the sequence or add sublayers) are refused with the reason.
+    /// An adapter fitted to the base: its linear-layer updates, its sublayer updates and its virtual
+    /// tokens, each checked against the model (an error naming what does not fit).
     static func prepare<M: AdaptableModel>(_ name: String, _ a: any LoadedAdapter, layers: M) throws -> ServedAdapter {
-        let unbatchable = try a.virtualTokens() != nil ? "adds virtual tokens to the sequence" : !a.sublayerUpdates().isEmpty ? "adds bottleneck sublayers" : nil
-        if let unbatchable {
-            throw APIError.invalid("adapter '\(name)' (\(a.method)) \(unbatchable); graft serve batches adapters that update linear layers (LoRA, DoRA, IA³, VeRA, …) — use graft generate --adapter for it", param: "path", code: "unsupported_adapter")
+        let virtualTokens = try a.virtualTokens()
+        if let vt = virtualTokens, let why = vt.mismatch(layers.virtualTokenLayout) { throw ModelError("\(a.path): \(why)") }
+        var sublayers = SublayerUpdates()
+        for s in a.sublayerUpdates() {
+            let count = layers.virtualTokenLayout.layers
+            guard (0..<count).contains(s.layer) else { throw ModelError("\(a.path): layer \(s.layer) is not one of this model's \(count)") }
+            guard sublayers[s.layer, s.site] == nil else { throw ModelError("\(a.path): layer \(s.layer)'s \(s.site.rawValue) site is updated twice") }
+            sublayers.set(s.update, layer: s.layer, site: s.site)
         }
         let updates = try layers.fitted(a.layerUpdates(dropout: 0), source: a.path)
         let bytes = updates.values.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.value.count * 4 } }
+            + sublayers.sites.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.value.count * 4 } } }
+            + (virtualTokens.map { ($0.values.count + ($0.offsets?.count ?? 0)) * 4 } ?? 0)
         // The head read once here, not from disk on every /v1/classify.
         let classifier = try a.classificationHead().map { w, b in
             (head: Linear(weight: FloatBuffer(w), bias: b.map { FloatBuffer($0) }, inFeatures: w.shape[1], outFeatures: w.shape[0]),
              labels: try Evaluation.labels(adapterPath: a.path, classes: w.shape[0]).names)
         }
-        return ServedAdapter(name: name, path: a.path, method: a.method, updates: updates, bytes: bytes, classifier: classifier)
+        return ServedAdapter(name: name, path: a.path, method: a.method, updates: updates, sublayers: sublayers, virtualTokens: virtualTokens,
+                             bytes: bytes, classifier: classifier)
     }
 
     // MARK: - Running
@@ -169,7 +177,10 @@ public final class GraftServer: Sendable {
         if !adapters.isEmpty {
             let parts = try adapters.map { a -> AdapterMix.Part in
                 guard let s = try registry.adapter(a.name) else { throw APIError.notFound("no adapter named '\(a.name)' (GET /v1/models lists them)", param: "adapters") }
-                return AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: a.scale)
+                if s.virtualTokens != nil && (adapters.count > 1 || a.scale != 1) {
+                    throw APIError.invalid("adapter '\(a.name)' (\(s.method)) puts virtual tokens before the text: it cannot be weighted or composed with others (name it in 'model' instead)", param: "adapters")
+                }
+                return s.part(scale: a.scale)
             }
             // Metrics label composed requests by their adapters' names only (scales would make unbounded series).
             return (AdapterMix(parts), "composed:" + adapters.map(\.name).sorted().joined(separator: "+"))
@@ -182,7 +193,7 @@ public final class GraftServer: Sendable {
         guard let s = try registry.adapter(model) else {
             throw APIError.notFound("the model '\(model)' does not exist: this server runs '\(options.modelName)' and its adapters (GET /v1/models lists them)")
         }
-        return (AdapterMix([AdapterMix.Part(name: s.name, id: s.id, updates: s.updates, scale: 1)]), s.name)
+        return (AdapterMix([s.part(scale: 1)]), s.name)
     }
 
     /// `"model": "auto"`: routing per token among every plain LoRA adapter served (other methods are left
@@ -308,6 +319,7 @@ public final class GraftServer: Sendable {
         guard let a else { return base }
         var enc = base
         try enc.attach(a.updates.map { ($0.key, $0.value) }, source: a.path)
+        try enc.attach(virtualTokens: a.virtualTokens, sublayers: a.sublayers, source: a.path)
         return enc
     }
 

@@ -23,8 +23,9 @@ struct ServeCommand: ParsableCommand {
         ArrowConfig: --route-top-k, --route-temperature) or, with --route phatgoose, by the PHATGOOSE gates
         that graft gate trains beside each adapter.
         Requests for different adapters share each batched pass: the base product once for every row,
-        each adapter's update on its own rows. Adapters that update linear layers are served (LoRA,
-        DoRA, IA³, VeRA, AdaLoRA, …); prompt, prefix and bottleneck adapters are refused with the reason.
+        each adapter's update on its own rows. Every adapter method Graft reads is served: those that
+        update linear layers (LoRA, DoRA, IA³, VeRA, AdaLoRA, …), bottleneck adapters (on their own
+        rows), prompt and prefix adapters (each request starts with its adapter's virtual tokens).
 
         SIGTERM or Ctrl-C stops accepting requests, lets running ones finish, then exits.
 

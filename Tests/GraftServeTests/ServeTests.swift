@@ -5,6 +5,7 @@ import GraftFormats
 import GraftHTTP
 import GraftModels
 @testable import GraftServe
+import GraftTensor
 import GraftText
 import XCTest
 import GraftTestSupport
@@ -13,16 +14,19 @@ import GraftTestSupport
 /// shared by the tests of this class, requests from `HTTPConnection`.
 final class ServeTests: XCTestCase {
     static let adapterFixtures = ["peft-smollm2-lora", "grad-smollm2-ia3", "grad-smollm2-vera"]
+    /// Adapters that change the sequence (a prompt, a prefix) or add sublayers (a bottleneck).
+    static let sequenceFixtures = ["grad-smollm2-prompt", "grad-smollm2-prefix", "bottleneck-smollm2-seqbn"]
     nonisolated(unsafe) static var shared: (server: ServerProcess, adapters: String)?
 
-    /// The adapters folder: copies of the three fixtures and of a prompt-tuning adapter the server must
-    /// leave out (copies: a link leading out of the folder is refused to run-time loads).
+    /// The adapters folder: copies of the six fixtures and of a MiniLM prompt the server must leave out
+    /// (its rows do not fit SmolLM2) (copies: a link leading out of the folder is refused to run-time loads).
     static func makeAdaptersFolder() throws -> String {
         let dir = NSTemporaryDirectory() + "graft-serve-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for name in adapterFixtures + ["grad-smollm2-prompt"] {
+        for name in adapterFixtures + sequenceFixtures {
             try FileManager.default.copyItem(atPath: referenceRoot + "/models/" + name, toPath: dir + "/" + name)
         }
+        try FileManager.default.copyItem(atPath: referenceRoot + "/models/grad-minilm-prompt", toPath: dir + "/minilm-prompt")
         return dir
     }
 
@@ -73,12 +77,12 @@ final class ServeTests: XCTestCase {
         let models = try get("/v1/models")
         XCTAssertEqual(models.status, 200)
         let ids = try models.json()["data"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
-        XCTAssertEqual(Set(ids), Set(["smollm2"] + Self.adapterFixtures), "the prompt-tuning adapter must be left out")
+        XCTAssertEqual(Set(ids), Set(["smollm2"] + Self.adapterFixtures + Self.sequenceFixtures), "the MiniLM prompt must be left out")
         let log = try server().stderr
-        XCTAssertTrue(log.contains("grad-smollm2-prompt' left out"), log)
+        XCTAssertTrue(log.contains("'minilm-prompt' left out") && log.contains("384 wide"), log)
         let health = try get("/health").json()
         XCTAssertEqual(health["status"]?.stringValue, "ok")
-        XCTAssertEqual(health["adapters"]?.intValue, 3)
+        XCTAssertEqual(health["adapters"]?.intValue, 6)
         let r = try post("/v1/completions", #"{"model": "grad-smollm2-vera", "prompt": "Hello", "max_tokens": 3, "temperature": 0}"#)
         XCTAssertEqual(r.status, 200, r.text)
         let metrics = try get("/metrics")
@@ -93,14 +97,47 @@ final class ServeTests: XCTestCase {
     /// Requests for different adapters (and the base) at once, sharing batched passes, each equal to
     /// `graft generate` run alone with that adapter and seed.
     func testConcurrentMixedAdapterRequestsEqualGraftGenerateAlone() throws {
-        let port = try server().port
-        let cases: [(model: String, adapter: String?, prompt: String, temperature: Double, seed: Int)] = [
+        let texts = try assertBatchedEqualGenerateAlone([
             ("smollm2", nil, "The capital of France is", 0, 0),
             ("peft-smollm2-lora", "peft-smollm2-lora", "The capital of France is", 0.7, 11),
             ("grad-smollm2-ia3", "grad-smollm2-ia3", "Once upon a time", 0.7, 5),
             ("grad-smollm2-vera", "grad-smollm2-vera", "Once upon a time", 0, 0),
             ("peft-smollm2-lora", "peft-smollm2-lora", "Write a haiku about rain.", 0.9, 3),
-        ]
+        ])
+        XCTAssertNotEqual(texts[0], texts[1], "the LoRA adapter should change the output")
+    }
+
+    /// Prompt-tuning, prefix-tuning and bottleneck adapters batched with LoRA and the base: each sequence
+    /// starts with its own virtual tokens (a prompt's embeddings, a prefix's keys and values in its own
+    /// cache) and gets its own bottleneck on its rows only — every output equal to `graft generate` alone.
+    func testPromptPrefixAndBottleneckAdaptersBatchWithTheOthers() throws {
+        let texts = try assertBatchedEqualGenerateAlone([
+            ("grad-smollm2-prompt", "grad-smollm2-prompt", "The capital of France is", 0, 0),
+            ("smollm2", nil, "The capital of France is", 0, 0),
+            ("grad-smollm2-prefix", "grad-smollm2-prefix", "The capital of France is", 0.8, 7),
+            ("bottleneck-smollm2-seqbn", "bottleneck-smollm2-seqbn", "The capital of France is", 0, 0),
+            ("peft-smollm2-lora", "peft-smollm2-lora", "Once upon a time", 0.7, 2),
+            ("grad-smollm2-prompt", "grad-smollm2-prompt", "Once upon a time", 0.9, 4),
+            ("bottleneck-smollm2-seqbn", "bottleneck-smollm2-seqbn", "Write a haiku about rain.", 0.7, 9),
+        ])
+        XCTAssertNotEqual(texts[0], texts[1], "the prompt should change the output")
+        XCTAssertNotEqual(texts[3], texts[1], "the bottleneck should change the output")
+        // A bottleneck composes with weights (at 0 it is the base); a prompt does not compose.
+        func completion(_ extra: String) throws -> HTTPConnection.Response {
+            try post("/v1/completions", #"{"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 24, "temperature": 0, \#(extra)}"#)
+        }
+        let atZero = try completion(#""adapters": [{"name": "bottleneck-smollm2-seqbn", "scale": 0}, {"name": "peft-smollm2-lora", "scale": 0}]"#)
+        XCTAssertEqual(try atZero.json()["choices"]?.arrayValue?.first?["text"]?.stringValue, texts[1], atZero.text)
+        let composed = try completion(#""adapters": [{"name": "grad-smollm2-prompt", "scale": 1}, {"name": "peft-smollm2-lora", "scale": 1}]"#)
+        XCTAssertEqual(composed.status, 400, composed.text)
+        XCTAssertTrue(composed.text.contains("cannot be weighted or composed"), composed.text)
+    }
+
+    /// Sends every case before reading any response (the server batches them together), checks each
+    /// text equals `graft generate` alone and that passes with several requests ran; returns the texts.
+    func assertBatchedEqualGenerateAlone(_ cases: [(model: String, adapter: String?, prompt: String, temperature: Double, seed: Int)],
+                                         file: StaticString = #filePath, line: UInt = #line) throws -> [String] {
+        let port = try server().port
         let maxTokens = 24
         let passesBefore = try passesWithSeveralRequests()
         // Send every request before reading any response: the server batches them together.
@@ -117,11 +154,11 @@ final class ServeTests: XCTestCase {
         }
         for (c, text) in zip(cases, texts) {
             XCTAssertEqual(text, try generate(adapter: c.adapter, prompt: c.prompt, temperature: c.temperature, seed: c.seed, maxTokens: maxTokens),
-                           "\(c.model) at temperature \(c.temperature)")
+                           "\(c.model) at temperature \(c.temperature)", file: file, line: line)
         }
-        XCTAssertNotEqual(texts[0], texts[1], "the LoRA adapter should change the output")
         // The server did batch them: passes with more than one request ran meanwhile.
-        XCTAssertGreaterThan(try passesWithSeveralRequests(), passesBefore, "no pass held two requests: nothing was batched")
+        XCTAssertGreaterThan(try passesWithSeveralRequests(), passesBefore, "no pass held two requests: nothing was batched", file: file, line: line)
+        return texts
     }
 
     /// Batched passes so far that held more than one request (graft_batch_sequences: all passes minus those of one).
@@ -267,9 +304,9 @@ final class ServeTests: XCTestCase {
         let outside = try post("/v1/adapters", #"{"name": "x", "path": "\#(referenceRoot)/models/grad-smollm2-adalora"}"#)
         XCTAssertEqual(outside.status, 403, outside.text)
         XCTAssertTrue(outside.text.contains("--allow-any-path"), outside.text)
-        let prompt = try post("/v1/adapters", #"{"name": "p", "path": "grad-smollm2-prompt"}"#)
+        let prompt = try post("/v1/adapters", #"{"name": "p", "path": "minilm-prompt"}"#)
         XCTAssertEqual(prompt.status, 400, prompt.text)
-        XCTAssertTrue(prompt.text.contains("virtual tokens"), prompt.text)
+        XCTAssertTrue(prompt.text.contains("384 wide but the model's embeddings are 576"), prompt.text)
         XCTAssertEqual(try post("/v1/adapters", #"{"name": "q", "path": "no-such-folder"}"#).status, 400)
         XCTAssertEqual(try post("/v1/adapters", #"{"name": "../bad", "path": "peft-smollm2-lora"}"#).status, 400)
         // The new name serves, and equals the adapter it copies.
@@ -360,7 +397,9 @@ final class ServeEncoderTests: XCTestCase {
     func testEmbeddingsAndClassification() throws {
         let minilm = try fetchedModel("minilm")
         let seqcls = referenceRoot + "/models/grad-minilm-seqcls"
-        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "minilm", "--adapter", "topics=" + seqcls])
+        let prompt = referenceRoot + "/models/grad-minilm-prompt", bottleneck = referenceRoot + "/models/bottleneck-minilm-houlsby"
+        let s = try ServerProcess(graft: graftExecutable(Self.self), arguments: ["--model", "minilm", "--adapter", "topics=" + seqcls,
+                                                                                 "--adapter", "prompt=" + prompt, "--adapter", "houlsby=" + bottleneck])
         defer { s.stop() }
         let texts = ["A cat sat on the mat.", "Stocks fell sharply on Monday."]
         let r = try HTTPConnection.request(port: s.port, "POST", "/v1/embeddings", json: #"{"model": "minilm", "input": ["A cat sat on the mat.", "Stocks fell sharply on Monday."]}"#)
@@ -378,6 +417,23 @@ final class ServeEncoderTests: XCTestCase {
         let adapted = try HTTPConnection.request(port: s.port, "POST", "/v1/embeddings", json: #"{"model": "topics", "input": "A cat sat on the mat."}"#)
         let a = try adapted.json()["data"]?.arrayValue?.first?["embedding"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? []
         XCTAssertGreaterThan(zip(a, want[0]).map { abs($0 - $1) }.max() ?? 0, 1e-4)
+        // A prompt and a bottleneck adapter embed as the encoder with that adapter attached.
+        for (name, path) in [("prompt", prompt), ("houlsby", bottleneck)] {
+            let r = try HTTPConnection.request(port: s.port, "POST", "/v1/embeddings", json: #"{"model": "\#(name)", "input": ["A cat sat on the mat.", "Stocks fell sharply on Monday."]}"#)
+            XCTAssertEqual(r.status, 200, r.text)
+            var encoder = try SentenceEncoder(folder: minilm)
+            let loaded = try AdapterMethods.open(path)
+            try encoder.attach(virtualTokens: try loaded.virtualTokens(), sublayers: {
+                var u = SublayerUpdates(); for site in loaded.sublayerUpdates() { u.set(site.update, layer: site.layer, site: site.site) }; return u
+            }(), source: path)
+            let expected = try encoder.embed(texts)
+            for (i, d) in (try r.json()["data"]?.arrayValue ?? []).enumerated() {
+                let got = d["embedding"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? []
+                XCTAssertEqual(got.count, expected[i].count, name)
+                XCTAssertLessThan(zip(got, expected[i]).map { abs($0 - $1) }.max() ?? 1, 1e-6, name)
+                XCTAssertGreaterThan(zip(got, want[i]).map { abs($0 - $1) }.max() ?? 0, 1e-4, "\(name) should change the embedding")
+            }
+        }
 
         let c = try HTTPConnection.request(port: s.port, "POST", "/v1/classify", json: #"{"model": "topics", "input": ["A cat sat on the mat.", "Stocks fell sharply on Monday."]}"#)
         XCTAssertEqual(c.status, 200, c.text)

@@ -48,6 +48,12 @@ public struct SentenceEncoder: Sendable {
         try model.attach(updates, source: source)
     }
 
+    /// Attaches an adapter's virtual tokens (a prompt or prefix) and its sublayer updates (bottleneck).
+    public mutating func attach(virtualTokens: VirtualTokens?, sublayers: SublayerUpdates, source: String) throws {
+        if let virtualTokens { try model.attach(virtualTokens, source: source) }
+        for (layer, sites) in sublayers.sites { for (site, u) in sites { try model.attach(u, layer: layer, site: site, source: source) } }
+    }
+
     /// Products with the weights in bf16 (float32 sums): faster on CPUs with AVX512-BF16, embeddings
     /// within ~1e-3 of float32 instead of ~1e-7.
     public mutating func enableBF16() { model.enableBF16() }

@@ -84,9 +84,11 @@ extension AdaptableModel {
     }
 }
 
-/// The adapters one sequence of a batched pass adds to the model's linear layers, each with its weight:
-/// `graft serve`'s per-request choice (one adapter at weight 1, or several composed unfused, as
-/// llama.cpp's per-request `lora` list and LoRAX's merged adapters).
+/// The adapters one sequence of a batched pass adds, each with its weight: `graft serve`'s per-request
+/// choice (one adapter at weight 1, or several composed unfused, as llama.cpp's per-request `lora` list
+/// and LoRAX's merged adapters). Each part adds its linear-layer updates and its sublayer updates
+/// (bottleneck adapters) on the sequence's rows only; at most one part brings virtual tokens (a prompt or
+/// prefix adapter's), which the sequence starts with instead of the model's.
 public struct AdapterMix: Sendable {
     public struct Part: Sendable {
         public let name: String
@@ -95,9 +97,15 @@ public struct AdapterMix: Sendable {
         public let id: String
         /// Updates by model module path (`LinearLayers.fitted`).
         public let updates: [String: any LayerUpdate]
+        /// Updates at sublayer sites, each term added times `scale`.
+        public let sublayers: SublayerUpdates
+        /// A prompt's or prefix's rows (used at weight 1 whatever `scale` is: they are not a sum).
+        public let virtualTokens: VirtualTokens?
         public let scale: Float
-        public init(name: String, id: String? = nil, updates: [String: any LayerUpdate], scale: Float) {
-            self.name = name; self.id = id ?? name; self.updates = updates; self.scale = scale
+        public init(name: String, id: String? = nil, updates: [String: any LayerUpdate], sublayers: SublayerUpdates = SublayerUpdates(),
+                    virtualTokens: VirtualTokens? = nil, scale: Float) {
+            self.name = name; self.id = id ?? name; self.updates = updates; self.sublayers = sublayers
+            self.virtualTokens = virtualTokens; self.scale = scale
         }
     }
     public let parts: [Part]
@@ -111,4 +119,16 @@ public struct AdapterMix: Sendable {
     public func updates(_ module: String) -> [(update: any LayerUpdate, scale: Float)] {
         parts.compactMap { p in p.updates[module].map { ($0, p.scale) } }
     }
+
+    /// The virtual tokens the sequence starts with; an error when two parts bring some.
+    public func virtualTokens() throws -> VirtualTokens? {
+        let brought = parts.filter { $0.virtualTokens != nil }
+        guard brought.count <= 1 else {
+            throw ModelError("adapters \(brought.map(\.name).joined(separator: " and ")) both bring virtual tokens: a sequence can start with one prompt or prefix only")
+        }
+        return brought.first?.virtualTokens
+    }
+
+    /// Whether any part updates a sublayer site.
+    public var hasSublayers: Bool { parts.contains { !$0.sublayers.isEmpty } }
 }

@@ -37,3 +37,27 @@ extension LayerNorm {
                           backward: { dy, saved, rows in self.backward(dy, saved: (saved as! Box).saved, rows: rows) })
     }
 }
+
+extension AdapterMix {
+    /// What this mix's updates at (`layer`, `site`) add on `rows` of a batched pass (h and r [batch rows ×
+    /// `width`]): each part's term times its weight, summed [rows.count × width]; nil when no part has an
+    /// update there. Inference only (nothing kept for backward).
+    func sublayerTerm(_ layer: Int, _ site: Sublayer, h: FloatBuffer, residual r: FloatBuffer, rows: Range<Int>, width: Int) -> FloatBuffer? {
+        let here = parts.compactMap { p in p.sublayers[layer, site].map { (update: $0, scale: p.scale) } }
+        guard !here.isEmpty, !rows.isEmpty else { return nil }
+        let n = rows.count, start = rows.lowerBound * width
+        let hs = FloatBuffer(count: n * width), rs = FloatBuffer(count: n * width)
+        withExtendedLifetime((h, r)) {
+            hs.mutable.baseAddress!.update(from: h.values.baseAddress! + start, count: n * width)
+            rs.mutable.baseAddress!.update(from: r.values.baseAddress! + start, count: n * width)
+        }
+        let sum = FloatBuffer(repeating: 0, count: n * width)
+        let sv = sum.mutable
+        for (u, scale) in here {
+            let term = u.forward(h: hs, residual: rs, rows: n, norm: nil, keep: false).term
+            let tv = term.values
+            for i in 0..<sv.count { sv[i] += scale * tv[i] }
+        }
+        return sum
+    }
+}

@@ -296,9 +296,16 @@ public struct LlamaModel: Sendable, AdaptableModel {
         let kvw = nkv * dh, h = config.hidden
         // Each sequence's rows: its prompt rows (`lead`, virtual tokens into an empty cache), then its tokens.
         var leads = [Int](repeating: 0, count: batch.count), starts: [Int] = [], total = 0
+        // Each sequence's virtual tokens: its adapters' (a prompt or prefix adapter's), else the model's.
+        let prompts = try batch.map { seq -> VirtualTokens? in
+            guard let own = try seq.adapters.virtualTokens() else { return virtualTokens }
+            guard virtualTokens == nil else { throw ModelError("a sequence brings virtual tokens to a model that has some attached") }
+            if let why = own.mismatch(virtualTokenLayout) { throw ModelError("the sequence's virtual tokens do not fit: \(why)") }
+            return own
+        }
         for s in batch.indices {
             guard !batch[s].tokens.isEmpty else { throw ModelError("a sequence of the batch has no tokens") }
-            if batch[s].cache.count == 0, let vt = virtualTokens {
+            if batch[s].cache.count == 0, let vt = prompts[s] {
                 guard vt.count + batch[s].tokens.count <= config.contextLength else {
                     throw ModelError("\(batch[s].tokens.count) tokens after \(vt.count) virtual tokens exceed the model's context of \(config.contextLength)")
                 }
@@ -328,12 +335,12 @@ public struct LlamaModel: Sendable, AdaptableModel {
         let x = FloatBuffer(count: total * h)
         for s in batch.indices {
             let base = x.mutable.baseAddress! + starts[s] * h
-            if let vt = virtualTokens, leads[s] > 0 { base.update(from: vt.values.values.baseAddress!, count: leads[s] * h) }
+            if let vt = prompts[s], leads[s] > 0 { base.update(from: vt.values.values.baseAddress!, count: leads[s] * h) }
             for (r, id) in batch[s].tokens.enumerated() {
                 (base + (leads[s] + r) * h).update(from: embedding.values.baseAddress! + id * h, count: h)
             }
             // A prompt's offsets: the tokens' index after it is their position minus its length.
-            if let vt = virtualTokens, vt.placement == .embeddings, pasts[s] + leads[s] >= vt.count {
+            if let vt = prompts[s], vt.placement == .embeddings, pasts[s] + leads[s] >= vt.count {
                 vt.addOffsets(to: base + leads[s] * h, tokens: batch[s].tokens.count, first: pasts[s] + leads[s] - vt.count)
             }
         }
@@ -350,6 +357,20 @@ public struct LlamaModel: Sendable, AdaptableModel {
             guard !spans.isEmpty else { return l.forward(input, rows: total) }
             let module = "model.layers.\(li).\(name)"
             return l.forward(input, rows: total, groups: spans.map { RowGroup(rows: $0.rows, updates: $0.mix.updates(module)) })
+        }
+        // A sublayer's output h gets the model's update there (on every row) and each row group's own
+        // (bottleneck adapters of its sequences), all computed from the same h and residual x.
+        let sublayerSpans = spans.filter { $0.mix.hasSublayers }
+        func sublayers(_ li: Int, _ site: Sublayer, h: FloatBuffer, residual x: FloatBuffer) {
+            let terms = sublayerSpans.compactMap { span in
+                span.mix.sublayerTerm(li, site, h: h, residual: x, rows: span.rows, width: h.count / total).map { (span.rows, $0) }
+            }
+            _ = sublayerUpdates.apply(li, site, h: h, residual: x, rows: total, norm: nil, keep: false)
+            let width = h.count / total, hv = h.mutable
+            for (rows, term) in terms {
+                let tv = term.values, start = rows.lowerBound * width
+                for i in 0..<tv.count { hv[start + i] += tv[i] }
+            }
         }
         let decodeOnly = rows(0).count == 1 && batch.indices.allSatisfy { rows($0).count == 1 }
         let normed = FloatBuffer(count: total * h)
@@ -402,7 +423,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 }
             }
             let o = linear(layer.o, li, "self_attn.o_proj", ctx)
-            _ = sublayerUpdates.apply(li, .attention, h: o, residual: x, rows: total, norm: nil, keep: false)
+            sublayers(li, .attention, h: o, residual: x)
             addInPlace(x, o)
             layer.mlpNorm.forward(x, rows: total, into: normed)
             let gate = linear(layer.gate, li, "mlp.gate_proj", normed), up = linear(layer.up, li, "mlp.up_proj", normed)
@@ -411,7 +432,7 @@ public struct LlamaModel: Sendable, AdaptableModel {
                 for i in r { let a = gv[i]; gv[i] = a / (1 + exp(-a)) * uv[i] }
             }
             let down = linear(layer.down, li, "mlp.down_proj", gate)
-            _ = sublayerUpdates.apply(li, .feedForward, h: down, residual: x, rows: total, norm: nil, keep: false)
+            sublayers(li, .feedForward, h: down, residual: x)
             addInPlace(x, down)
         }
         var picked: [(seq: Int, row: Int)] = []
