@@ -23,6 +23,8 @@ public struct GenerationRequest: Sendable {
     /// Whether `seed` was given (otherwise each request draws its own).
     public var seeded = false
     public var stop: [String] = []
+    /// Choices to generate (`n`), each its own sequence; choice i samples with `seed` + i.
+    public var n = 1
     /// Alternatives per token to report with their log-probabilities; nil: no log-probabilities.
     public var logprobs: Int?
     public var stream = false
@@ -32,7 +34,7 @@ public struct GenerationRequest: Sendable {
 
     public var isChat: Bool { if case .chat = prompt { return true }; return false }
 
-    static let maxStops = 4, maxAlternatives = 20
+    static let maxStops = 4, maxAlternatives = 20, maxChoices = 16
 
     /// Parses a body of `/v1/completions` (`chat: false`) or `/v1/chat/completions`.
     public static func parse(_ body: [UInt8], chat: Bool) throws -> GenerationRequest {
@@ -46,8 +48,13 @@ public struct GenerationRequest: Sendable {
             guard let p = j["prompt"] else { throw APIError.invalid("'prompt' is required", param: "prompt") }
             r = GenerationRequest(model: model, prompt: try prompt(p))
         }
-        if let n = try int(j, "n"), n != 1 { throw APIError.invalid("only n = 1 is supported (send one request per completion)", param: "n") }
-        if let b = try int(j, "best_of"), b != 1 { throw APIError.invalid("only best_of = 1 is supported", param: "best_of") }
+        if let n = try int(j, "n") {
+            guard (1...maxChoices).contains(n) else { throw APIError.invalid("'n' must be between 1 and \(maxChoices) (got \(n))", param: "n") }
+            r.n = n
+        }
+        if let b = try int(j, "best_of"), b != r.n {
+            throw APIError.invalid("'best_of' must equal 'n' if given (choices are not ranked: each is returned)", param: "best_of")
+        }
         for k in ["presence_penalty", "frequency_penalty"] {
             if let v = try number(j, k), v != 0 { throw APIError.invalid("'\(k)' is not supported (only 0)", param: k) }
         }

@@ -102,9 +102,10 @@ public final class GenerationEngine: @unchecked Sendable {
         if thread != nil { ended.wait(); ended.signal() }
     }
 
-    /// Queues a request (prompt as token ids); its events arrive on the returned stream. Cancelling the
-    /// stream's consumer (a client that went away) frees its slot at the next token boundary.
-    public func submit(prompt: [Int], request: GenerationRequest, mix: AdapterMix, label: String) throws -> AsyncStream<GenerationEvent> {
+    /// Queues a request (prompt as token ids): its `n` choices as `n` sequences, choice i sampled with
+    /// seed + i; each one's events arrive on its own stream. All are queued or none (an error). Cancelling
+    /// a stream's consumer (a client that went away) frees its slot at the next token boundary.
+    public func submit(prompt: [Int], request: GenerationRequest, mix: AdapterMix, label: String) throws -> [AsyncStream<GenerationEvent>] {
         // A prompt or prefix adapter's virtual tokens take positions of the context (and cache) before the prompt.
         let virtual = (try? mix.virtualTokens())??.count ?? 0
         let context = lm.model.config.contextLength - virtual
@@ -122,24 +123,30 @@ public final class GenerationEngine: @unchecked Sendable {
         guard reserve <= limits.kvBudgetBytes else {
             throw APIError.invalid("the prompt plus max_tokens need \(reserve >> 20) MB of KV cache; this server allows \(limits.kvBudgetBytes >> 20) MB in all (--kv-cache-mb): ask for fewer tokens", param: "max_tokens", code: "kv_cache_exceeded")
         }
-        var continuation: AsyncStream<GenerationEvent>.Continuation!
-        let stream = AsyncStream<GenerationEvent>(bufferingPolicy: .unbounded) { continuation = $0 }
-        let job = Job(prompt: prompt, maxTokens: maxTokens, request: request, mix: mix, label: label, reserve: reserve, continuation: continuation)
-        continuation.onTermination = { [weak self, weak job] termination in
-            guard case .cancelled = termination, let self, let job else { return }
-            self.cond.lock(); job.cancelled = true; self.cond.broadcast(); self.cond.unlock()
+        var jobs: [Job] = [], streams: [AsyncStream<GenerationEvent>] = []
+        for i in 0..<request.n {
+            var choice = request
+            choice.sampling.seed &+= UInt64(i)
+            var continuation: AsyncStream<GenerationEvent>.Continuation!
+            streams.append(AsyncStream<GenerationEvent>(bufferingPolicy: .unbounded) { continuation = $0 })
+            let job = Job(prompt: prompt, maxTokens: maxTokens, request: choice, mix: mix, label: label, reserve: reserve, continuation: continuation)
+            continuation.onTermination = { [weak self, weak job] termination in
+                guard case .cancelled = termination, let self, let job else { return }
+                self.cond.lock(); job.cancelled = true; self.cond.broadcast(); self.cond.unlock()
+            }
+            jobs.append(job)
         }
         cond.lock(); defer { cond.unlock() }
         guard !stopping else { throw APIError(status: 503, message: "the server is shutting down", type: "server_error", retryAfter: 5) }
         // Requests beyond the batch's free rows wait; at most `maxQueue` of them.
         let waiting = running + pending.count - limits.maxBatch
-        guard waiting < limits.maxQueue else {
+        guard waiting + jobs.count <= limits.maxQueue else {
             throw APIError(status: 429, message: "\(max(waiting, 0)) requests are already waiting for the \(limits.maxBatch) batch rows; try again shortly", type: "rate_limit_error", code: "queue_full", retryAfter: 1)
         }
-        pending.append(job)
+        pending += jobs
         metrics?.queueDepth.set(Double(pending.count))
         cond.signal()
-        return stream
+        return streams
     }
 
     // MARK: - The engine thread

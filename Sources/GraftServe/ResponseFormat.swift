@@ -25,21 +25,21 @@ struct ResponseFormat {
 
     private var chunkObject: String { chat ? "chat.completion.chunk" : "text_completion" }
 
-    func chunk(delta: JSONValue, logprobs: JSONValue = .null, finish: String? = nil) -> JSONValue {
-        envelope(object: chunkObject, choices: [.object([("index", .int(0)), ("delta", delta), ("logprobs", logprobs),
+    func chunk(index: Int, delta: JSONValue, logprobs: JSONValue = .null, finish: String? = nil) -> JSONValue {
+        envelope(object: chunkObject, choices: [.object([("index", .int(Int64(index))), ("delta", delta), ("logprobs", logprobs),
                                                          ("finish_reason", finish.map { .string($0) } ?? .null)])])
     }
 
-    /// A piece of streamed text with the log-probabilities of the tokens behind it.
-    func piece(_ text: String, tokens: [TokenInfo]) -> JSONValue {
-        if chat { return chunk(delta: .object([("content", .string(text))]), logprobs: logprobs(tokens)) }
-        return envelope(object: chunkObject, choices: [.object([("text", .string(text)), ("index", .int(0)), ("logprobs", logprobs(tokens)),
+    /// A piece of choice `index`'s streamed text with the log-probabilities of the tokens behind it.
+    func piece(index: Int, _ text: String, tokens: [TokenInfo]) -> JSONValue {
+        if chat { return chunk(index: index, delta: .object([("content", .string(text))]), logprobs: logprobs(tokens)) }
+        return envelope(object: chunkObject, choices: [.object([("text", .string(text)), ("index", .int(Int64(index))), ("logprobs", logprobs(tokens)),
                                                                 ("finish_reason", .null)])])
     }
 
-    func final(reason: String) -> JSONValue {
-        if chat { return chunk(delta: .object([]), finish: reason) }
-        return envelope(object: chunkObject, choices: [.object([("text", .string("")), ("index", .int(0)), ("logprobs", .null),
+    func final(index: Int, reason: String) -> JSONValue {
+        if chat { return chunk(index: index, delta: .object([]), finish: reason) }
+        return envelope(object: chunkObject, choices: [.object([("text", .string("")), ("index", .int(Int64(index))), ("logprobs", .null),
                                                                 ("finish_reason", .string(reason))])])
     }
 
@@ -52,12 +52,21 @@ struct ResponseFormat {
         envelope(object: chunkObject, choices: [], usage: usage(prompt: prompt, completion: completion))
     }
 
-    func complete(text: String, tokens: [TokenInfo], finish: String, promptTokens: Int, completionTokens: Int) -> JSONValue {
-        let choice: JSONValue = chat
-            ? .object([("index", .int(0)), ("message", .object([("role", .string("assistant")), ("content", .string(text))])),
-                       ("logprobs", logprobs(tokens)), ("finish_reason", .string(finish))])
-            : .object([("text", .string(text)), ("index", .int(0)), ("logprobs", logprobs(tokens)), ("finish_reason", .string(finish))])
-        return envelope(object: object, choices: [choice], usage: usage(prompt: promptTokens, completion: completionTokens))
+    /// One choice of a whole response.
+    struct Choice {
+        var text = "", tokens: [TokenInfo] = [], finish: String?
+    }
+
+    /// The whole response: every choice by its index; the prompt counted once, the completions summed.
+    func complete(_ choices: [Choice], promptTokens: Int, completionTokens: Int) -> JSONValue {
+        let list: [JSONValue] = choices.enumerated().map { i, c in
+            let finish: JSONValue = c.finish.map { .string($0) } ?? .null
+            return chat
+                ? .object([("index", .int(Int64(i))), ("message", .object([("role", .string("assistant")), ("content", .string(c.text))])),
+                           ("logprobs", logprobs(c.tokens)), ("finish_reason", finish)])
+                : .object([("text", .string(c.text)), ("index", .int(Int64(i))), ("logprobs", logprobs(c.tokens)), ("finish_reason", finish)])
+        }
+        return envelope(object: object, choices: list, usage: usage(prompt: promptTokens, completion: completionTokens))
     }
 
     /// Log-probabilities as each endpoint gives them: chat's `content` list of tokens with `top_logprobs`,

@@ -261,41 +261,62 @@ public final class GraftServer: Sendable {
             }
             ids = lm.tokenizer.encode(prompt, addSpecialTokens: false)
         }
-        let events = try engine.submit(prompt: ids, request: r, mix: mix, label: label)
+        let streams = try engine.submit(prompt: ids, request: r, mix: mix, label: label)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)
         let format = ResponseFormat(id: String(id), model: r.model, created: Int64(Date().timeIntervalSince1970), chat: chat, request: r, tokenizer: lm.tokenizer)
         let metrics = self.metrics
         if r.stream {
             metrics.request(endpoint: endpoint, adapter: label, status: 200)
             let body = ResponseBody { writer in
-                if chat { try await writer.write(ByteBuffer(string: format.sse(format.chunk(delta: .object([("role", .string("assistant")), ("content", .string(""))]))))) }
-                for await e in events {
+                if chat {
+                    for i in streams.indices {
+                        try await writer.write(ByteBuffer(string: format.sse(format.chunk(index: i, delta: .object([("role", .string("assistant")), ("content", .string(""))])))))
+                    }
+                }
+                var usage = (prompt: 0, completion: 0)
+                for try await (i, e) in Self.merged(streams) {
                     switch e {
-                    case let .text(t, tokens): try await writer.write(ByteBuffer(string: format.sse(format.piece(t, tokens: tokens))))
+                    case let .text(t, tokens): try await writer.write(ByteBuffer(string: format.sse(format.piece(index: i, t, tokens: tokens))))
                     case let .finished(reason, p, c):
-                        try await writer.write(ByteBuffer(string: format.sse(format.final(reason: reason))))
-                        if r.includeUsage { try await writer.write(ByteBuffer(string: format.sse(format.usageChunk(prompt: p, completion: c)))) }
+                        try await writer.write(ByteBuffer(string: format.sse(format.final(index: i, reason: reason))))
+                        usage = (p, usage.completion + c)
                     case let .failed(err):
                         try await writer.write(ByteBuffer(string: format.sse(err.body)))
                     }
                 }
+                if r.includeUsage { try await writer.write(ByteBuffer(string: format.sse(format.usageChunk(prompt: usage.prompt, completion: usage.completion)))) }
                 try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                 try await writer.finish(nil)
             }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
         }
-        var text = "", tokens: [TokenInfo] = [], finish: String?, usage = (0, 0)
-        for await e in events {
+        var choices = [ResponseFormat.Choice](repeating: .init(), count: streams.count), usage = (prompt: 0, completion: 0)
+        for try await (i, e) in Self.merged(streams) {
             switch e {
-            case let .text(t, ts): text += t; tokens += ts
-            case let .finished(reason, p, c): finish = reason; usage = (p, c)
+            case let .text(t, ts): choices[i].text += t; choices[i].tokens += ts
+            case let .finished(reason, p, c): choices[i].finish = reason; usage = (p, usage.completion + c)
             case let .failed(err): metrics.request(endpoint: endpoint, adapter: label, status: err.code); throw err
             }
         }
         // A stream that ended without finishing (the server stopping under it) is no answer.
-        guard let finish else { throw APIError(status: 503, message: "the generation was stopped before it finished", type: "server_error", retryAfter: 1) }
+        guard choices.allSatisfy({ $0.finish != nil }) else { throw APIError(status: 503, message: "the generation was stopped before it finished", type: "server_error", retryAfter: 1) }
         metrics.request(endpoint: endpoint, adapter: label, status: 200)
-        return json(format.complete(text: text, tokens: tokens, finish: finish, promptTokens: usage.0, completionTokens: usage.1))
+        return json(format.complete(choices, promptTokens: usage.prompt, completionTokens: usage.completion))
+    }
+
+    /// The events of several choices' streams as they come, each with its choice's index. The streams are
+    /// read by child tasks: when the reader stops (an error, a client gone), they are cancelled and so
+    /// are their generations.
+    static func merged(_ streams: [AsyncStream<GenerationEvent>]) -> AsyncThrowingStream<(Int, GenerationEvent), Error> {
+        return AsyncThrowingStream { c in
+            let task = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for (i, stream) in streams.enumerated() { group.addTask { for await e in stream { c.yield((i, e)) } } }
+                }
+                c.finish()
+            }
+            c.onTermination = { _ in task.cancel() }
+        }
     }
 
     // MARK: - Encoder endpoints

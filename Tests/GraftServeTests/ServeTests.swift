@@ -193,6 +193,44 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(chunks.last?["choices"]?.arrayValue?.count, 0)
     }
 
+    /// `n` choices: each its own sequence, choice i equal to `graft generate` with seed + i; streamed,
+    /// each choice's chunks carry its index and rejoin to the same texts; usage sums the completions.
+    func testSeveralChoicesPerRequest() throws {
+        let body = #"{"model": "peft-smollm2-lora", "prompt": "Once upon a time", "max_tokens": 12, "ignore_eos": true, "temperature": 0.9, "seed": 5, "top_k": 40, "top_p": 0.95, "n": 3"#
+        let whole = try post("/v1/completions", body + "}")
+        XCTAssertEqual(whole.status, 200, whole.text)
+        let choices = try whole.json()["choices"]?.arrayValue ?? []
+        XCTAssertEqual(choices.compactMap { $0["index"]?.intValue }, [0, 1, 2])
+        let texts = choices.compactMap { $0["text"]?.stringValue }
+        for (i, text) in texts.enumerated() {
+            XCTAssertEqual(text, try generate(adapter: "peft-smollm2-lora", prompt: "Once upon a time", temperature: 0.9, seed: 5 + i, maxTokens: 12), "choice \(i)")
+        }
+        XCTAssertEqual(Set(texts).count, 3, "three seeds should give three texts: \(texts)")
+        XCTAssertEqual(try whole.json()["usage"]?["completion_tokens"]?.intValue, 36)
+        XCTAssertEqual(try whole.json()["usage"]?["prompt_tokens"]?.intValue, 4)
+        let stream = try post("/v1/completions", body + #", "stream": true, "stream_options": {"include_usage": true}}"#)
+        XCTAssertEqual(stream.status, 200, stream.text)
+        let chunks = try stream.events.dropLast().map { try JSONValue.parse($0) }
+        var streamed = ["", "", ""], finishes = 0
+        for c in chunks {
+            for choice in c["choices"]?.arrayValue ?? [] {
+                let i = Int(choice["index"]?.intValue ?? -1)
+                XCTAssertTrue((0..<3).contains(i), c.serialized())
+                guard (0..<3).contains(i) else { continue }
+                streamed[i] += choice["text"]?.stringValue ?? ""
+                if choice["finish_reason"]?.stringValue == "length" { finishes += 1 }
+            }
+        }
+        XCTAssertEqual(streamed, texts)
+        XCTAssertEqual(finishes, 3)
+        XCTAssertEqual(chunks.last?["usage"]?["completion_tokens"]?.intValue, 36)
+        for bad in ["0", "17"] {
+            let r = try post("/v1/completions", #"{"model": "smollm2", "prompt": "Hi", "n": \#(bad)}"#)
+            XCTAssertEqual(r.status, 400, r.text)
+            XCTAssertEqual(try r.json()["error"]?["param"]?.stringValue, "n")
+        }
+    }
+
     func testStopSequencesAndLogprobs() throws {
         let r = try post("/v1/completions", #"{"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 30, "temperature": 0, "stop": [" 7"], "logprobs": 3}"#)
         XCTAssertEqual(r.status, 200, r.text)
