@@ -21,6 +21,6 @@ let package = Package(
         fuzzTarget("fuzz-merge-config", ["GraftMerging"]),
         fuzzTarget("fuzz-table", ["GraftData"]),
         fuzzTarget("fuzz-chat-template", ["GraftText", "GraftFormats"]),
-        fuzzTarget("fuzz-openai-request", ["GraftAPI"]),
+        fuzzTarget("fuzz-openai-request", ["GraftAPI", "GraftText"]),
     ]
 )

@@ -9,7 +9,15 @@ public struct GenerationRequest: Sendable {
     public enum Prompt: Sendable {
         case text(String)
         case tokens([Int])
-        case chat([ChatMessage])
+        /// Messages as chat templates take them: role, content text, an assistant's `tool_calls` (arguments
+        /// as JSON objects), a tool result's `tool_call_id`.
+        case chat([JSONValue])
+    }
+
+    /// `tool_choice`: whether the reply may (`auto`), must (`required`, `function`) or must not call a tool.
+    public enum ToolChoice: Sendable, Equatable {
+        case none, auto, required
+        case function(String)
     }
 
     /// The `model` field: the base's name, an adapter's, or `auto`.
@@ -25,6 +33,11 @@ public struct GenerationRequest: Sendable {
     public var stop: [String] = []
     /// Choices to generate (`n`), each its own sequence; choice i samples with `seed` + i.
     public var n = 1
+    /// `tools`: the functions the model may call (OpenAI tool objects, checked), and `tool_choice`.
+    public var tools: [JSONValue] = []
+    public var toolChoice = ToolChoice.auto
+    /// The tools' names.
+    public var toolNames: Set<String> { Set(tools.compactMap { $0["function"]?["name"]?.stringValue }) }
     /// Alternatives per token to report with their log-probabilities; nil: no log-probabilities.
     public var logprobs: Int?
     public var stream = false
@@ -34,7 +47,7 @@ public struct GenerationRequest: Sendable {
 
     public var isChat: Bool { if case .chat = prompt { return true }; return false }
 
-    static let maxStops = 4, maxAlternatives = 20, maxChoices = 16
+    static let maxStops = 4, maxAlternatives = 20, maxChoices = 16, maxTools = 128
 
     /// Parses a body of `/v1/completions` (`chat: false`) or `/v1/chat/completions`.
     public static func parse(_ body: [UInt8], chat: Bool) throws -> GenerationRequest {
@@ -106,6 +119,9 @@ public struct GenerationRequest: Sendable {
             r.includeUsage = try bool(so, "include_usage", prefix: "stream_options.") ?? false
         }
         r.ignoreEOS = try bool(j, "ignore_eos") ?? false
+        if chat { try r.parseTools(j) } else if j["tools"] != nil && j["tools"] != .null {
+            throw APIError.invalid("'tools' needs /v1/chat/completions", param: "tools")
+        }
         if let a = j["adapters"], a != .null {
             guard let list = a.arrayValue, !list.isEmpty, list.count <= 16 else {
                 throw APIError.invalid("'adapters' must be a list of 1–16 {\"name\", \"scale\"} objects", param: "adapters")
@@ -141,12 +157,49 @@ public struct GenerationRequest: Sendable {
         }
     }
 
-    static func messages(_ m: JSONValue) throws -> [ChatMessage] {
+    /// `tools` (function tools: a name of letters, digits, `_` or `-`, a description, JSON-schema
+    /// parameters) and `tool_choice` (`none`, `auto`, `required`, or `{"type": "function", "function": {"name"}}`).
+    mutating func parseTools(_ j: JSONValue) throws {
+        if let t = j["tools"], t != .null {
+            guard let list = t.arrayValue, list.count <= Self.maxTools else { throw APIError.invalid("'tools' must be a list of at most \(Self.maxTools) tools", param: "tools") }
+            tools = try list.enumerated().map { i, tool in
+                guard case .object = tool, tool["type"]?.stringValue == "function", let f = tool["function"], case .object = f else {
+                    throw APIError.invalid("tools[\(i)] must be {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}", param: "tools")
+                }
+                guard let name = f["name"]?.stringValue, (1...64).contains(name.count),
+                      name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+                    throw APIError.invalid("tools[\(i)].function.name must be 1–64 letters, digits, '_' or '-'", param: "tools")
+                }
+                if let d = f["description"], d != .null, d.stringValue == nil { throw APIError.invalid("tools[\(i)].function.description must be a string", param: "tools") }
+                if let p = f["parameters"], p != .null { guard case .object = p else { throw APIError.invalid("tools[\(i)].function.parameters must be a JSON schema object", param: "tools") } }
+                return tool
+            }
+            guard toolNames.count == tools.count else { throw APIError.invalid("two tools share a name", param: "tools") }
+        }
+        switch j["tool_choice"] {
+        case nil, .null?: toolChoice = tools.isEmpty ? .none : .auto
+        case .string("none")?: toolChoice = .none
+        case .string("auto")?: toolChoice = .auto
+        case .string("required")?: toolChoice = .required
+        case let v? where v["type"]?.stringValue == "function":
+            guard let name = v["function"]?["name"]?.stringValue else { throw APIError.invalid("tool_choice.function needs a 'name'", param: "tool_choice") }
+            toolChoice = .function(name)
+        default: throw APIError.invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\"}}", param: "tool_choice")
+        }
+        if toolChoice != .none && tools.isEmpty { throw APIError.invalid("'tool_choice' needs 'tools'", param: "tool_choice") }
+        if case let .function(name) = toolChoice, !toolNames.contains(name) {
+            throw APIError.invalid("tool_choice names '\(name)', which is not in 'tools'", param: "tool_choice")
+        }
+    }
+
+    /// The conversation as templates take it (`developer` is `system`; text parts joined; an assistant's
+    /// tool calls with their arguments parsed; a tool result with its `tool_call_id`).
+    static func messages(_ m: JSONValue) throws -> [JSONValue] {
         guard let list = m.arrayValue, !list.isEmpty else { throw APIError.invalid("'messages' must be a non-empty list", param: "messages") }
         return try list.enumerated().map { i, v in
             guard case .object = v, let role = v["role"]?.stringValue else { throw APIError.invalid("messages[\(i)] needs a 'role' string", param: "messages") }
-            guard ["system", "user", "assistant", "developer"].contains(role) else {
-                throw APIError.invalid("messages[\(i)].role '\(role)' is not supported (system, developer, user, assistant)", param: "messages")
+            guard ["system", "user", "assistant", "developer", "tool"].contains(role) else {
+                throw APIError.invalid("messages[\(i)].role '\(role)' is not supported (system, developer, user, assistant, tool)", param: "messages")
             }
             let content: String
             switch v["content"] {
@@ -162,7 +215,34 @@ public struct GenerationRequest: Sendable {
             case .null? where role == "assistant", nil where role == "assistant": content = ""
             default: throw APIError.invalid("messages[\(i)] needs a 'content' string", param: "messages")
             }
-            return ChatMessage(role: role == "developer" ? "system" : role, content: content)
+            var out: [(String, JSONValue)] = [("role", .string(role == "developer" ? "system" : role)), ("content", .string(content))]
+            if role == "assistant", let calls = v["tool_calls"], calls != .null {
+                guard let list = calls.arrayValue else { throw APIError.invalid("messages[\(i)].tool_calls must be a list", param: "messages") }
+                out.append(("tool_calls", .array(try list.enumerated().map { k, c in
+                    guard let f = c["function"], let name = f["name"]?.stringValue else {
+                        throw APIError.invalid("messages[\(i)].tool_calls[\(k)] needs function.name", param: "messages")
+                    }
+                    // Templates read the arguments as an object (`| tojson`); OpenAI sends them as a JSON string.
+                    var args = f["arguments"] ?? .object([])
+                    if let text = args.stringValue {
+                        guard let parsed = try? JSONValue.parse(Array(text.utf8)) else {
+                            throw APIError.invalid("messages[\(i)].tool_calls[\(k)].function.arguments is not JSON", param: "messages")
+                        }
+                        args = parsed
+                    }
+                    var call: [(String, JSONValue)] = [("type", .string("function")), ("function", .object([("name", .string(name)), ("arguments", args)]))]
+                    if let id = c["id"]?.stringValue { call.insert(("id", .string(id)), at: 0) }
+                    return .object(call)
+                })))
+            }
+            if role == "tool" {
+                if let id = v["tool_call_id"], id != .null {
+                    guard let s = id.stringValue else { throw APIError.invalid("messages[\(i)].tool_call_id must be a string", param: "messages") }
+                    out.append(("tool_call_id", .string(s)))
+                }
+                if let name = v["name"]?.stringValue { out.append(("name", .string(name))) }
+            }
+            return .object(out)
         }
     }
 

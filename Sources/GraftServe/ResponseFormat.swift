@@ -55,6 +55,14 @@ struct ResponseFormat {
     /// One choice of a whole response.
     struct Choice {
         var text = "", tokens: [TokenInfo] = [], finish: String?
+        var toolCalls: [ToolCall] = []
+    }
+
+    /// A streamed choice's tool calls, whole (the `openai` client accumulates `delta.tool_calls` by index).
+    func toolCallsChunk(index: Int, _ calls: [ToolCall]) -> JSONValue {
+        chunk(index: index, delta: .object([("tool_calls", .array(calls.enumerated().map { k, c in
+            .object([("index", .int(Int64(k)))] + (c.json.objectValue ?? []))
+        }))]))
     }
 
     /// The whole response: every choice by its index; the prompt counted once, the completions summed.
@@ -62,11 +70,17 @@ struct ResponseFormat {
         let list: [JSONValue] = choices.enumerated().map { i, c in
             let finish: JSONValue = c.finish.map { .string($0) } ?? .null
             return chat
-                ? .object([("index", .int(Int64(i))), ("message", .object([("role", .string("assistant")), ("content", .string(c.text))])),
-                           ("logprobs", logprobs(c.tokens)), ("finish_reason", finish)])
+                ? .object([("index", .int(Int64(i))), ("message", message(c)), ("logprobs", logprobs(c.tokens)), ("finish_reason", finish)])
                 : .object([("text", .string(c.text)), ("index", .int(Int64(i))), ("logprobs", logprobs(c.tokens)), ("finish_reason", finish)])
         }
         return envelope(object: object, choices: list, usage: usage(prompt: promptTokens, completion: completionTokens))
+    }
+
+    /// A chat choice's message: its text (null when it only calls tools) and its tool calls.
+    func message(_ c: Choice) -> JSONValue {
+        var m: [(String, JSONValue)] = [("role", .string("assistant")), ("content", c.text.isEmpty && !c.toolCalls.isEmpty ? .null : .string(c.text))]
+        if !c.toolCalls.isEmpty { m.append(("tool_calls", .array(c.toolCalls.map(\.json)))) }
+        return .object(m)
     }
 
     /// Log-probabilities as each endpoint gives them: chat's `content` list of tokens with `top_logprobs`,

@@ -248,6 +248,7 @@ public final class GraftServer: Sendable {
         }
         let (mix, label) = try self.mix(model: r.model, adapters: r.adapters)
         let ids: [Int]
+        var chatTooling: Tooling?
         switch r.prompt {
         case let .text(t): ids = lm.tokenizer.encode(t, addSpecialTokens: true)
         case let .tokens(t):
@@ -256,12 +257,14 @@ public final class GraftServer: Sendable {
         case let .chat(m):
             guard let template = lm.chatTemplate else { throw APIError.invalid("this model has no chat template: use /v1/completions", param: "messages") }
             let prompt: String
-            do { prompt = try template.render(m) } catch let e as JinjaError {
-                throw APIError.invalid(e.raised ? "the model's chat template refuses these messages: \(e.message)" : "the model's chat template failed on these messages: \(e)", param: "messages")
-            }
+            (prompt, chatTooling) = try Self.chatPrompt(m, request: r, template: template)
             ids = lm.tokenizer.encode(prompt, addSpecialTokens: false)
         }
-        let streams = try engine.submit(prompt: ids, request: r, mix: mix, label: label)
+        let tooling = chatTooling
+        var request = r
+        // A required Hermes call ends at its closing tag (what a grammar would allow), not at max_tokens.
+        if let t = tooling, t.forced != nil, t.format == .hermes, !request.stop.contains("</tool_call>") { request.stop.append("</tool_call>") }
+        let streams = try engine.submit(prompt: ids, request: request, mix: mix, label: label)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)
         let format = ResponseFormat(id: String(id), model: r.model, created: Int64(Date().timeIntervalSince1970), chat: chat, request: r, tokenizer: lm.tokenizer)
         let metrics = self.metrics
@@ -274,10 +277,21 @@ public final class GraftServer: Sendable {
                     }
                 }
                 var usage = (prompt: 0, completion: 0)
+                // With tools, each choice's text passes through a streamer that holds back a call until it is whole.
+                var calls = streams.map { _ in tooling.map { ToolCallStreamer(format: $0.format, names: r.toolNames, forced: $0.forced) } }
                 for try await (i, e) in Self.merged(streams) {
                     switch e {
-                    case let .text(t, tokens): try await writer.write(ByteBuffer(string: format.sse(format.piece(index: i, t, tokens: tokens))))
-                    case let .finished(reason, p, c):
+                    case let .text(t, tokens):
+                        let piece = calls[i] == nil ? t : calls[i]!.append(t)
+                        if !piece.isEmpty || !tokens.isEmpty { try await writer.write(ByteBuffer(string: format.sse(format.piece(index: i, piece, tokens: tokens)))) }
+                    case .finished(var reason, let p, let c):
+                        if let (rest, found) = calls[i]?.finish() {
+                            if !rest.isEmpty { try await writer.write(ByteBuffer(string: format.sse(format.piece(index: i, rest, tokens: [])))) }
+                            if !found.isEmpty {
+                                try await writer.write(ByteBuffer(string: format.sse(format.toolCallsChunk(index: i, found))))
+                                reason = "tool_calls"
+                            }
+                        }
                         try await writer.write(ByteBuffer(string: format.sse(format.final(index: i, reason: reason))))
                         usage = (p, usage.completion + c)
                     case let .failed(err):
@@ -300,8 +314,49 @@ public final class GraftServer: Sendable {
         }
         // A stream that ended without finishing (the server stopping under it) is no answer.
         guard choices.allSatisfy({ $0.finish != nil }) else { throw APIError(status: 503, message: "the generation was stopped before it finished", type: "server_error", retryAfter: 1) }
+        if let tooling {
+            for i in choices.indices {
+                (choices[i].text, choices[i].toolCalls) = tooling.format.parse((tooling.forced ?? "") + choices[i].text, names: r.toolNames)
+                if !choices[i].toolCalls.isEmpty { choices[i].finish = "tool_calls" }
+            }
+        }
         metrics.request(endpoint: endpoint, adapter: label, status: 200)
         return json(format.complete(choices, promptTokens: usage.prompt, completionTokens: usage.completion))
+    }
+
+    /// How a chat request's reply is read for tool calls: the format, and the text the reply was made to
+    /// start with (a call, when `tool_choice` requires one).
+    struct Tooling { let format: ToolCallFormat; let forced: String? }
+
+    /// The prompt text of a chat request: the template rendered with the request's tools (a template that
+    /// does not render tools gets them described in the system message, in Hermes' form), then the
+    /// start of a call when `tool_choice` requires one; and how to read tool calls from the reply (nil
+    /// without tools, or with `tool_choice` `none`).
+    static func chatPrompt(_ messages: [JSONValue], request r: GenerationRequest, template: ChatTemplate) throws -> (String, Tooling?) {
+        func render(_ messages: [JSONValue], tools: JSONValue?) throws -> String {
+            do { return try template.render(messages: messages, addGenerationPrompt: true, tools: tools) } catch let e as JinjaError {
+                throw APIError.invalid(e.raised ? "the model's chat template refuses these messages: \(e.message)" : "the model's chat template failed on these messages: \(e)", param: "messages")
+            }
+        }
+        guard r.toolChoice != .none else { return (try render(messages, tools: nil), nil) }
+        let prompt: String, format: ToolCallFormat
+        if let f = ToolCallFormat.of(template: template.source) {
+            format = f
+            prompt = try render(messages, tools: .array(r.tools))
+        } else {
+            format = .hermes
+            do { prompt = try render(ToolCallFormat.describing(r.tools, in: messages), tools: nil) } catch {
+                // A template that refuses a system turn (Gemma 2) gets the tools in the first user message.
+                prompt = try render(ToolCallFormat.describing(r.tools, in: messages, inUserMessage: true), tools: nil)
+            }
+        }
+        let forced: String?
+        switch r.toolChoice {
+        case .required: forced = format.forcedStart(name: nil)
+        case let .function(name): forced = format.forcedStart(name: name)
+        case .auto, .none: forced = nil
+        }
+        return (prompt + (forced ?? ""), Tooling(format: format, forced: forced))
     }
 
     /// The events of several choices' streams as they come, each with its choice's index. The streams are

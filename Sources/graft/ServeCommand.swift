@@ -27,6 +27,10 @@ struct ServeCommand: ParsableCommand {
         update linear layers (LoRA, DoRA, IA³, VeRA, AdaLoRA, …), bottleneck adapters (on their own
         rows), prompt and prefix adapters (each request starts with its adapter's virtual tokens).
 
+        Chat requests may carry OpenAI "tools" and "tool_choice": the reply's calls come back as
+        "tool_calls", read in the model family's format (Hermes/Qwen, Mistral, Llama 3). "n" asks for
+        several choices (choice i sampled with seed + i).
+
         SIGTERM or Ctrl-C stops accepting requests, lets running ones finish, then exits.
 
         Examples:

@@ -231,6 +231,33 @@ final class ServeTests: XCTestCase {
         }
     }
 
+    /// Tools over HTTP with SmolLM2 (whose template does not render tools: Graft describes them): a call of
+    /// the named function comes back in `tool_calls` with JSON-object arguments and finish reason
+    /// `tool_calls`, the same whole and streamed; misuse is a 400 naming the field.
+    func testToolCallsWholeAndStreamed() throws {
+        let body = #"{"model": "smollm2", "messages": [{"role": "user", "content": "What is the weather like in Paris today?"}], "max_tokens": 40, "temperature": 0, "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}"#
+        let whole = try post("/v1/chat/completions", body + "}")
+        XCTAssertEqual(whole.status, 200, whole.text)
+        let choice = try XCTUnwrap(try whole.json()["choices"]?.arrayValue?.first)
+        XCTAssertEqual(choice["finish_reason"]?.stringValue, "tool_calls", whole.text)
+        let call = try XCTUnwrap(choice["message"]?["tool_calls"]?.arrayValue?.first, whole.text)
+        XCTAssertEqual(call["type"]?.stringValue, "function")
+        XCTAssertEqual(call["function"]?["name"]?.stringValue, "get_weather")
+        let arguments = try XCTUnwrap(call["function"]?["arguments"]?.stringValue)
+        guard case .object? = try? JSONValue.parse(Array(arguments.utf8)) else { return XCTFail("arguments are not a JSON object: \(arguments)") }
+        XCTAssertEqual(choice["message"]?["content"], .null, "the call ends the reply (its closing tag stops it)")
+        let stream = try post("/v1/chat/completions", body + #", "stream": true}"#)
+        let chunks = try stream.events.dropLast().map { try JSONValue.parse($0) }
+        let deltas = chunks.compactMap { $0["choices"]?.arrayValue?.first?["delta"]?["tool_calls"]?.arrayValue?.first }
+        XCTAssertEqual(deltas.count, 1, stream.text)
+        XCTAssertEqual(deltas.first?["index"]?.intValue, 0)
+        XCTAssertEqual(deltas.first?["function"], call["function"])
+        XCTAssertEqual(chunks.compactMap { $0["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue }, ["tool_calls"])
+        let unknown = try post("/v1/chat/completions", body.replacingOccurrences(of: #""name": "get_weather"}}"#, with: #""name": "nope"}}"#) + "}")
+        XCTAssertEqual(unknown.status, 400, unknown.text)
+        XCTAssertEqual(try unknown.json()["error"]?["param"]?.stringValue, "tool_choice")
+    }
+
     func testStopSequencesAndLogprobs() throws {
         let r = try post("/v1/completions", #"{"model": "smollm2", "prompt": "1, 2, 3, 4,", "max_tokens": 30, "temperature": 0, "stop": [" 7"], "logprobs": 3}"#)
         XCTAssertEqual(r.status, 200, r.text)
