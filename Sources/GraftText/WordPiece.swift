@@ -10,6 +10,9 @@ public struct WordPieceTokenizer: Tokenizer {
     let unkId: Int
     let prefix: String
     let maxCharsPerWord: Int
+    /// The longest vocabulary entry, in Unicode scalars: no longer candidate can match, so the longest-match
+    /// search starts there instead of at the word's end (the same pieces, far fewer lookups in long words).
+    let maxTokenScalars: Int
     let lowercase: Bool
     let stripAccents: Bool
     let cleanText: Bool
@@ -35,6 +38,7 @@ public struct WordPieceTokenizer: Tokenizer {
             vocab[k] = Int(i)
         }
         self.vocab = vocab
+        maxTokenScalars = vocab.keys.lazy.map { $0.unicodeScalars.count }.max() ?? 0
         inverse = Dictionary(vocab.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let unk = model["unk_token"]?.stringValue ?? "[UNK]"
         guard let u = vocab[unk] else { throw TokenizerError(path, "model.unk_token '\(unk)' is not in the vocabulary") }
@@ -130,7 +134,7 @@ public struct WordPieceTokenizer: Tokenizer {
         var pieces: [Int] = []
         var start = 0
         while start < chars.count {
-            var end = chars.count
+            var end = min(chars.count, start + maxTokenScalars)
             var found: Int? = nil
             while start < end {
                 var sub = String(String.UnicodeScalarView(chars[start..<end]))
