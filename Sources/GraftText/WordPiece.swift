@@ -129,17 +129,32 @@ public struct WordPieceTokenizer: Tokenizer {
     // MARK: - Model
 
     func wordPiece(_ word: String, into ids: inout [Int]) {
-        let chars = Array(word.unicodeScalars)
-        if chars.count > maxCharsPerWord { ids.append(unkId); return }
+        let count = word.unicodeScalars.count
+        if count > maxCharsPerWord { ids.append(unkId); return }
+        // Candidates are built from the word's UTF-8 bytes cut at scalar boundaries (short ones are small
+        // strings, no allocation), a continuation behind the prefix in one reused buffer.
+        let utf8 = Array(word.utf8)
+        var bounds = [0]
+        bounds.reserveCapacity(count + 1)
+        for u in word.unicodeScalars { bounds.append(bounds[bounds.count - 1] + UTF8.width(u)) }
+        var continuation = Array(prefix.utf8)
+        let prefixBytes = continuation.count
         var pieces: [Int] = []
         var start = 0
-        while start < chars.count {
-            var end = min(chars.count, start + maxTokenScalars)
+        while start < count {
+            var end = min(count, start + maxTokenScalars)
             var found: Int? = nil
             while start < end {
-                var sub = String(String.UnicodeScalarView(chars[start..<end]))
-                if start > 0 { sub = prefix + sub }
-                if let id = vocab[sub] { found = id; break }
+                let bytes = utf8[bounds[start]..<bounds[end]]
+                let candidate: String
+                if start == 0 {
+                    candidate = String(decoding: bytes, as: UTF8.self)
+                } else {
+                    continuation.removeSubrange(prefixBytes...)
+                    continuation += bytes
+                    candidate = String(decoding: continuation, as: UTF8.self)
+                }
+                if let id = vocab[candidate] { found = id; break }
                 end -= 1
             }
             guard let id = found else { ids.append(unkId); return }
